@@ -1,0 +1,246 @@
+//! The one error type of the request path.
+//!
+//! Every variant knows the HTTP status it answers with and the short public code that
+//! goes into the JSON body (`{"error": "<code>"}`). Neither ever carries a token, key,
+//! secret or cookie value: the detail that is safe to log lives in the `Display` text,
+//! which is written with the same care.
+//!
+//! ```
+//! use bff_proxy::error::{Error, ErrorKind};
+//! use http::StatusCode;
+//!
+//! let err = Error::new(ErrorKind::Csrf);
+//! assert_eq!(err.status(), StatusCode::FORBIDDEN);
+//! assert_eq!(err.code(), "csrf");
+//! assert_eq!(err.json_body(), r#"{"error":"csrf"}"#);
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// What went wrong, with enough detail to answer the client and to log safely.
+///
+/// Boxed inside [`Error`] so the error stays one pointer wide on the hot path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No session, or a session cookie that did not open.
+    Unauthenticated,
+    /// The session ended: refresh refused, revoked, reuse detected or lifetime over.
+    SessionExpired,
+    /// The CSRF header is missing or wrong.
+    Csrf,
+    /// The identity provider could not be reached in time and the access token is
+    /// no longer usable. The session is kept.
+    IdpUnavailable {
+        /// How long the client should wait before retrying.
+        retry_after: Duration,
+    },
+    /// The request is malformed; the text says what is wrong in words safe to show.
+    BadRequest(&'static str),
+    /// The identity provider refused the login; `code` is its OAuth `error` value
+    /// (already checked to be a short token of safe characters).
+    LoginRefused {
+        /// The OAuth `error` code sent by the provider.
+        code: String,
+    },
+    /// The method is not in the route's allowlist.
+    MethodNotAllowed,
+    /// Nothing is served at this path.
+    NotFound,
+    /// The request's cookie header is too large or holds too many cookies to read.
+    CookieHeaderTooLarge,
+    /// The upstream could not be reached.
+    BadGateway,
+    /// The upstream did not answer in time.
+    GatewayTimeout,
+    /// Our own configuration is wrong (for example the IdP refused our client
+    /// credentials). Logged loudly; the session is kept.
+    Misconfigured(&'static str),
+    /// A bug or an unexpected state; the text is for the log only.
+    Internal(&'static str),
+}
+
+/// The error of the request path: a boxed [`ErrorKind`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Error(Box<ErrorKind>);
+
+impl Error {
+    /// Wraps a kind.
+    #[must_use]
+    pub fn new(kind: ErrorKind) -> Self {
+        Self(Box::new(kind))
+    }
+
+    /// The kind of error.
+    #[must_use]
+    pub fn kind(&self) -> &ErrorKind {
+        &self.0
+    }
+
+    /// The HTTP status the client is answered with.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match *self.0 {
+            ErrorKind::Unauthenticated | ErrorKind::SessionExpired => StatusCode::UNAUTHORIZED,
+            ErrorKind::Csrf => StatusCode::FORBIDDEN,
+            ErrorKind::IdpUnavailable { .. } | ErrorKind::Misconfigured(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ErrorKind::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ErrorKind::LoginRefused { ref code } => match code.as_str() {
+                "access_denied"
+                | "unauthorized_client"
+                | "consent_required"
+                | "login_required"
+                | "interaction_required"
+                | "account_selection_required" => StatusCode::FORBIDDEN,
+                _ => StatusCode::BAD_REQUEST,
+            },
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::CookieHeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
+            ErrorKind::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The short public code of the JSON body, stable for clients to match on.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match *self.0 {
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::SessionExpired => "session_expired",
+            ErrorKind::Csrf => "csrf",
+            ErrorKind::IdpUnavailable { .. } => "idp_unavailable",
+            ErrorKind::BadRequest(_) => "bad_request",
+            ErrorKind::LoginRefused { .. } => "login_refused",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::CookieHeaderTooLarge => "cookie_header_too_large",
+            ErrorKind::BadGateway => "bad_gateway",
+            ErrorKind::GatewayTimeout => "gateway_timeout",
+            ErrorKind::Misconfigured(_) => "misconfigured",
+            ErrorKind::Internal(_) => "internal",
+        }
+    }
+
+    /// The JSON body: `{"error":"<code>"}`.
+    #[must_use]
+    pub fn json_body(&self) -> String {
+        format!(r#"{{"error":"{}"}}"#, self.code())
+    }
+
+    /// The value of a `Retry-After` header (whole seconds, at least 1), when the
+    /// client should retry later.
+    #[must_use]
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match *self.0 {
+            ErrorKind::IdpUnavailable { retry_after } => Some(retry_after.as_secs().max(1)),
+            _ => None,
+        }
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Self {
+        Self::new(kind)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &*self.0 {
+            ErrorKind::Unauthenticated => f.write_str("no valid session"),
+            ErrorKind::SessionExpired => f.write_str("the session has ended"),
+            ErrorKind::Csrf => f.write_str("the CSRF header is missing or wrong"),
+            ErrorKind::IdpUnavailable { retry_after } => write!(
+                f,
+                "the identity provider is unavailable; retry after {}s",
+                retry_after.as_secs().max(1)
+            ),
+            ErrorKind::BadRequest(why) => write!(f, "bad request: {why}"),
+            ErrorKind::LoginRefused { code } => {
+                write!(f, "the identity provider refused the login: {code}")
+            }
+            ErrorKind::MethodNotAllowed => f.write_str("method not allowed on this route"),
+            ErrorKind::NotFound => f.write_str("not found"),
+            ErrorKind::CookieHeaderTooLarge => {
+                f.write_str("the cookie header is too large to read")
+            }
+            ErrorKind::BadGateway => f.write_str("the upstream could not be reached"),
+            ErrorKind::GatewayTimeout => f.write_str("the upstream did not answer in time"),
+            ErrorKind::Misconfigured(why) => write!(f, "misconfiguration: {why}"),
+            ErrorKind::Internal(why) => write!(f, "internal error: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_one_pointer_wide() {
+        assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
+    }
+
+    #[test]
+    fn statuses_and_codes_match_the_design() {
+        let cases = [
+            (ErrorKind::Unauthenticated, 401, "unauthenticated"),
+            (ErrorKind::SessionExpired, 401, "session_expired"),
+            (ErrorKind::Csrf, 403, "csrf"),
+            (
+                ErrorKind::IdpUnavailable {
+                    retry_after: Duration::from_secs(5),
+                },
+                503,
+                "idp_unavailable",
+            ),
+            (ErrorKind::MethodNotAllowed, 405, "method_not_allowed"),
+            (
+                ErrorKind::CookieHeaderTooLarge,
+                431,
+                "cookie_header_too_large",
+            ),
+        ];
+        for (kind, status, code) in cases {
+            let err = Error::new(kind);
+            assert_eq!(err.status().as_u16(), status, "{err}");
+            assert_eq!(err.code(), code);
+        }
+    }
+
+    #[test]
+    fn retry_after_is_at_least_one_second() {
+        let err = Error::new(ErrorKind::IdpUnavailable {
+            retry_after: Duration::from_millis(10),
+        });
+        assert_eq!(err.retry_after_secs(), Some(1));
+        assert_eq!(Error::new(ErrorKind::Csrf).retry_after_secs(), None);
+    }
+
+    #[test]
+    fn login_refusals_pick_403_for_denials() {
+        let denied = Error::new(ErrorKind::LoginRefused {
+            code: "access_denied".into(),
+        });
+        assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+        let other = Error::new(ErrorKind::LoginRefused {
+            code: "invalid_scope".into(),
+        });
+        assert_eq!(other.status(), StatusCode::BAD_REQUEST);
+    }
+}

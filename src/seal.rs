@@ -1,0 +1,536 @@
+//! Sealing: authenticated encryption of cookie values with a key ring.
+//!
+//! A sealed value is `base64url(version ‖ key id ‖ nonce ‖ ciphertext ‖ tag)`:
+//!
+//! | bytes | what |
+//! |---|---|
+//! | 1 | format version ([`FORMAT_VERSION`]) |
+//! | 4 | key id: the key check value of the sealing key (AES of a zero block) |
+//! | 12 | random 96-bit nonce, fresh for every seal |
+//! | n + 16 | AES-256-GCM ciphertext and tag |
+//!
+//! The associated data is the 5-byte header followed by the cookie name, so a value
+//! sealed for one cookie does not open as another, and neither the version nor the
+//! key id can be changed without the tag failing.
+//!
+//! The [`KeyRing`] seals with its first key and opens with any of them: putting a new
+//! key first rotates keys without logging anyone out.
+//!
+//! ```
+//! use bff_proxy::seal::KeyRing;
+//!
+//! let ring = KeyRing::new(vec![KeyRing::generate_key()]).unwrap();
+//! let sealed = ring.seal("__Host-Http-bff", b"hello");
+//! assert_eq!(ring.open("__Host-Http-bff", &sealed).unwrap(), b"hello");
+//! assert!(ring.open("other-cookie", &sealed).is_err());
+//! ```
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+
+/// The format version written in front of every sealed value.
+pub const FORMAT_VERSION: u8 = 1;
+/// Length of a key in bytes (AES-256).
+pub const KEY_LEN: usize = 32;
+const KEY_ID_LEN: usize = 4;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+const HEADER_LEN: usize = 1 + KEY_ID_LEN;
+/// Bytes a seal adds to the plaintext before base64 (header, nonce, tag).
+pub const SEAL_OVERHEAD: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
+/// The longest sealed text [`KeyRing::open`] looks at; longer input is refused before
+/// any decoding.
+pub const MAX_SEALED_LEN: usize = 48 * 1024;
+/// The fewest distinct byte values a key must have. A random 32-byte key has about 30;
+/// fewer than this means a pattern ("abab…", a repeated passphrase), not a random key.
+const MIN_DISTINCT_KEY_BYTES: usize = 16;
+
+/// Why a sealed value did not open. Deliberately coarse: callers treat every case
+/// as "no session", and the reason is for logs and tests only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Longer than [`MAX_SEALED_LEN`].
+    #[error("sealed value too long")]
+    TooLong,
+    /// Not base64url.
+    #[error("sealed value is not base64url")]
+    Encoding,
+    /// Shorter than a header, nonce and tag.
+    #[error("sealed value truncated")]
+    Truncated,
+    /// A format version this build does not read.
+    #[error("unknown sealed format version")]
+    Version,
+    /// No key in the ring has the value's key id.
+    #[error("sealed with a key that is not in the ring")]
+    UnknownKey,
+    /// The tag did not verify: tampered, wrong cookie name, or truncated.
+    #[error("sealed value failed authentication")]
+    Authentication,
+}
+
+/// Why a configured key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// Not base64 (standard or URL-safe, padded or not).
+    #[error("must be base64 (generate one with `bff-proxy keygen`)")]
+    NotBase64,
+    /// Decoded to the wrong number of bytes.
+    #[error("must decode to 32 bytes of base64, got {0}")]
+    WrongLength(usize),
+    /// Every byte is zero.
+    #[error("is all zero bytes: generate a random key with `bff-proxy keygen`")]
+    AllZero,
+    /// Too few distinct bytes to be random.
+    #[error(
+        "looks weak ({0} distinct byte values; a random key has about 30): generate one with `bff-proxy keygen`"
+    )]
+    LowVariety(usize),
+}
+
+/// The AES-256-GCM backend, kept behind this one seam so it can be swapped on
+/// measurement (DESIGN.md: `aes-gcm` now, `ring` is the candidate).
+mod backend {
+    use aes_gcm::aead::{AeadInPlace, KeyInit};
+    use aes_gcm::aes::Aes256;
+    use aes_gcm::aes::cipher::{BlockEncrypt, generic_array::GenericArray};
+    use aes_gcm::{Aes256Gcm, Nonce, Tag};
+
+    use super::{KEY_ID_LEN, KEY_LEN, NONCE_LEN, TAG_LEN};
+
+    #[derive(Clone)]
+    pub(super) struct Cipher(Aes256Gcm);
+
+    impl Cipher {
+        pub(super) fn new(key: &[u8; KEY_LEN]) -> Self {
+            Self(Aes256Gcm::new(GenericArray::from_slice(key)))
+        }
+
+        /// The key check value: the first bytes of AES-256 of a zero block. It names
+        /// the key without revealing anything usable about it.
+        pub(super) fn key_id(key: &[u8; KEY_LEN]) -> [u8; KEY_ID_LEN] {
+            let aes = Aes256::new(GenericArray::from_slice(key));
+            let mut block = GenericArray::from([0u8; 16]);
+            aes.encrypt_block(&mut block);
+            let mut id = [0u8; KEY_ID_LEN];
+            id.copy_from_slice(&block[..KEY_ID_LEN]);
+            id
+        }
+
+        /// Encrypts `buf` in place and returns the tag.
+        pub(super) fn seal(
+            &self,
+            nonce: &[u8; NONCE_LEN],
+            aad: &[u8],
+            buf: &mut [u8],
+        ) -> [u8; TAG_LEN] {
+            // Encryption in place with a 96-bit nonce cannot fail for inputs below
+            // GCM's 64 GiB limit; our inputs are bounded far below that.
+            match self
+                .0
+                .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf)
+            {
+                Ok(tag) => tag.into(),
+                Err(_) => [0u8; TAG_LEN],
+            }
+        }
+
+        /// Decrypts `buf` in place; false if the tag does not verify.
+        pub(super) fn open(
+            &self,
+            nonce: &[u8; NONCE_LEN],
+            aad: &[u8],
+            buf: &mut [u8],
+            tag: &[u8; TAG_LEN],
+        ) -> bool {
+            self.0
+                .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf, Tag::from_slice(tag))
+                .is_ok()
+        }
+    }
+}
+
+#[derive(Clone)]
+struct SealKey {
+    id: [u8; KEY_ID_LEN],
+    cipher: backend::Cipher,
+}
+
+/// The session keys: the first one seals, all of them open.
+#[derive(Clone)]
+pub struct KeyRing {
+    keys: Vec<SealKey>,
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyRing {
+    /// Builds a ring from raw keys, first key sealing. Refuses an empty list and weak
+    /// keys; a key listed twice is kept once.
+    pub fn new(keys: Vec<[u8; KEY_LEN]>) -> Result<Self, KeyError> {
+        let mut ring = Vec::with_capacity(keys.len());
+        for key in &keys {
+            check_key_strength(key)?;
+            let id = backend::Cipher::key_id(key);
+            if ring.iter().any(|k: &SealKey| k.id == id) {
+                continue;
+            }
+            ring.push(SealKey {
+                id,
+                cipher: backend::Cipher::new(key),
+            });
+        }
+        if ring.is_empty() {
+            return Err(KeyError::WrongLength(0));
+        }
+        Ok(Self { keys: ring })
+    }
+
+    /// Decodes and checks one configured key (base64, standard or URL-safe, padded or
+    /// not; surrounding white space ignored).
+    pub fn parse_key(text: &str) -> Result<[u8; KEY_LEN], KeyError> {
+        let text = text.trim();
+        let bytes = [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD]
+            .iter()
+            .find_map(|engine| engine.decode(text).ok())
+            .ok_or(KeyError::NotBase64)?;
+        let key: [u8; KEY_LEN] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| KeyError::WrongLength(bytes.len()))?;
+        check_key_strength(&key)?;
+        Ok(key)
+    }
+
+    /// A fresh random key, as `bff-proxy keygen` prints it (standard base64).
+    #[must_use]
+    pub fn generate_key_base64() -> String {
+        STANDARD.encode(Self::generate_key())
+    }
+
+    /// A fresh random key from the operating system's generator.
+    #[must_use]
+    pub fn generate_key() -> [u8; KEY_LEN] {
+        use rand::RngCore as _;
+        loop {
+            let mut key = [0u8; KEY_LEN];
+            rand::rngs::OsRng.fill_bytes(&mut key);
+            // Astronomically unlikely to loop; it keeps keygen's output acceptable
+            // to our own strength check by construction.
+            if check_key_strength(&key).is_ok() {
+                return key;
+            }
+        }
+    }
+
+    /// How many keys the ring holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Always false: a ring has at least one key.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The length of the sealed text for a plaintext of `len` bytes.
+    #[must_use]
+    pub const fn sealed_len(len: usize) -> usize {
+        (len + SEAL_OVERHEAD).div_ceil(3) * 4 - padding_chars(len + SEAL_OVERHEAD)
+    }
+
+    /// Seals `plaintext` for the cookie `name` with the first key.
+    #[must_use]
+    pub fn seal(&self, name: &str, plaintext: &[u8]) -> String {
+        use rand::RngCore as _;
+        let key = &self.keys[0];
+        let mut buf = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+        buf.push(FORMAT_VERSION);
+        buf.extend_from_slice(&key.id);
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        buf.extend_from_slice(&nonce);
+        buf.extend_from_slice(plaintext);
+        let (head, body) = buf.split_at_mut(HEADER_LEN + NONCE_LEN);
+        let aad = aad(&head[..HEADER_LEN], name);
+        let tag = key.cipher.seal(&nonce, &aad, body);
+        buf.extend_from_slice(&tag);
+        URL_SAFE_NO_PAD.encode(&buf)
+    }
+
+    /// Opens a value sealed for the cookie `name` by any key of the ring.
+    pub fn open(&self, name: &str, sealed: &str) -> Result<Vec<u8>, OpenError> {
+        if sealed.len() > MAX_SEALED_LEN {
+            return Err(OpenError::TooLong);
+        }
+        let mut buf = URL_SAFE_NO_PAD
+            .decode(sealed)
+            .map_err(|_| OpenError::Encoding)?;
+        if buf.len() < SEAL_OVERHEAD {
+            return Err(OpenError::Truncated);
+        }
+        if buf[0] != FORMAT_VERSION {
+            return Err(OpenError::Version);
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&buf[HEADER_LEN..HEADER_LEN + NONCE_LEN]);
+        let tag_at = buf.len() - TAG_LEN;
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&buf[tag_at..]);
+        let aad = aad(&buf[..HEADER_LEN], name);
+        let key_id = &buf[1..HEADER_LEN];
+        let candidates: Vec<&SealKey> = self.keys.iter().filter(|k| k.id == key_id).collect();
+        let body_range = HEADER_LEN + NONCE_LEN..tag_at;
+        match candidates.as_slice() {
+            [] => return Err(OpenError::UnknownKey),
+            [key] => {
+                if key
+                    .cipher
+                    .open(&nonce, &aad, &mut buf[body_range.clone()], &tag)
+                {
+                    buf.truncate(tag_at);
+                    buf.drain(..HEADER_LEN + NONCE_LEN);
+                    return Ok(buf);
+                }
+            }
+            // Key ids are 32 bits, so two ring keys could in theory share one; each
+            // candidate then gets its own copy of the ciphertext.
+            several => {
+                for key in several {
+                    let mut body = buf[body_range.clone()].to_vec();
+                    if key.cipher.open(&nonce, &aad, &mut body, &tag) {
+                        return Ok(body);
+                    }
+                }
+            }
+        }
+        Err(OpenError::Authentication)
+    }
+}
+
+const fn padding_chars(n: usize) -> usize {
+    match n % 3 {
+        1 => 2,
+        2 => 1,
+        _ => 0,
+    }
+}
+
+fn aad(header: &[u8], name: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(header.len() + name.len());
+    aad.extend_from_slice(header);
+    aad.extend_from_slice(name.as_bytes());
+    aad
+}
+
+fn check_key_strength(key: &[u8; KEY_LEN]) -> Result<(), KeyError> {
+    if key.iter().all(|&b| b == 0) {
+        return Err(KeyError::AllZero);
+    }
+    let mut seen = [false; 256];
+    for &b in key {
+        seen[usize::from(b)] = true;
+    }
+    let distinct = seen.iter().filter(|&&s| s).count();
+    if distinct < MIN_DISTINCT_KEY_BYTES {
+        return Err(KeyError::LowVariety(distinct));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ring() -> KeyRing {
+        KeyRing::new(vec![KeyRing::generate_key()]).unwrap()
+    }
+
+    #[test]
+    fn round_trip_of_sizes() {
+        let ring = ring();
+        for len in [0usize, 1, 2, 3, 15, 16, 17, 1000, 4096, 16 * 1024] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let sealed = ring.seal("c", &plain);
+            assert_eq!(sealed.len(), KeyRing::sealed_len(len), "len {len}");
+            assert_eq!(ring.open("c", &sealed).unwrap(), plain);
+        }
+    }
+
+    #[test]
+    fn every_nonce_is_fresh() {
+        let ring = ring();
+        assert_ne!(ring.seal("c", b"same"), ring.seal("c", b"same"));
+    }
+
+    #[test]
+    fn every_single_byte_flip_is_rejected() {
+        let ring = ring();
+        let sealed = ring.seal("c", b"a session of some length, with tokens inside");
+        let raw = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
+        for i in 0..raw.len() {
+            for bit in 0..8 {
+                let mut flipped = raw.clone();
+                flipped[i] ^= 1 << bit;
+                let text = URL_SAFE_NO_PAD.encode(&flipped);
+                assert!(ring.open("c", &text).is_err(), "byte {i} bit {bit}");
+            }
+        }
+        // And flips of the text itself (characters, not just bits of the bytes).
+        let bytes = sealed.as_bytes();
+        for i in 0..bytes.len() {
+            let mut text = bytes.to_vec();
+            text[i] = if text[i] == b'A' { b'B' } else { b'A' };
+            let text = String::from_utf8(text).unwrap();
+            if text != sealed {
+                assert!(ring.open("c", &text).is_err(), "char {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn truncation_and_extension_are_rejected() {
+        let ring = ring();
+        let sealed = ring.seal("c", b"payload");
+        for cut in 0..sealed.len() {
+            assert!(ring.open("c", &sealed[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(ring.open("c", &format!("{sealed}AAAA")).is_err());
+    }
+
+    #[test]
+    fn a_value_sealed_for_one_name_does_not_open_as_another() {
+        let ring = ring();
+        let sealed = ring.seal("__Host-Http-bff", b"x");
+        assert_eq!(
+            ring.open("__Host-Http-bff.0", &sealed),
+            Err(OpenError::Authentication)
+        );
+        assert_eq!(
+            ring.open("bff-login", &sealed),
+            Err(OpenError::Authentication)
+        );
+    }
+
+    #[test]
+    fn key_rotation_keeps_old_values_open_and_seals_with_the_new_key() {
+        let old = KeyRing::generate_key();
+        let new = KeyRing::generate_key();
+        let before = KeyRing::new(vec![old]).unwrap();
+        let sealed_old = before.seal("c", b"old");
+
+        let after = KeyRing::new(vec![new, old]).unwrap();
+        assert_eq!(after.open("c", &sealed_old).unwrap(), b"old");
+        let sealed_new = after.seal("c", b"new");
+        // The new seal names the new key and the old ring cannot open it.
+        assert_eq!(before.open("c", &sealed_new), Err(OpenError::UnknownKey));
+        let only_new = KeyRing::new(vec![new]).unwrap();
+        assert_eq!(only_new.open("c", &sealed_new).unwrap(), b"new");
+        // Once the old key is dropped, old values stop opening.
+        assert_eq!(only_new.open("c", &sealed_old), Err(OpenError::UnknownKey));
+    }
+
+    #[test]
+    fn a_foreign_key_does_not_open() {
+        let sealed = ring().seal("c", b"x");
+        assert_eq!(ring().open("c", &sealed), Err(OpenError::UnknownKey));
+    }
+
+    #[test]
+    fn unknown_version_is_rejected() {
+        let ring = ring();
+        let mut raw = URL_SAFE_NO_PAD.decode(ring.seal("c", b"x")).unwrap();
+        raw[0] = 2;
+        assert_eq!(
+            ring.open("c", &URL_SAFE_NO_PAD.encode(&raw)),
+            Err(OpenError::Version)
+        );
+    }
+
+    #[test]
+    fn overlong_input_is_refused_before_decoding() {
+        let ring = ring();
+        let long = "A".repeat(MAX_SEALED_LEN + 1);
+        assert_eq!(ring.open("c", &long), Err(OpenError::TooLong));
+    }
+
+    #[test]
+    fn key_parsing_accepts_every_base64_flavour() {
+        let key = KeyRing::generate_key();
+        for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+            let text = format!("  {}\n", engine.encode(key));
+            assert_eq!(KeyRing::parse_key(&text).unwrap(), key);
+        }
+    }
+
+    #[test]
+    fn weak_keys_are_refused() {
+        assert_eq!(
+            KeyRing::parse_key(&STANDARD.encode([7u8; 12])),
+            Err(KeyError::WrongLength(12))
+        );
+        assert_eq!(KeyRing::parse_key("not base64!"), Err(KeyError::NotBase64));
+        assert_eq!(
+            KeyRing::parse_key(&STANDARD.encode([0u8; 32])),
+            Err(KeyError::AllZero)
+        );
+        assert_eq!(
+            KeyRing::parse_key(&STANDARD.encode([0xAAu8; 32])),
+            Err(KeyError::LowVariety(1))
+        );
+        let pattern: Vec<u8> = b"abcd".iter().copied().cycle().take(32).collect();
+        assert_eq!(
+            KeyRing::parse_key(&STANDARD.encode(pattern)),
+            Err(KeyError::LowVariety(4))
+        );
+        assert!(KeyRing::new(vec![[0u8; 32]]).is_err());
+        assert!(KeyRing::new(vec![]).is_err());
+    }
+
+    #[test]
+    fn generated_keys_parse_back() {
+        let text = KeyRing::generate_key_base64();
+        assert_eq!(text.len(), 44);
+        KeyRing::parse_key(&text).unwrap();
+    }
+
+    #[test]
+    fn debug_does_not_show_keys() {
+        let shown = format!("{:?}", ring());
+        assert_eq!(shown, "KeyRing { keys: 1, .. }");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn open_never_panics_on_text(text in ".{0,600}") {
+            let ring = ring();
+            let _ = ring.open("c", &text);
+        }
+
+        #[test]
+        fn open_never_panics_on_base64_of_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let ring = ring();
+            let _ = ring.open("c", &URL_SAFE_NO_PAD.encode(&bytes));
+            // Also with a valid header in front, so decryption itself is exercised.
+            let mut framed = vec![FORMAT_VERSION];
+            framed.extend_from_slice(&ring.keys[0].id);
+            framed.extend_from_slice(&bytes);
+            prop_assert!(ring.open("c", &URL_SAFE_NO_PAD.encode(&framed)).is_err());
+        }
+    }
+}

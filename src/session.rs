@@ -1,0 +1,280 @@
+//! The session: what the BFF keeps for a logged-in browser, and its compact encoding.
+//!
+//! A session is encoded with [postcard] (a compact binary serde format) behind a
+//! one-byte payload version, then sealed into the session cookie by
+//! [`SessionSealer`](crate::cookies::SessionSealer). postcard was picked on size: for
+//! a typical session it is the tokens plus a few dozen bytes, where JSON adds the
+//! field names and turns the 16-byte session id into ~60 characters (numbers measured
+//! by `cargo bench --bench session`, recorded in the README).
+//!
+//! ```
+//! use bff_proxy::session::{Session, SessionId};
+//!
+//! let mut s = Session::new(SessionId::random(), "alice".into(), "at".into(), 1_700_000_300, 1_700_000_000);
+//! s.refresh_token = Some("rt".into());
+//! let bytes = s.encode();
+//! assert_eq!(Session::decode(&bytes).unwrap(), s);
+//! // Debug never shows a token.
+//! assert!(!format!("{s:?}").contains("\"at\""));
+//! ```
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+/// The version byte in front of an encoded session. Bump it when the layout changes.
+pub const PAYLOAD_VERSION: u8 = 1;
+
+/// A random 128-bit session id. Not a secret on its own (it appears in
+/// `/bff/user` and in logout links), but unguessable.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SessionId(pub [u8; 16]);
+
+impl SessionId {
+    /// A fresh id from the operating system's generator.
+    #[must_use]
+    pub fn random() -> Self {
+        use rand::RngCore as _;
+        let mut id = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut id);
+        Self(id)
+    }
+
+    /// Parses the text form (22 characters of base64url).
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() != 22 {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+        Some(Self(bytes.try_into().ok()?))
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({self})")
+    }
+}
+
+/// Why bytes did not decode as a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Empty input.
+    #[error("empty session payload")]
+    Empty,
+    /// A payload version this build does not read.
+    #[error("unknown session payload version {0}")]
+    Version(u8),
+    /// The bytes are not a session of this version.
+    #[error("malformed session payload")]
+    Malformed,
+}
+
+/// What the BFF keeps for one logged-in browser. Times are Unix seconds.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Random session id.
+    pub sid: SessionId,
+    /// The user's subject (`sub` of the ID token).
+    pub sub: String,
+    /// The current access token.
+    pub access_token: String,
+    /// When the access token expires (absolute).
+    pub access_expires_at: u64,
+    /// The current refresh token, if the IdP issued one.
+    pub refresh_token: Option<String>,
+    /// The ID token: its claims answer `/bff/user`, and it is the `id_token_hint` at
+    /// logout.
+    pub id_token: Option<String>,
+    /// When the session was created (login).
+    pub created_at: u64,
+    /// When the tokens were last refreshed (`created_at` until the first refresh).
+    pub refreshed_at: u64,
+    /// How many refreshes this session has had.
+    pub refresh_count: u32,
+    /// The scope granted by the IdP (space separated).
+    pub scope: String,
+}
+
+impl Session {
+    /// A session just created at login.
+    #[must_use]
+    pub fn new(
+        sid: SessionId,
+        sub: String,
+        access_token: String,
+        access_expires_at: u64,
+        now: u64,
+    ) -> Self {
+        Self {
+            sid,
+            sub,
+            access_token,
+            access_expires_at,
+            refresh_token: None,
+            id_token: None,
+            created_at: now,
+            refreshed_at: now,
+            refresh_count: 0,
+            scope: String::new(),
+        }
+    }
+
+    /// Encodes the session: the payload version byte, then postcard.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let out = vec![PAYLOAD_VERSION];
+        // postcard cannot fail for this type: every field is a plain value, and
+        // writing into a Vec does not run out of room.
+        match postcard::to_extend(self, out) {
+            Ok(v) => v,
+            Err(_) => vec![PAYLOAD_VERSION],
+        }
+    }
+
+    /// Decodes what [`Session::encode`] wrote. Trailing bytes are refused.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
+        if version != PAYLOAD_VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        match postcard::take_from_bytes::<Self>(rest) {
+            Ok((session, [])) => Ok(session),
+            _ => Err(DecodeError::Malformed),
+        }
+    }
+}
+
+/// Shows lengths in place of tokens, so a session can be logged while debugging.
+struct Redacted<'a>(&'a str);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<redacted {} bytes>", self.0.len())
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("sid", &self.sid)
+            .field("sub", &self.sub)
+            .field("access_token", &Redacted(&self.access_token))
+            .field("access_expires_at", &self.access_expires_at)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_deref().map(Redacted),
+            )
+            .field("id_token", &self.id_token.as_deref().map(Redacted))
+            .field("created_at", &self.created_at)
+            .field("refreshed_at", &self.refreshed_at)
+            .field("refresh_count", &self.refresh_count)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A session with tokens of realistic shape whose encoding is about `target` bytes.
+    pub(crate) fn sample(target: usize) -> Session {
+        let filler = |n: usize, seed: u8| -> String {
+            (0..n)
+                .map(|i| {
+                    let c = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+                        [(i * 31 + usize::from(seed)) % 64];
+                    char::from(c)
+                })
+                .collect()
+        };
+        let fixed = 120;
+        let tokens = target.saturating_sub(fixed);
+        let mut s = Session::new(
+            SessionId::random(),
+            "248289761001".into(),
+            filler(tokens / 2, 1),
+            1_900_000_000,
+            1_899_999_000,
+        );
+        s.refresh_token = Some(filler(tokens / 6, 2));
+        s.id_token = Some(filler(tokens - tokens / 2 - tokens / 6, 3));
+        s.scope = "openid profile email offline_access".into();
+        s
+    }
+
+    #[test]
+    fn round_trip() {
+        for size in [0, 1000, 3000, 8000] {
+            let s = sample(size);
+            assert_eq!(Session::decode(&s.encode()).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn postcard_is_smaller_than_json() {
+        let s = sample(3000);
+        let json = serde_json::to_vec(&s).unwrap();
+        let compact = s.encode();
+        assert!(
+            compact.len() + 100 < json.len(),
+            "postcard {} vs json {}",
+            compact.len(),
+            json.len()
+        );
+    }
+
+    #[test]
+    fn versions_and_trailing_bytes_are_checked() {
+        let s = sample(200);
+        let mut bytes = s.encode();
+        assert_eq!(Session::decode(&[]), Err(DecodeError::Empty));
+        bytes[0] = 9;
+        assert_eq!(Session::decode(&bytes), Err(DecodeError::Version(9)));
+        let mut bytes = s.encode();
+        bytes.push(0);
+        assert_eq!(Session::decode(&bytes), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn debug_redacts_every_token() {
+        let s = sample(600);
+        let shown = format!("{s:?}");
+        assert!(!shown.contains(&s.access_token));
+        assert!(!shown.contains(s.refresh_token.as_deref().unwrap()));
+        assert!(!shown.contains(s.id_token.as_deref().unwrap()));
+        assert!(shown.contains("<redacted"));
+        assert!(shown.contains(&s.sub));
+    }
+
+    #[test]
+    fn session_id_text_round_trip() {
+        let id = SessionId::random();
+        assert_eq!(SessionId::parse(&id.to_string()), Some(id));
+        assert_eq!(SessionId::parse("short"), None);
+        assert_eq!(SessionId::parse("!!!!!!!!!!!!!!!!!!!!!!"), None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Session::decode(&bytes);
+            let mut framed = vec![PAYLOAD_VERSION];
+            framed.extend_from_slice(&bytes);
+            let _ = Session::decode(&framed);
+        }
+    }
+}

@@ -1,6 +1,8 @@
 //! Config fixtures: the root config.toml and the good fixtures load; every bad
 //! fixture is refused with the TOML path (and reason) its first lines expect.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 
 use bff_proxy::config::{Config, Env};

@@ -20,6 +20,7 @@
 
 pub mod config;
 pub mod cookies;
+pub mod devidp;
 pub mod error;
 pub mod seal;
 pub mod session;

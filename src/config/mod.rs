@@ -292,13 +292,29 @@ impl Default for StoreConfig {
 }
 
 /// `[dev]`: the local demo and tests only.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DevConfig {
     /// Run the embedded development IdP at `oidc.issuer` (a loopback http URL).
     pub idp: bool,
     /// Run an echo upstream at this loopback address.
     pub echo: Option<SocketAddr>,
+    /// Access-token lifetime the dev IdP issues (short, so refresh is visible).
+    #[serde(with = "duration")]
+    pub access_token_lifetime: Duration,
+    /// The dev IdP shows a login form instead of logging the test user in at once.
+    pub login_form: bool,
+}
+
+impl Default for DevConfig {
+    fn default() -> Self {
+        Self {
+            idp: false,
+            echo: None,
+            access_token_lifetime: Duration::from_secs(300),
+            login_form: false,
+        }
+    }
 }
 
 /// Who may use a route.
@@ -545,7 +561,15 @@ const SETTINGS: &[(&str, &[(&str, Kind)])] = &[
             ("key_prefix", Kind::Str),
         ],
     ),
-    ("dev", &[("idp", Kind::Bool), ("echo", Kind::Str)]),
+    (
+        "dev",
+        &[
+            ("idp", Kind::Bool),
+            ("echo", Kind::Str),
+            ("access_token_lifetime", Kind::Str),
+            ("login_form", Kind::Bool),
+        ],
+    ),
 ];
 
 impl Config {

@@ -546,6 +546,12 @@ fn check_dev(c: &Sections, issuer: Option<&Url>, problems: &mut Vec<Problem>) {
             }
         }
     }
+    if c.dev.access_token_lifetime < std::time::Duration::from_secs(1) {
+        problems.push(Problem::new(
+            "dev.access_token_lifetime",
+            "must be at least 1s",
+        ));
+    }
     if let Some(addr) = c.dev.echo {
         if !addr.ip().is_loopback() {
             problems.push(Problem::new(

@@ -1,0 +1,740 @@
+//! The dev IdP's HTTP side: the server loop (with "down" mode), the endpoints, client
+//! authentication and back-channel logout delivery.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::state::{OAuthError, random_token};
+use super::{DevClient, DevClientAuth, Inner};
+
+/// The largest request body the IdP reads.
+const MAX_BODY: usize = 64 * 1024;
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+type Body = Full<Bytes>;
+
+/// Serves until `stop`; while `down` is true the listener is closed and every open
+/// connection cut, so clients see connections refused.
+pub(crate) async fn serve(
+    inner: Arc<Inner>,
+    listener: TcpListener,
+    addr: SocketAddr,
+    mut down: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut listener = Some(listener);
+    let mut conns = JoinSet::new();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        if *down.borrow_and_update() {
+            listener = None;
+            conns.abort_all();
+            inner.state().listening = false;
+            tokio::select! {
+                changed = down.changed() => if changed.is_err() { break },
+                _ = stop.changed() => break,
+            }
+            continue;
+        }
+        let Some(l) = &listener else {
+            match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    inner.state().listening = true;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+            continue;
+        };
+        tokio::select! {
+            accepted = l.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    let inner = Arc::clone(&inner);
+                    conns.spawn(async move {
+                        let svc = service_fn(move |req| {
+                            let inner = Arc::clone(&inner);
+                            async move { Ok::<_, Infallible>(handle(&inner, req).await) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            }
+            changed = down.changed() => if changed.is_err() { break },
+            _ = stop.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.abort_all();
+}
+
+async fn handle(inner: &Inner, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    let body = if parts.method == Method::POST {
+        match Limited::new(body, MAX_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => {
+                return oauth_error(&OAuthError::invalid_request(
+                    "request body too large or unreadable",
+                ));
+            }
+        }
+    } else {
+        Bytes::new()
+    };
+    match (&parts.method, parts.uri.path()) {
+        (&Method::GET, "/.well-known/openid-configuration") => {
+            inner.state().stats.discovery += 1;
+            json_response(StatusCode::OK, &discovery(&inner.issuer))
+        }
+        (&Method::GET, "/jwks") => {
+            let mut state = inner.state();
+            state.stats.jwks += 1;
+            json_response(StatusCode::OK, &state.jwks())
+        }
+        (&Method::GET, "/authorize") => authorize(inner, &query, None),
+        (&Method::POST, "/authorize") => authorize(inner, "", Some(&body)),
+        (&Method::POST, "/token") => token(inner, &parts.headers, &body).await,
+        (&Method::POST, "/revoke") => revoke(inner, &parts.headers, &body),
+        (&Method::GET, "/end_session") => end_session(inner, &query).await,
+        (&Method::POST, "/end_session") => {
+            end_session(inner, &String::from_utf8_lossy(&body)).await
+        }
+        _ => text_response(StatusCode::NOT_FOUND, "text/plain", "not found".into()),
+    }
+}
+
+fn discovery(issuer: &str) -> Value {
+    json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "revocation_endpoint": format!("{issuer}/revoke"),
+        "end_session_endpoint": format!("{issuer}/end_session"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "token_endpoint_auth_methods_supported":
+            ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256"],
+        "revocation_endpoint_auth_methods_supported":
+            ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "sid",
+            "name", "email", "preferred_username"],
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true,
+        "authorization_response_iss_parameter_supported": true,
+    })
+}
+
+/// Parses `application/x-www-form-urlencoded` text; a parameter given twice is an
+/// error (RFC 6749 3.1).
+fn parse_form(text: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
+    let mut out = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(text) {
+        if out.insert(k.to_string(), v.into_owned()).is_some() {
+            return Err(OAuthError::invalid_request(format!(
+                "parameter {k} given more than once"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+fn client<'a>(inner: &'a Inner, client_id: &str) -> Option<&'a DevClient> {
+    inner
+        .settings
+        .clients
+        .iter()
+        .find(|c| c.client_id == client_id)
+}
+
+fn authorize(inner: &Inner, query: &str, form: Option<&Bytes>) -> Response<Body> {
+    inner.state().stats.authorize += 1;
+    let submitted = form.is_some();
+    let params = match parse_form(form.map_or(query.as_bytes(), |b| b.as_ref())) {
+        Ok(p) => p,
+        Err(e) => return page(StatusCode::BAD_REQUEST, "Bad request", &e.description),
+    };
+    let get = |k: &str| params.get(k).map(String::as_str);
+    // Without a known client and a registered redirect URI, errors cannot be sent
+    // back to the client: they are shown here (RFC 6749 4.1.2.1).
+    let Some(client) = get("client_id").and_then(|id| client(inner, id)) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Unknown client",
+            "client_id is missing or unknown",
+        );
+    };
+    let Some(redirect_uri) =
+        get("redirect_uri").filter(|r| client.redirect_uris.iter().any(|u| u == r))
+    else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Bad redirect_uri",
+            "redirect_uri is missing or not registered for this client",
+        );
+    };
+    let state_param = get("state").map(str::to_owned);
+    let back = |error: &str, description: &str| {
+        let mut url = match url::Url::parse(redirect_uri) {
+            Ok(u) => u,
+            Err(_) => return page(StatusCode::BAD_REQUEST, "Bad redirect_uri", "unparseable"),
+        };
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("error", error);
+            q.append_pair("error_description", description);
+            if let Some(s) = &state_param {
+                q.append_pair("state", s);
+            }
+            q.append_pair("iss", &inner.issuer);
+        }
+        redirect(url.as_str())
+    };
+    if get("response_type") != Some("code") {
+        return back(
+            "unsupported_response_type",
+            "only response_type=code is supported",
+        );
+    }
+    let Some(challenge) = get("code_challenge").filter(|c| !c.is_empty()) else {
+        return back("invalid_request", "PKCE is required: send code_challenge");
+    };
+    if get("code_challenge_method") != Some("S256") {
+        return back("invalid_request", "code_challenge_method must be S256");
+    }
+    let scope = get("scope").unwrap_or("");
+    if !scope.split(' ').any(|s| s == "openid") {
+        return back("invalid_scope", "scope must include openid");
+    }
+    if let Some(error) = inner.state().deny_next_authorization.take() {
+        return back(&error_code(&error), "refused by the dev IdP on request");
+    }
+    if inner.settings.login_form && !submitted {
+        return login_form(&params, &inner.settings.user.preferred_username);
+    }
+    let code = inner.state().issue_code(
+        &inner.settings,
+        &client.client_id,
+        redirect_uri,
+        scope,
+        get("nonce").map(str::to_owned),
+        challenge,
+    );
+    let mut url = match url::Url::parse(redirect_uri) {
+        Ok(u) => u,
+        Err(_) => return page(StatusCode::BAD_REQUEST, "Bad redirect_uri", "unparseable"),
+    };
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("code", &code);
+        if let Some(s) = &state_param {
+            q.append_pair("state", s);
+        }
+        q.append_pair("iss", &inner.issuer);
+    }
+    redirect(url.as_str())
+}
+
+/// Keeps an injected error code to the OAuth error alphabet.
+fn error_code(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(64)
+        .collect()
+}
+
+fn login_form(params: &HashMap<String, String>, username: &str) -> Response<Body> {
+    let mut hidden = String::new();
+    let mut keys: Vec<&String> = params.keys().collect();
+    keys.sort();
+    for k in keys {
+        hidden.push_str(&format!(
+            "<input type=\"hidden\" name=\"{}\" value=\"{}\">\n",
+            escape_html(k),
+            escape_html(&params[k])
+        ));
+    }
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Dev IdP login</title></head>\
+         <body><h1>Development IdP</h1><p>No password: this provider is for local development only.</p>\
+         <form method=\"post\" action=\"/authorize\">\n{hidden}\
+         <label>User <input name=\"username\" value=\"{}\" readonly></label>\
+         <button type=\"submit\" id=\"login\">Log in</button></form></body></html>",
+        escape_html(username)
+    );
+    text_response(StatusCode::OK, "text/html; charset=utf-8", html)
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+async fn token(inner: &Inner, headers: &http::HeaderMap, body: &Bytes) -> Response<Body> {
+    let form = parse_form(body);
+    let latency = {
+        let mut state = inner.state();
+        state.stats.token_requests += 1;
+        match form
+            .as_ref()
+            .ok()
+            .and_then(|f| f.get("grant_type"))
+            .map(String::as_str)
+        {
+            Some("authorization_code") => state.stats.token_authorization_code += 1,
+            Some("refresh_token") => state.stats.token_refresh += 1,
+            _ => {}
+        }
+        state.faults.latency
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    {
+        let mut state = inner.state();
+        if state.faults.fail_next > 0 {
+            state.faults.fail_next -= 1;
+            state.stats.injected_failures += 1;
+            let status = StatusCode::from_u16(state.faults.fail_status)
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let mut resp =
+                text_response(status, "application/json", state.faults.fail_body.clone());
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                resp.headers_mut()
+                    .insert(RETRY_AFTER, http::HeaderValue::from_static("1"));
+            }
+            return resp;
+        }
+    }
+    let result = form.and_then(|form| {
+        let client = authenticate_client(inner, headers, &form)?;
+        let get = |k: &str| form.get(k).map(String::as_str);
+        let need = |k: &str| {
+            get(k)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| OAuthError::invalid_request(format!("{k} is required")))
+        };
+        match get("grant_type") {
+            Some("authorization_code") => {
+                let (code, redirect_uri, verifier) =
+                    (need("code")?, need("redirect_uri")?, need("code_verifier")?);
+                inner.state().redeem_code(
+                    &inner.issuer,
+                    &inner.settings,
+                    client,
+                    code,
+                    redirect_uri,
+                    verifier,
+                )
+            }
+            Some("refresh_token") => {
+                let token = need("refresh_token")?;
+                inner
+                    .state()
+                    .refresh(&inner.issuer, &inner.settings, client, token, get("scope"))
+            }
+            Some(_) => Err(OAuthError::new(
+                400,
+                "unsupported_grant_type",
+                "grant_type must be authorization_code or refresh_token",
+            )),
+            None => Err(OAuthError::invalid_request("grant_type is required")),
+        }
+    });
+    match result {
+        Ok(body) => {
+            let mut resp = json_response(StatusCode::OK, &body);
+            resp.headers_mut()
+                .insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(e) => {
+            if e.error == "invalid_client" {
+                inner.state().stats.invalid_client += 1;
+            }
+            let mut resp = oauth_error(&e);
+            if e.status == 401 {
+                resp.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Basic realm=\"dev-idp\""),
+                );
+            }
+            resp
+        }
+    }
+}
+
+fn revoke(inner: &Inner, headers: &http::HeaderMap, body: &Bytes) -> Response<Body> {
+    inner.state().stats.revocation += 1;
+    let result = parse_form(body).and_then(|form| {
+        let client = authenticate_client(inner, headers, &form)?;
+        let token = form
+            .get("token")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        inner.state().revoke(client, token);
+        Ok(())
+    });
+    match result {
+        // RFC 7009 2.2: 200 whether or not the token was known.
+        Ok(()) => text_response(StatusCode::OK, "application/json", "{}".into()),
+        Err(e) => {
+            if e.error == "invalid_client" {
+                inner.state().stats.invalid_client += 1;
+            }
+            oauth_error(&e)
+        }
+    }
+}
+
+/// Finds and authenticates the client of a token or revocation request.
+fn authenticate_client<'a>(
+    inner: &'a Inner,
+    headers: &http::HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<&'a DevClient, OAuthError> {
+    let basic = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "));
+    let methods = usize::from(basic.is_some())
+        + usize::from(form.contains_key("client_secret"))
+        + usize::from(form.contains_key("client_assertion"));
+    if methods > 1 {
+        return Err(OAuthError::invalid_request(
+            "more than one client authentication method used",
+        ));
+    }
+    let bad = || OAuthError::invalid_client("client authentication failed");
+    if let Some(encoded) = basic {
+        let decoded = STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
+        let text = String::from_utf8(decoded).map_err(|_| bad())?;
+        let (id, secret) = text.split_once(':').ok_or_else(bad)?;
+        // RFC 6749 2.3.1: both parts are form-urlencoded before Basic encoding.
+        let id = form_decode(id);
+        let secret = form_decode(secret);
+        let client = client(inner, &id).ok_or_else(bad)?;
+        return match &client.auth {
+            DevClientAuth::SecretBasic(expected) if secret_eq(expected, &secret) => Ok(client),
+            _ => Err(bad()),
+        };
+    }
+    if let Some(assertion) = form.get("client_assertion") {
+        if form.get("client_assertion_type").map(String::as_str) != Some(JWT_BEARER) {
+            return Err(OAuthError::invalid_request(
+                "client_assertion_type must be jwt-bearer",
+            ));
+        }
+        let issuer = unverified_claim(assertion, "iss").ok_or_else(bad)?;
+        let client = client(inner, &issuer).ok_or_else(bad)?;
+        if form
+            .get("client_id")
+            .is_some_and(|id| *id != client.client_id)
+        {
+            return Err(bad());
+        }
+        let DevClientAuth::PrivateKeyJwt { public_key_pem } = &client.auth else {
+            return Err(bad());
+        };
+        verify_assertion(inner, client, public_key_pem, assertion).map_err(|_| bad())?;
+        return Ok(client);
+    }
+    let id = form
+        .get("client_id")
+        .ok_or_else(|| OAuthError::invalid_client("client authentication required"))?;
+    let client = client(inner, id).ok_or_else(bad)?;
+    match (&client.auth, form.get("client_secret")) {
+        (DevClientAuth::SecretPost(expected), Some(secret)) if secret_eq(expected, secret) => {
+            Ok(client)
+        }
+        (DevClientAuth::None, None) => Ok(client),
+        _ => Err(bad()),
+    }
+}
+
+fn form_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={text}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn secret_eq(expected: &str, given: &str) -> bool {
+    expected.as_bytes().ct_eq(given.as_bytes()).into()
+}
+
+/// Reads one claim of a JWT without verifying it (only to find which key verifies).
+fn unverified_claim(jwt: &str, claim: &str) -> Option<String> {
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let value: Value = serde_json::from_slice(&bytes).ok()?;
+    value.get(claim)?.as_str().map(str::to_owned)
+}
+
+fn verify_assertion(
+    inner: &Inner,
+    client: &DevClient,
+    public_key_pem: &str,
+    assertion: &str,
+) -> Result<(), String> {
+    let (key, alg) = if public_key_pem.contains("BEGIN EC")
+        || public_key_pem.contains("BEGIN PUBLIC KEY") && !public_key_pem.contains("RSA")
+    {
+        match DecodingKey::from_ec_pem(public_key_pem.as_bytes()) {
+            Ok(k) => (k, Algorithm::ES256),
+            Err(_) => (
+                DecodingKey::from_rsa_pem(public_key_pem.as_bytes()).map_err(|e| e.to_string())?,
+                Algorithm::RS256,
+            ),
+        }
+    } else {
+        (
+            DecodingKey::from_rsa_pem(public_key_pem.as_bytes()).map_err(|e| e.to_string())?,
+            Algorithm::RS256,
+        )
+    };
+    let mut validation = Validation::new(alg);
+    validation.set_audience(&[format!("{}/token", inner.issuer), inner.issuer.clone()]);
+    validation.set_issuer(&[&client.client_id]);
+    validation.sub = Some(client.client_id.clone());
+    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    let data =
+        jsonwebtoken::decode::<Value>(assertion, &key, &validation).map_err(|e| e.to_string())?;
+    let jti = data
+        .claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .ok_or("jti is required")?
+        .to_owned();
+    if !inner.state().used_assertions.insert(jti) {
+        return Err("assertion replayed".into());
+    }
+    Ok(())
+}
+
+async fn end_session(inner: &Inner, query: &str) -> Response<Body> {
+    inner.state().stats.end_session += 1;
+    let params = match parse_form(query.as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return page(StatusCode::BAD_REQUEST, "Bad request", &e.description),
+    };
+    let hint = params
+        .get("id_token_hint")
+        .and_then(|t| verify_own_token(inner, t));
+    let client_id = params.get("client_id").cloned().or_else(|| {
+        hint.as_ref()
+            .and_then(|c| c.get("aud")?.as_str().map(str::to_owned))
+    });
+    if let Some(uri) = params.get("post_logout_redirect_uri") {
+        let registered = client_id
+            .as_deref()
+            .and_then(|id| client(inner, id))
+            .is_some_and(|c| c.post_logout_redirect_uris.iter().any(|u| u == uri));
+        if !registered {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Bad post_logout_redirect_uri",
+                "post_logout_redirect_uri is not registered for this client (send id_token_hint or client_id)",
+            );
+        }
+    }
+    if let Some(sid) = hint
+        .as_ref()
+        .and_then(|c| c.get("sid")?.as_str().map(str::to_owned))
+    {
+        end_idp_session(inner, &sid).await;
+    }
+    match params.get("post_logout_redirect_uri") {
+        Some(uri) => {
+            let Ok(mut url) = url::Url::parse(uri) else {
+                return page(
+                    StatusCode::BAD_REQUEST,
+                    "Bad post_logout_redirect_uri",
+                    "unparseable",
+                );
+            };
+            if let Some(state) = params.get("state") {
+                url.query_pairs_mut().append_pair("state", state);
+            }
+            redirect(url.as_str())
+        }
+        None => page(
+            StatusCode::OK,
+            "Logged out",
+            "You are logged out of the development IdP.",
+        ),
+    }
+}
+
+/// Verifies a token this IdP signed (any of its keys), ignoring expiry, as an
+/// `id_token_hint` may be expired.
+fn verify_own_token(inner: &Inner, token: &str) -> Option<Value> {
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    let jwks = inner.state().jwks();
+    let key = jwks["keys"]
+        .as_array()?
+        .iter()
+        .find(|k| k["kid"].as_str() == header.kid.as_deref())?
+        .clone();
+    let key = DecodingKey::from_rsa_components(key["n"].as_str()?, key["e"].as_str()?).ok()?;
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    validation.set_issuer(&[&inner.issuer]);
+    validation.set_required_spec_claims(&["iss"]);
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .ok()
+        .map(|d| d.claims)
+}
+
+/// Ends an IdP session and delivers back-channel logout tokens to its clients.
+/// Returns how many deliveries succeeded.
+pub(crate) async fn end_idp_session(inner: &Inner, sid: &str) -> usize {
+    let Some(session) = inner.state().end_session(sid) else {
+        return 0;
+    };
+    let mut delivered = 0;
+    for client_id in &session.clients {
+        let Some(uri) = client(inner, client_id).and_then(|c| c.backchannel_logout_uri.clone())
+        else {
+            continue;
+        };
+        let token = {
+            let state = inner.state();
+            let iat = state.unix_now();
+            state.sign(
+                &json!({
+                    "iss": inner.issuer, "aud": client_id, "iat": iat, "exp": iat + 120,
+                    "jti": random_token(12), "sub": session.sub, "sid": sid,
+                    "events": { BACKCHANNEL_EVENT: {} },
+                }),
+                "logout+jwt",
+            )
+        };
+        let ok = match token {
+            Ok(token) => inner.backchannel.deliver(&uri, &token).await,
+            Err(_) => false,
+        };
+        let mut state = inner.state();
+        if ok {
+            state.stats.backchannel_sent += 1;
+            delivered += 1;
+        } else {
+            state.stats.backchannel_failed += 1;
+        }
+    }
+    delivered
+}
+
+/// Sends back-channel logout tokens (plain http, loopback).
+pub(crate) struct BackchannelClient {
+    client: Client<HttpConnector, Body>,
+}
+
+impl BackchannelClient {
+    pub(crate) fn new() -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    async fn deliver(&self, uri: &str, token: &str) -> bool {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("logout_token", token)
+            .finish();
+        let Ok(req) = Request::post(uri)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(body)))
+        else {
+            return false;
+        };
+        match tokio::time::timeout(Duration::from_secs(5), self.client.request(req)).await {
+            Ok(Ok(resp)) => resp.status().is_success(),
+            _ => false,
+        }
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    text_response(status, "application/json", body.to_string())
+}
+
+fn oauth_error(e: &OAuthError) -> Response<Body> {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut resp = json_response(
+        status,
+        &json!({"error": e.error, "error_description": e.description}),
+    );
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn text_response(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    resp
+}
+
+fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}</title></head>\
+         <body><h1>{0}</h1><p>{1}</p></body></html>",
+        escape_html(title),
+        escape_html(text)
+    );
+    text_response(status, "text/html; charset=utf-8", html)
+}
+
+fn redirect(location: &str) -> Response<Body> {
+    let mut resp = text_response(StatusCode::FOUND, "text/plain", String::new());
+    if let Ok(v) = http::HeaderValue::from_str(location) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    resp
+}

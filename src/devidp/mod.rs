@@ -1,0 +1,444 @@
+//! The embedded development OpenID provider: real flows over real HTTP on loopback,
+//! with the refresh-token behaviours of real providers as settings, fault injection
+//! and counters. Tests, examples and the root `config.toml` demo use it.
+//!
+//! It is not a mock: authorization code + PKCE, RS256-signed JWTs, rotation with
+//! reuse detection that revokes a whole token family, grace windows, lifetimes,
+//! revocation (RFC 7009), RP-initiated logout and back-channel logout all run as a
+//! real provider would run them. Its clock can be moved forward so tests of
+//! lifetimes and grace windows need not sleep.
+//!
+//! ```no_run
+//! use bff_proxy::devidp::{DevClient, DevClientAuth, DevIdp, DevIdpSettings};
+//!
+//! # async fn demo() -> std::io::Result<()> {
+//! let mut settings = DevIdpSettings::default();
+//! settings.clients.push(DevClient::new(
+//!     "bff",
+//!     DevClientAuth::SecretBasic("s3cret".into()),
+//!     "http://127.0.0.1:8080/bff/callback",
+//! ));
+//! let idp = DevIdp::start(settings).await?;
+//! println!("discovery at {}/.well-known/openid-configuration", idp.issuer());
+//! idp.fail_next_token_requests(2, 503); // the next two token requests fail
+//! idp.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod http;
+mod state;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+pub use state::DevIdpStats;
+
+/// Random URL-safe text from `bytes` random bytes (PKCE verifiers, states, nonces).
+#[must_use]
+pub fn random_text(bytes: usize) -> String {
+    state::random_token(bytes)
+}
+
+use crate::config::{ClientAuth, Config};
+
+/// How the provider treats refresh tokens. Each field is a behaviour some real
+/// provider has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshPolicy {
+    /// Issue a new refresh token on every refresh (rotation).
+    pub rotate: bool,
+    /// Without rotation: return the same refresh token (true) or none at all (false).
+    pub return_unrotated: bool,
+    /// After a rotation, the previous token still works for this long (Kinde's
+    /// overlap window). Zero: it fails at once.
+    pub grace: Duration,
+    /// Presenting an already-rotated token after the grace window revokes the whole
+    /// token family, so the newest token stops working too (Curity, Kinde,
+    /// oidc-provider).
+    pub reuse_detection: bool,
+    /// Each refresh token's own lifetime from its issue.
+    pub token_lifetime: Option<Duration>,
+    /// Maximum rolling lifetime of the family from the login, after which no refresh
+    /// works (Curity).
+    pub max_lifetime: Option<Duration>,
+    /// Maximum number of refreshes of the family (Kinde).
+    pub max_refreshes: Option<u32>,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        Self {
+            rotate: true,
+            return_unrotated: true,
+            grace: Duration::ZERO,
+            reuse_detection: true,
+            token_lifetime: None,
+            max_lifetime: None,
+            max_refreshes: None,
+        }
+    }
+}
+
+/// How a client authenticates at the token and revocation endpoints.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DevClientAuth {
+    /// `client_secret_basic` with this secret.
+    SecretBasic(String),
+    /// `client_secret_post` with this secret.
+    SecretPost(String),
+    /// `private_key_jwt`: assertions are checked with this PEM public key (RSA or
+    /// EC P-256).
+    PrivateKeyJwt {
+        /// The client's public key, PEM.
+        public_key_pem: String,
+    },
+    /// A public client.
+    None,
+}
+
+impl fmt::Debug for DevClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SecretBasic(_) => f.write_str("SecretBasic(<redacted>)"),
+            Self::SecretPost(_) => f.write_str("SecretPost(<redacted>)"),
+            Self::PrivateKeyJwt { .. } => f.write_str("PrivateKeyJwt"),
+            Self::None => f.write_str("None"),
+        }
+    }
+}
+
+/// A registered client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevClient {
+    /// Its id.
+    pub client_id: String,
+    /// How it authenticates.
+    pub auth: DevClientAuth,
+    /// Allowed redirect URIs (exact match).
+    pub redirect_uris: Vec<String>,
+    /// Allowed post-logout redirect URIs (exact match).
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Where back-channel logout tokens are sent.
+    pub backchannel_logout_uri: Option<String>,
+}
+
+impl DevClient {
+    /// A client with one redirect URI and nothing else registered.
+    #[must_use]
+    pub fn new(client_id: &str, auth: DevClientAuth, redirect_uri: &str) -> Self {
+        Self {
+            client_id: client_id.into(),
+            auth,
+            redirect_uris: vec![redirect_uri.into()],
+            post_logout_redirect_uris: Vec::new(),
+            backchannel_logout_uri: None,
+        }
+    }
+}
+
+/// The test user that logs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevUser {
+    /// `sub`.
+    pub sub: String,
+    /// `name`.
+    pub name: String,
+    /// `email`.
+    pub email: String,
+    /// `preferred_username`.
+    pub preferred_username: String,
+}
+
+impl Default for DevUser {
+    fn default() -> Self {
+        Self {
+            sub: "dev-user-1".into(),
+            name: "Dev User".into(),
+            email: "dev.user@example.test".into(),
+            preferred_username: "dev".into(),
+        }
+    }
+}
+
+/// Everything the dev IdP can be asked to do.
+#[derive(Debug, Clone)]
+pub struct DevIdpSettings {
+    /// Where to listen (loopback; port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Registered clients.
+    pub clients: Vec<DevClient>,
+    /// The user that logs in.
+    pub user: DevUser,
+    /// Show a minimal login form instead of logging the user in at once.
+    pub login_form: bool,
+    /// Access-token lifetime (`expires_in`).
+    pub access_token_ttl: Duration,
+    /// ID-token lifetime.
+    pub id_token_ttl: Duration,
+    /// Authorization-code lifetime.
+    pub code_ttl: Duration,
+    /// Return a fresh ID token on refresh.
+    pub id_token_on_refresh: bool,
+    /// Refresh-token behaviour.
+    pub refresh: RefreshPolicy,
+    /// RSA modulus size of the signing keys.
+    pub key_bits: usize,
+}
+
+impl Default for DevIdpSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            clients: Vec::new(),
+            user: DevUser::default(),
+            login_form: false,
+            access_token_ttl: Duration::from_secs(300),
+            id_token_ttl: Duration::from_secs(300),
+            code_ttl: Duration::from_secs(60),
+            id_token_on_refresh: true,
+            refresh: RefreshPolicy::default(),
+            key_bits: 2048,
+        }
+    }
+}
+
+impl DevIdpSettings {
+    /// The settings the binary uses for `[dev] idp = true`: listen at the issuer's
+    /// address and register the configured client with its redirect, post-logout and
+    /// back-channel logout URIs.
+    #[must_use]
+    pub fn for_config(config: &Config) -> Option<Self> {
+        let issuer = &config.resolved.issuer;
+        let port = issuer.port()?;
+        let ip = match issuer.host()? {
+            url::Host::Ipv4(ip) => std::net::IpAddr::V4(ip),
+            url::Host::Ipv6(ip) => std::net::IpAddr::V6(ip),
+            url::Host::Domain(_) => return None,
+        };
+        let secret = config
+            .resolved
+            .client_secret
+            .as_ref()
+            .map(|s| s.expose().to_owned())
+            .unwrap_or_default();
+        let auth = match config.oidc.client_auth {
+            ClientAuth::ClientSecretBasic => DevClientAuth::SecretBasic(secret),
+            ClientAuth::ClientSecretPost => DevClientAuth::SecretPost(secret),
+            // Refused at config load until the BFF signs assertions.
+            ClientAuth::PrivateKeyJwt | ClientAuth::None => DevClientAuth::None,
+        };
+        let mut client = DevClient::new(
+            &config.oidc.client_id,
+            auth,
+            config.resolved.redirect_uri.as_str(),
+        );
+        if let Some(uri) = &config.resolved.post_logout_redirect_uri {
+            client.post_logout_redirect_uris.push(uri.to_string());
+        }
+        let mut backchannel = config.resolved.public_url.clone();
+        backchannel.set_path(&format!("{}/backchannel-logout", config.server.prefix));
+        client.backchannel_logout_uri = Some(backchannel.to_string());
+        Some(Self {
+            listen: SocketAddr::new(ip, port),
+            clients: vec![client],
+            login_form: config.dev.login_form,
+            access_token_ttl: config.dev.access_token_lifetime,
+            ..Self::default()
+        })
+    }
+}
+
+/// A running dev IdP. Dropping it does not stop it; call [`DevIdp::shutdown`].
+pub struct DevIdp {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+    issuer: String,
+    down: watch::Sender<bool>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl fmt::Debug for DevIdp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DevIdp")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shared between the server task and the handle.
+pub(crate) struct Inner {
+    pub(crate) issuer: String,
+    pub(crate) settings: DevIdpSettings,
+    pub(crate) state: Mutex<state::State>,
+    pub(crate) backchannel: http::BackchannelClient,
+}
+
+impl Inner {
+    pub(crate) fn state(&self) -> MutexGuard<'_, state::State> {
+        // A panic while holding the lock would be a bug in the IdP; its state is
+        // still consistent enough for tests to go on.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl DevIdp {
+    /// Binds, generates the first signing key and starts serving.
+    pub async fn start(settings: DevIdpSettings) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+        let addr = listener.local_addr()?;
+        let issuer = format!("http://{addr}");
+        let bits = settings.key_bits;
+        let key = tokio::task::spawn_blocking(move || state::SigningKey::generate(bits))
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::other)?;
+        let state = state::State::new(&settings, key);
+        let inner = Arc::new(Inner {
+            issuer: issuer.clone(),
+            settings,
+            state: Mutex::new(state),
+            backchannel: http::BackchannelClient::new(),
+        });
+        let (down, down_rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(http::serve(
+            Arc::clone(&inner),
+            listener,
+            addr,
+            down_rx,
+            stop_rx,
+        ));
+        Ok(Self {
+            inner,
+            addr,
+            issuer,
+            down,
+            stop,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    /// The issuer URL (`http://127.0.0.1:PORT`).
+    #[must_use]
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The bound address.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A snapshot of the counters.
+    #[must_use]
+    pub fn stats(&self) -> DevIdpStats {
+        self.inner.state().stats.clone()
+    }
+
+    /// Zeroes the counters.
+    pub fn reset_stats(&self) {
+        self.inner.state().stats = DevIdpStats::default();
+    }
+
+    /// The next `n` token requests answer `status` (with `Retry-After: 1` for 429)
+    /// and an OAuth error body fitting the status.
+    pub fn fail_next_token_requests(&self, n: u32, status: u16) {
+        let body = match status {
+            400 => r#"{"error":"invalid_grant"}"#,
+            401 => r#"{"error":"invalid_client"}"#,
+            429 | 503 => r#"{"error":"temporarily_unavailable"}"#,
+            _ => r#"{"error":"server_error"}"#,
+        };
+        self.fail_next_token_requests_with(n, status, body);
+    }
+
+    /// The next `n` token requests answer `status` with exactly this body (an empty
+    /// or non-JSON body imitates providers that answer that way).
+    pub fn fail_next_token_requests_with(&self, n: u32, status: u16, body: &str) {
+        let mut state = self.inner.state();
+        state.faults.fail_next = n;
+        state.faults.fail_status = status;
+        state.faults.fail_body = body.to_owned();
+    }
+
+    /// Every token request waits this long before it is handled.
+    pub fn set_token_latency(&self, latency: Duration) {
+        self.inner.state().faults.latency = latency;
+    }
+
+    /// Down: the listener closes and open connections are cut, so connects are
+    /// refused. Up again: it listens on the same address. Returns once the change
+    /// has taken effect.
+    pub async fn set_down(&self, down: bool) {
+        if self.down.send_replace(down) == down {
+            return;
+        }
+        // The server acknowledges by flipping the state's `listening` flag.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.inner.state().listening == down && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The next authorization request is answered with this OAuth `error`.
+    pub fn deny_next_authorization(&self, error: &str) {
+        self.inner.state().deny_next_authorization = Some(error.to_owned());
+    }
+
+    /// Changes the refresh-token policy from now on.
+    pub fn set_refresh_policy(&self, policy: RefreshPolicy) {
+        self.inner.state().policy = policy;
+    }
+
+    /// Changes the access-token lifetime from now on.
+    pub fn set_access_token_ttl(&self, ttl: Duration) {
+        self.inner.state().access_token_ttl = ttl;
+    }
+
+    /// Moves the provider's clock forward: lifetimes, grace windows and token
+    /// timestamps all see the later time.
+    pub fn advance_clock(&self, by: Duration) {
+        self.inner.state().clock_offset += by;
+    }
+
+    /// Generates a new signing key (new `kid`) and signs with it from now on; the
+    /// JWKS then lists both. Returns the new `kid`.
+    pub async fn rotate_signing_key(&self) -> std::io::Result<String> {
+        let bits = self.inner.settings.key_bits;
+        let key = tokio::task::spawn_blocking(move || state::SigningKey::generate(bits))
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::other)?;
+        let kid = key.kid.clone();
+        self.inner.state().keys.push(key);
+        Ok(kid)
+    }
+
+    /// Ends the IdP session `sid` as a logout at the IdP would, and sends
+    /// back-channel logout tokens to its clients. Returns how many were delivered.
+    pub async fn logout_session(&self, sid: &str) -> usize {
+        http::end_idp_session(&self.inner, sid).await
+    }
+
+    /// Stops serving and waits for the server task.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}

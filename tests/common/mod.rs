@@ -1,0 +1,165 @@
+//! Helpers shared by the integration tests: a small HTTP client that never follows
+//! redirects and bounds every request in time.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// The bound on any one request in the tests.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An answer, body read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn location(&self) -> url::Url {
+        let loc = self
+            .headers
+            .get(LOCATION)
+            .unwrap_or_else(|| panic!("no Location in a {} answer", self.status))
+            .to_str()
+            .unwrap();
+        url::Url::parse(loc).unwrap()
+    }
+
+    /// The OAuth `error` of an error answer.
+    pub fn oauth_error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+#[derive(Clone)]
+pub struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Http {
+    pub fn new() -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// Sends a request; Err on connection failures (refused, reset) and time-outs.
+    pub async fn try_send(&self, req: Request<Full<Bytes>>) -> Result<Reply, String> {
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(req))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| format!("{e:?}"))?;
+        let (parts, body) = resp.into_parts();
+        let body = tokio::time::timeout(REQUEST_TIMEOUT, body.collect())
+            .await
+            .map_err(|_| "body timed out".to_owned())?
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
+        self.try_send(req).await.unwrap()
+    }
+
+    pub async fn get(&self, url: &str) -> Reply {
+        self.send(Request::get(url).body(Full::default()).unwrap())
+            .await
+    }
+
+    /// POSTs a form, with HTTP Basic client credentials when given.
+    pub async fn post_form(
+        &self,
+        url: &str,
+        pairs: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> Reply {
+        self.try_post_form(url, pairs, basic).await.unwrap()
+    }
+
+    pub async fn try_post_form(
+        &self,
+        url: &str,
+        pairs: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> Result<Reply, String> {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        let mut req = Request::post(url).header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some((id, secret)) = basic {
+            let enc =
+                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            let creds = base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                enc(id),
+                enc(secret)
+            ));
+            req = req.header(AUTHORIZATION, format!("Basic {creds}"));
+        }
+        self.try_send(req.body(Full::new(Bytes::from(body))).unwrap())
+            .await
+    }
+}
+
+/// A PKCE pair: (verifier, S256 challenge).
+pub fn pkce() -> (String, String) {
+    use sha2::Digest as _;
+    let verifier = bff_proxy::devidp::random_text(48);
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+/// Reads one claim set of a JWT without verifying it.
+pub fn jwt_claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Reads a JWT's header without verifying it.
+pub fn jwt_header(jwt: &str) -> Value {
+    let header = jwt.split('.').next().unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap(),
+    )
+    .unwrap()
+}

@@ -669,61 +669,53 @@ async fn errors_follow_rfc_6749() {
     let idp = idp_with(RefreshPolicy::default()).await;
     let http = Http::new();
     let url = format!("{}/token", idp.issuer());
-    let reply = http
-        .post_form(&url, &[("grant_type", "password")], Some((CLIENT, SECRET)))
-        .await;
-    assert_eq!(
-        (reply.status.as_u16(), reply.oauth_error().as_str()),
-        (400, "unsupported_grant_type")
-    );
-    let reply = http
-        .post_form(
-            &url,
+    let cases: [(&[(&str, &str)], (&str, &str), u16, &str); 5] = [
+        (
+            &[("grant_type", "password")],
+            (CLIENT, SECRET),
+            400,
+            "unsupported_grant_type",
+        ),
+        (
             &[("grant_type", "refresh_token")],
-            Some((CLIENT, SECRET)),
-        )
-        .await;
-    assert_eq!(
-        (reply.status.as_u16(), reply.oauth_error().as_str()),
-        (400, "invalid_request")
-    );
-    let reply = http
-        .post_form(
-            &url,
+            (CLIENT, SECRET),
+            400,
+            "invalid_request",
+        ),
+        (
             &[
                 ("grant_type", "refresh_token"),
                 ("refresh_token", "made-up"),
             ],
-            Some((CLIENT, SECRET)),
-        )
-        .await;
-    assert_eq!(
-        (reply.status.as_u16(), reply.oauth_error().as_str()),
-        (400, "invalid_grant")
-    );
-    let reply = http
-        .post_form(
-            &url,
+            (CLIENT, SECRET),
+            400,
+            "invalid_grant",
+        ),
+        (
             &[("grant_type", "refresh_token"), ("refresh_token", "x")],
-            Some(("nobody", "x")),
-        )
-        .await;
-    assert_eq!(
-        (reply.status.as_u16(), reply.oauth_error().as_str()),
-        (401, "invalid_client")
-    );
-    let reply = http
-        .post_form(
-            &url,
+            ("nobody", "x"),
+            401,
+            "invalid_client",
+        ),
+        (
             &[
                 ("grant_type", "refresh_token"),
                 ("grant_type", "refresh_token"),
             ],
-            Some((CLIENT, SECRET)),
-        )
-        .await;
-    assert_eq!(reply.oauth_error(), "invalid_request");
-    assert_eq!(reply.headers["cache-control"], "no-store");
+            (CLIENT, SECRET),
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (form, basic, status, error) in cases {
+        let reply = http.post_form(&url, form, Some(basic)).await;
+        assert_eq!(
+            (reply.status.as_u16(), reply.oauth_error().as_str()),
+            (status, error),
+            "{form:?}"
+        );
+        assert_eq!(reply.headers["cache-control"], "no-store");
+    }
     idp.shutdown().await;
 }
 

@@ -18,11 +18,19 @@
 //! assert!(KeyRing::parse_key(&key).is_ok());
 //! ```
 
+pub mod bff;
+pub mod clock;
 pub mod config;
 pub mod cookies;
 pub mod devidp;
 pub mod error;
+pub mod login;
+pub mod metrics;
+pub mod oidc;
+pub mod refresh;
+pub mod revocation;
 pub mod seal;
 pub mod session;
 
+pub use bff::{Bff, Decision, Forward, Target};
 pub use error::{Error, ErrorKind};

@@ -104,6 +104,9 @@ pub struct Session {
     pub refresh_count: u32,
     /// The scope granted by the IdP (space separated).
     pub scope: String,
+    /// The IdP's session id (`sid` claim of the ID token), which back-channel logout
+    /// names.
+    pub idp_sid: Option<String>,
 }
 
 impl Session {
@@ -127,6 +130,7 @@ impl Session {
             refreshed_at: now,
             refresh_count: 0,
             scope: String::new(),
+            idp_sid: None,
         }
     }
 
@@ -180,6 +184,7 @@ impl fmt::Debug for Session {
             .field("refreshed_at", &self.refreshed_at)
             .field("refresh_count", &self.refresh_count)
             .field("scope", &self.scope)
+            .field("idp_sid", &self.idp_sid)
             .finish()
     }
 }

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use url::Url;
 
 use super::{
-    ClientAuth, Env, OnReuse, Problem, RouteAuth, Secret, SecretSource, Sections, SessionMode,
-    StoreKind,
+    ClientAuth, Env, Problem, RouteAuth, Secret, SecretSource, Sections, SessionMode, StoreKind,
 };
 use crate::cookies::check_cookie_name;
 use crate::seal::{KEY_LEN, KeyRing};
@@ -74,18 +73,6 @@ fn not_supported_yet(c: &Sections, problems: &mut Vec<Problem>) {
             "server.tls_key"
         };
         problems.push(Problem::new(at, format!("TLS termination: {WHY}")));
-    }
-    if c.refresh.on_reuse == OnReuse::RevokeAtIdp {
-        problems.push(Problem::new(
-            "refresh.on_reuse",
-            format!("\"revoke_at_idp\": {WHY}"),
-        ));
-    }
-    if c.oidc.client_auth == ClientAuth::PrivateKeyJwt {
-        problems.push(Problem::new(
-            "oidc.client_auth",
-            format!("\"private_key_jwt\": {WHY}"),
-        ));
     }
 }
 
@@ -398,15 +385,8 @@ fn resolve_secrets(
     resolve(&c.server.tls_key, "server.tls_key");
 
     if let Some(pem) = &private_key {
-        let text = pem.expose();
-        if !(text.contains("-----BEGIN PRIVATE KEY-----")
-            || text.contains("-----BEGIN RSA PRIVATE KEY-----")
-            || text.contains("-----BEGIN EC PRIVATE KEY-----"))
-        {
-            problems.push(Problem::new(
-                "oidc.private_key",
-                "must be a PEM private key (RSA or EC P-256)",
-            ));
+        if let Err(why) = crate::oidc::parse_private_key(pem.expose()) {
+            problems.push(Problem::new("oidc.private_key", why));
         }
     }
 

@@ -1,0 +1,913 @@
+//! The core: one request's head in, one [`Decision`] out. Both front doors (tower and
+//! pingora) feed it `http::request::Parts` and apply what it decides; bodies never
+//! pass through it, except the small form of a back-channel logout.
+//!
+//! Checks run in DESIGN.md's order on an authenticated route: a browser navigation
+//! without a session is sent to login; then a missing CSRF header is refused; then
+//! the session is opened, checked and refreshed if needed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{
+    ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, HeaderValue,
+    LOCATION, RETRY_AFTER, SET_COOKIE,
+};
+use http::request::Parts;
+use http::{Method, Response, StatusCode, Uri};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq as _;
+
+use crate::clock::Clock;
+use crate::config::{Config, RouteAuth};
+use crate::cookies::{MAX_COOKIE_HEADER_BYTES, Present, SessionSealer};
+use crate::error::{Error, ErrorKind};
+use crate::login::{LoginCookies, LoginState, check_return_url};
+use crate::metrics::Metrics;
+use crate::oidc::{Oidc, TokenError};
+use crate::refresh::{EndReason, Outcome, RefreshSettings, TokenRefresher};
+use crate::revocation::RevocationList;
+use crate::session::{Session, SessionId};
+
+/// The largest back-channel logout body read.
+pub const MAX_BACKCHANNEL_BODY: usize = 64 * 1024;
+/// Time allowed for the code exchange at the IdP.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a front door does with a request.
+#[derive(Debug)]
+pub enum Decision {
+    /// Answer with this response.
+    Respond(Response<Bytes>),
+    /// Send it on, changed as described.
+    Forward(Box<Forward>),
+}
+
+/// Where a forwarded request goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// An upstream: the full URI to request.
+    Upstream(Uri),
+    /// A static folder and the path inside it (not yet resolved on disk).
+    Static {
+        /// The folder.
+        dir: std::path::PathBuf,
+        /// The request path below the route's path.
+        path: String,
+    },
+}
+
+/// How to forward a request.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// Index of the route in `config.routes`.
+    pub route: usize,
+    /// Where it goes.
+    pub target: Target,
+    /// `Authorization: Bearer …` to set, when the route has a session.
+    pub authorization: Option<HeaderValue>,
+    /// Drop any client-sent `Authorization` (authenticated routes).
+    pub strip_authorization: bool,
+    /// The `Cookie` header to send upstream, without the BFF's own cookies; None
+    /// removes it.
+    pub cookie: Option<HeaderValue>,
+    /// `Set-Cookie` values to add to the response (a rotated session).
+    pub set_cookies: Vec<HeaderValue>,
+    /// The session's ID-token claims, for the tower layer's request extension.
+    pub claims: Option<Arc<Value>>,
+}
+
+struct Route {
+    index: usize,
+    path: String,
+    label: String,
+    auth: RouteAuth,
+    csrf: bool,
+    strip_prefix: bool,
+    methods: Option<Vec<Method>>,
+    upstream: Option<url::Url>,
+    static_dir: Option<std::path::PathBuf>,
+}
+
+/// The BFF core.
+pub struct Bff {
+    config: Arc<Config>,
+    sealer: SessionSealer,
+    login_cookies: LoginCookies,
+    oidc: Arc<Oidc>,
+    refresher: TokenRefresher,
+    revocations: Arc<RevocationList>,
+    metrics: Metrics,
+    clock: Arc<Clock>,
+    /// Routes, longest path first.
+    routes: Vec<Route>,
+    csrf_header: HeaderName,
+    csrf_value: Vec<u8>,
+    prefix: String,
+}
+
+impl std::fmt::Debug for Bff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bff")
+            .field("issuer", &self.oidc.issuer())
+            .field("routes", &self.routes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn json_response(status: StatusCode, body: &str) -> Response<Bytes> {
+    let mut resp = Response::new(Bytes::from(body.to_owned()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn error_response(err: &Error, set_cookies: Vec<HeaderValue>) -> Response<Bytes> {
+    let mut resp = json_response(err.status(), &err.json_body());
+    if let Some(secs) = err.retry_after_secs() {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    for c in set_cookies {
+        resp.headers_mut().append(SET_COOKIE, c);
+    }
+    resp
+}
+
+fn redirect(location: &str, set_cookies: Vec<HeaderValue>) -> Response<Bytes> {
+    let mut resp = Response::new(Bytes::new());
+    *resp.status_mut() = StatusCode::FOUND;
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(LOCATION, v);
+    }
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for c in set_cookies {
+        h.append(SET_COOKIE, c);
+    }
+    resp
+}
+
+fn query_params(uri: &Uri) -> Vec<(String, String)> {
+    uri.query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The payload of a JWT, unverified: only for tokens that come out of our own sealed
+/// session, where they were verified at login.
+fn jwt_payload(token: &str) -> Option<Value> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The `Cookie` header without the BFF's own cookies (the session, its chunks and
+/// login attempts). None when nothing is left.
+fn strip_own_cookies(headers: &HeaderMap, base: &str, login_prefix: &str) -> Option<HeaderValue> {
+    let chunk_prefix = format!("{base}.");
+    let mut kept: Vec<&str> = Vec::new();
+    for value in headers.get_all(COOKIE) {
+        let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
+            continue;
+        };
+        for pair in text.split(';') {
+            let pair = pair.trim();
+            if pair.is_empty() {
+                continue;
+            }
+            let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
+            if name == base || name.starts_with(&chunk_prefix) || name.starts_with(login_prefix) {
+                continue;
+            }
+            kept.push(pair);
+        }
+    }
+    if kept.is_empty() {
+        None
+    } else {
+        HeaderValue::from_str(&kept.join("; ")).ok()
+    }
+}
+
+impl Bff {
+    /// Builds the core from a loaded config. No network until the first request (or
+    /// [`Bff::warm_up`]).
+    pub fn new(config: Config) -> Result<Self, String> {
+        let metrics = Metrics::new();
+        let clock = Arc::new(Clock::default());
+        let sealer = config
+            .session_sealer()
+            .map_err(|e| format!("session.keys: {e}"))?;
+        let oidc = Arc::new(Oidc::new(&config, metrics.clone())?);
+        let revocations = Arc::new(RevocationList::new(config.session.absolute_lifetime));
+        let refresher = TokenRefresher::new(
+            Arc::clone(&oidc),
+            RefreshSettings::from_config(&config),
+            metrics.clone(),
+            Arc::clone(&revocations),
+            Arc::clone(&clock),
+        );
+        let mut routes: Vec<Route> = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(index, r)| Route {
+                index,
+                path: r.path.clone(),
+                label: r.path.clone(),
+                auth: r.auth,
+                csrf: r.csrf_required(),
+                strip_prefix: r.strip_prefix,
+                methods: r.methods.as_ref().map(|m| {
+                    m.iter()
+                        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                        .collect()
+                }),
+                upstream: config.resolved.upstreams.get(index).cloned().flatten(),
+                static_dir: config.resolved.static_dirs.get(index).cloned().flatten(),
+            })
+            .collect();
+        routes.sort_by(|a, b| b.path.len().cmp(&a.path.len()));
+        let csrf_header =
+            HeaderName::from_bytes(config.csrf.header.to_ascii_lowercase().as_bytes())
+                .map_err(|_| "csrf.header: not a header name".to_owned())?;
+        Ok(Self {
+            login_cookies: LoginCookies::new(&config.session.cookie_name, config.session.secure),
+            csrf_value: config.csrf.value.as_bytes().to_vec(),
+            prefix: config.server.prefix.clone(),
+            config: Arc::new(config),
+            sealer,
+            oidc,
+            refresher,
+            revocations,
+            metrics,
+            clock,
+            routes,
+            csrf_header,
+        })
+    }
+
+    /// The config.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The metrics.
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The clock (tests move it forward).
+    #[must_use]
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The session sealer (tests and tools forge or inspect cookies with it).
+    #[must_use]
+    pub fn sealer(&self) -> &SessionSealer {
+        &self.sealer
+    }
+
+    /// Loads discovery and the JWKS; readiness.
+    pub async fn warm_up(&self) -> Result<(), String> {
+        self.oidc.warm_up().await.map_err(|e| e.to_string())
+    }
+
+    /// True once discovery and the JWKS are loaded.
+    #[must_use]
+    pub fn ready(&self) -> bool {
+        self.oidc.jwks_loaded()
+    }
+
+    /// Whether this request needs its body read (up to [`MAX_BACKCHANNEL_BODY`]) and
+    /// passed to [`Bff::handle`]: only the back-channel logout.
+    #[must_use]
+    pub fn wants_body(&self, parts: &Parts) -> bool {
+        parts.method == Method::POST
+            && parts.uri.path() == format!("{}/backchannel-logout", self.prefix)
+    }
+
+    /// Decides what to do with a request.
+    pub async fn handle(&self, parts: &Parts, body: Option<Bytes>) -> Decision {
+        let path = parts.uri.path();
+        if let Some(endpoint) = path
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+        {
+            let resp = self.endpoint(endpoint, parts, body).await;
+            let outcome = resp.status().as_u16().to_string();
+            self.metrics.request(&self.prefix, &outcome);
+            return Decision::Respond(resp);
+        }
+        let Some(route) = self.routes.iter().find(|r| path.starts_with(&r.path)) else {
+            self.metrics.request("none", "not_found");
+            return Decision::Respond(error_response(&Error::new(ErrorKind::NotFound), Vec::new()));
+        };
+        let (decision, outcome) = self.proxied(route, parts).await;
+        self.metrics.request(&route.label, outcome);
+        decision
+    }
+
+    fn csrf_ok(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get(&self.csrf_header)
+            .is_some_and(|v| bool::from(v.as_bytes().ct_eq(&self.csrf_value)))
+    }
+
+    fn is_navigation(&self, headers: &HeaderMap) -> bool {
+        if headers
+            .get("sec-fetch-mode")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"navigate"))
+        {
+            return true;
+        }
+        headers
+            .get(ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+            && !headers.contains_key(&self.csrf_header)
+    }
+
+    fn login_redirect(&self, parts: &Parts) -> Response<Bytes> {
+        let original = parts
+            .uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str);
+        let target: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("returnUrl", original)
+            .finish();
+        redirect(&format!("{}/login?{target}", self.prefix), Vec::new())
+    }
+
+    fn target(&self, route: &Route, parts: &Parts) -> Option<Target> {
+        let path = parts.uri.path();
+        if let Some(dir) = &route.static_dir {
+            let rest = path.strip_prefix(route.path.as_str()).unwrap_or(path);
+            return Some(Target::Static {
+                dir: dir.clone(),
+                path: rest.to_owned(),
+            });
+        }
+        let base = route.upstream.as_ref()?;
+        let mut rest = if route.strip_prefix {
+            path.strip_prefix(route.path.as_str())
+                .unwrap_or(path)
+                .to_owned()
+        } else {
+            path.to_owned()
+        };
+        if !rest.starts_with('/') {
+            rest.insert(0, '/');
+        }
+        let base_path = base.path().trim_end_matches('/');
+        let mut uri = format!(
+            "{}://{}{}{}",
+            base.scheme(),
+            base.host_str().unwrap_or_default(),
+            base.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            base_path
+        );
+        uri.push_str(&rest);
+        if let Some(q) = parts.uri.query() {
+            uri.push('?');
+            uri.push_str(q);
+        }
+        uri.parse().ok().map(Target::Upstream)
+    }
+
+    async fn proxied(&self, route: &Route, parts: &Parts) -> (Decision, &'static str) {
+        let respond = |e: ErrorKind, cookies: Vec<HeaderValue>| {
+            Decision::Respond(error_response(&Error::new(e), cookies))
+        };
+        if let Some(methods) = &route.methods {
+            if !methods.contains(&parts.method) {
+                let mut resp = error_response(&Error::new(ErrorKind::MethodNotAllowed), Vec::new());
+                let allow: Vec<&str> = methods.iter().map(Method::as_str).collect();
+                if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
+                    resp.headers_mut().insert(ALLOW, v);
+                }
+                return (Decision::Respond(resp), "method_not_allowed");
+            }
+        }
+        let cookie_bytes: usize = parts
+            .headers
+            .get_all(COOKIE)
+            .iter()
+            .map(HeaderValue::len)
+            .sum();
+        if cookie_bytes > MAX_COOKIE_HEADER_BYTES {
+            return (
+                respond(ErrorKind::CookieHeaderTooLarge, Vec::new()),
+                "cookie_header_too_large",
+            );
+        }
+        let Some(target) = self.target(route, parts) else {
+            return (
+                respond(
+                    ErrorKind::BadRequest("the request path cannot be forwarded"),
+                    Vec::new(),
+                ),
+                "bad_request",
+            );
+        };
+        let mut forward = Forward {
+            route: route.index,
+            target,
+            authorization: None,
+            strip_authorization: route.auth != RouteAuth::None,
+            cookie: strip_own_cookies(
+                &parts.headers,
+                self.sealer.cookie().name(),
+                &self.login_cookies.prefix(),
+            ),
+            set_cookies: Vec::new(),
+            claims: None,
+        };
+        if route.auth == RouteAuth::None {
+            if route.csrf && !self.csrf_ok(&parts.headers) {
+                return (respond(ErrorKind::Csrf, Vec::new()), "csrf");
+            }
+            return (Decision::Forward(Box::new(forward)), "forwarded");
+        }
+        let read = match self.sealer.read(&parts.headers) {
+            Ok(read) => read,
+            Err(e) => {
+                return (
+                    Decision::Respond(error_response(&e, Vec::new())),
+                    "cookie_header_too_large",
+                );
+            }
+        };
+        let present = read.present;
+        let session = read.session.filter(|s| !self.is_revoked(s));
+        // A cookie that was there but is no (longer a) session gets cleared.
+        let clear = if session.is_none() && !present.is_empty() {
+            self.sealer.clear_cookies(&present)
+        } else {
+            Vec::new()
+        };
+        let Some(session) = session else {
+            if route.auth == RouteAuth::Required && self.is_navigation(&parts.headers) {
+                let mut resp = self.login_redirect(parts);
+                for c in clear {
+                    resp.headers_mut().append(SET_COOKIE, c);
+                }
+                return (Decision::Respond(resp), "login_redirect");
+            }
+            if route.csrf && !self.csrf_ok(&parts.headers) {
+                return (respond(ErrorKind::Csrf, clear), "csrf");
+            }
+            if route.auth == RouteAuth::Optional {
+                forward.set_cookies = clear;
+                return (Decision::Forward(Box::new(forward)), "forwarded_anonymous");
+            }
+            let kind = if present.is_empty() {
+                ErrorKind::Unauthenticated
+            } else {
+                ErrorKind::SessionExpired
+            };
+            let outcome = if present.is_empty() {
+                "unauthenticated"
+            } else {
+                "session_expired"
+            };
+            return (respond(kind, clear), outcome);
+        };
+        if route.csrf && !self.csrf_ok(&parts.headers) {
+            return (respond(ErrorKind::Csrf, Vec::new()), "csrf");
+        }
+        let (session, set_cookies) = match self.refresher.refresh(&session).await {
+            Outcome::Fresh | Outcome::KeepCurrent => (session, Vec::new()),
+            Outcome::Updated { session: next, .. } => {
+                let cookies = match self.session_cookies(&next, &present) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return (
+                            Decision::Respond(error_response(&e, Vec::new())),
+                            "internal",
+                        );
+                    }
+                };
+                (*next, cookies)
+            }
+            Outcome::Unavailable { retry_after } => {
+                return (
+                    respond(ErrorKind::IdpUnavailable { retry_after }, Vec::new()),
+                    "idp_unavailable",
+                );
+            }
+            Outcome::Misconfigured => {
+                return (
+                    respond(
+                        ErrorKind::Misconfigured("the IdP refused the client's credentials"),
+                        Vec::new(),
+                    ),
+                    "misconfigured",
+                );
+            }
+            Outcome::Ended(reason) => {
+                self.end_session(&session, reason);
+                let clear = self.sealer.clear_cookies(&present);
+                if route.auth == RouteAuth::Optional {
+                    forward.set_cookies = clear;
+                    return (Decision::Forward(Box::new(forward)), "forwarded_anonymous");
+                }
+                return (respond(ErrorKind::SessionExpired, clear), "session_expired");
+            }
+        };
+        forward.authorization =
+            HeaderValue::from_str(&format!("Bearer {}", session.access_token)).ok();
+        if forward.authorization.is_none() {
+            return (
+                respond(
+                    ErrorKind::Internal("the access token is not header-safe"),
+                    Vec::new(),
+                ),
+                "internal",
+            );
+        }
+        forward.set_cookies = set_cookies;
+        forward.claims = session
+            .id_token
+            .as_deref()
+            .and_then(jwt_payload)
+            .map(Arc::new);
+        (Decision::Forward(Box::new(forward)), "forwarded")
+    }
+
+    fn is_revoked(&self, s: &Session) -> bool {
+        self.revocations
+            .is_revoked(s.sid, s.idp_sid.as_deref(), &s.sub, s.created_at)
+    }
+
+    /// Records an ended session so copies of its cookie are refused too.
+    fn end_session(&self, session: &Session, reason: EndReason) {
+        match reason {
+            // Counted where they are detected.
+            EndReason::Reuse | EndReason::InvalidGrant => {}
+            other => self.metrics.session_ended(other.label()),
+        }
+        self.revocations.revoke_sid(session.sid);
+    }
+
+    fn session_cookies(
+        &self,
+        session: &Session,
+        present: &Present,
+    ) -> Result<Vec<HeaderValue>, Error> {
+        let now = self.clock.now_secs();
+        let end = session
+            .created_at
+            .saturating_add(self.config.session.absolute_lifetime.as_secs());
+        let max_age = Duration::from_secs(end.saturating_sub(now).max(1));
+        self.sealer.set_cookies(session, Some(max_age), present)
+    }
+
+    async fn endpoint(&self, name: &str, parts: &Parts, body: Option<Bytes>) -> Response<Bytes> {
+        let method = &parts.method;
+        let result = match (name, method) {
+            ("login", &Method::GET) => self.login(parts).await,
+            ("callback", &Method::GET) => self.callback(parts).await,
+            ("user", &Method::GET) => self.user(parts),
+            ("logout", &Method::GET | &Method::POST) => self.logout(parts).await,
+            ("backchannel-logout", &Method::POST) => self.backchannel_logout(body).await,
+            ("login" | "callback" | "user" | "logout" | "backchannel-logout", _) => {
+                Err(Error::new(ErrorKind::MethodNotAllowed))
+            }
+            _ => Err(Error::new(ErrorKind::NotFound)),
+        };
+        result.unwrap_or_else(|e| {
+            if matches!(
+                e.kind(),
+                ErrorKind::Internal(_) | ErrorKind::Misconfigured(_)
+            ) {
+                tracing::error!(error = %e, endpoint = name, "BFF endpoint failed");
+            }
+            error_response(&e, Vec::new())
+        })
+    }
+
+    async fn login(&self, parts: &Parts) -> Result<Response<Bytes>, Error> {
+        let params = query_params(&parts.uri);
+        let return_url = check_return_url(param(&params, "returnUrl").unwrap_or(""))
+            .map_err(|why| Error::new(ErrorKind::BadRequest(why)))?;
+        let meta = self.oidc.metadata().await.map_err(|e| {
+            tracing::warn!(error = %e, "discovery failed; login unavailable");
+            Error::new(ErrorKind::IdpUnavailable {
+                retry_after: Duration::from_secs(5),
+            })
+        })?;
+        let login = LoginState {
+            state: crate::devidp::random_text(32),
+            nonce: crate::devidp::random_text(32),
+            verifier: crate::devidp::random_text(48),
+            return_url,
+            created_at: self.clock.now_secs(),
+        };
+        let challenge = {
+            use base64::Engine as _;
+            use sha2::Digest as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(sha2::Sha256::digest(login.verifier.as_bytes()))
+        };
+        let cookie = self
+            .login_cookies
+            .set(self.sealer.ring(), &login)
+            .ok_or_else(|| Error::new(ErrorKind::Internal("cannot seal the login state")))?;
+        let mut url = url::Url::parse(&meta.authorization_endpoint).map_err(|_| {
+            Error::new(ErrorKind::Misconfigured(
+                "the IdP's authorization_endpoint is not a URL",
+            ))
+        })?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("response_type", "code")
+                .append_pair("client_id", self.oidc.client_id())
+                .append_pair("redirect_uri", self.config.resolved.redirect_uri.as_str())
+                .append_pair("scope", &self.config.oidc.scopes.join(" "))
+                .append_pair("state", &login.state)
+                .append_pair("nonce", &login.nonce)
+                .append_pair("code_challenge", &challenge)
+                .append_pair("code_challenge_method", "S256");
+            for (k, v) in &self.config.oidc.auth_params {
+                q.append_pair(k, v);
+            }
+        }
+        Ok(redirect(url.as_str(), vec![cookie]))
+    }
+
+    async fn callback(&self, parts: &Parts) -> Result<Response<Bytes>, Error> {
+        let params = query_params(&parts.uri);
+        let state =
+            param(&params, "state").ok_or(Error::new(ErrorKind::BadRequest("state is missing")))?;
+        let (login, clear_login) = self.login_cookies.take(
+            self.sealer.ring(),
+            &parts.headers,
+            state,
+            self.clock.now_secs(),
+        );
+        let fail = |kind: ErrorKind| {
+            let e = Error::new(kind);
+            Ok(error_response(&e, clear_login.clone()))
+        };
+        let Some(login) = login else {
+            return fail(ErrorKind::BadRequest(
+                "the login expired or was started in another browser: start it again",
+            ));
+        };
+        if let Some(error) = param(&params, "error") {
+            let code: String = error
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
+            return fail(ErrorKind::LoginRefused { code });
+        }
+        if let Some(iss) = param(&params, "iss") {
+            // RFC 9207: the answer must come from our issuer (mix-up defence).
+            if iss.trim_end_matches('/') != self.oidc.issuer() {
+                return fail(ErrorKind::BadRequest("the iss parameter is not our issuer"));
+            }
+        }
+        let Some(code) = param(&params, "code").filter(|c| !c.is_empty()) else {
+            return fail(ErrorKind::BadRequest("code is missing"));
+        };
+        let tokens = match self
+            .oidc
+            .exchange_code(
+                code,
+                &login.verifier,
+                self.config.resolved.redirect_uri.as_str(),
+                EXCHANGE_TIMEOUT,
+            )
+            .await
+        {
+            Ok(t) => t,
+            Err(TokenError::Transient { .. }) => {
+                return fail(ErrorKind::IdpUnavailable {
+                    retry_after: Duration::from_secs(5),
+                });
+            }
+            Err(TokenError::Dead { .. }) => {
+                return fail(ErrorKind::BadRequest(
+                    "the IdP refused the authorization code: log in again",
+                ));
+            }
+            Err(TokenError::Misconfigured { code }) => {
+                tracing::error!(reason = %code, "the IdP refused the code exchange: check [oidc]");
+                return fail(ErrorKind::Misconfigured(
+                    "the IdP refused the client's credentials",
+                ));
+            }
+        };
+        let Some(id_token) = tokens.id_token.clone() else {
+            return fail(ErrorKind::BadRequest("the IdP returned no ID token"));
+        };
+        let claims = match self
+            .oidc
+            .validate_id_token(&id_token, Some(&login.nonce))
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "ID token rejected at login");
+                return fail(ErrorKind::BadRequest("the ID token did not validate"));
+            }
+        };
+        let now = self.clock.now_secs();
+        let mut session = Session::new(
+            SessionId::random(),
+            claims.sub,
+            tokens.access_token.clone(),
+            tokens
+                .expires_in
+                .map_or(now + 60, |s| now.saturating_add(s)),
+            now,
+        );
+        session.refresh_token = tokens.refresh_token.clone().filter(|t| !t.is_empty());
+        session.id_token = Some(id_token);
+        session.idp_sid = claims.sid;
+        session.scope = tokens
+            .scope
+            .clone()
+            .unwrap_or_else(|| self.config.oidc.scopes.join(" "));
+        let present = self
+            .sealer
+            .read(&parts.headers)
+            .map(|r| r.present)
+            .unwrap_or_default();
+        let mut cookies = self.session_cookies(&session, &present)?;
+        cookies.extend(clear_login);
+        tracing::info!(sid = %session.sid, "login");
+        Ok(redirect(&login.return_url, cookies))
+    }
+
+    /// The request's session if it opens and is not revoked or over its lifetime.
+    fn current_session(&self, parts: &Parts) -> Result<(Option<Session>, Present), Error> {
+        let read = self.sealer.read(&parts.headers)?;
+        let now = self.clock.now_secs();
+        let lifetime = self.config.session.absolute_lifetime.as_secs();
+        let session = read
+            .session
+            .filter(|s| !self.is_revoked(s))
+            .filter(|s| now < s.created_at.saturating_add(lifetime));
+        Ok((session, read.present))
+    }
+
+    fn user(&self, parts: &Parts) -> Result<Response<Bytes>, Error> {
+        if !self.csrf_ok(&parts.headers) {
+            return Err(Error::new(ErrorKind::Csrf));
+        }
+        let (session, present) = self.current_session(parts)?;
+        let Some(session) = session else {
+            let kind = if present.is_empty() {
+                ErrorKind::Unauthenticated
+            } else {
+                ErrorKind::SessionExpired
+            };
+            return Ok(error_response(
+                &Error::new(kind),
+                self.sealer.clear_cookies(&present),
+            ));
+        };
+        let claims = session
+            .id_token
+            .as_deref()
+            .and_then(jwt_payload)
+            .unwrap_or_else(|| json!({ "sub": session.sub }));
+        let body = json!({
+            "claims": claims,
+            "session": {
+                "sid": session.sid.to_string(),
+                "expires_at": session.created_at + self.config.session.absolute_lifetime.as_secs(),
+                "logout_url": format!("{}/logout?sid={}", self.prefix, session.sid),
+            }
+        });
+        Ok(json_response(StatusCode::OK, &body.to_string()))
+    }
+
+    async fn logout(&self, parts: &Parts) -> Result<Response<Bytes>, Error> {
+        let params = query_params(&parts.uri);
+        if parts.method == Method::POST && !self.csrf_ok(&parts.headers) {
+            return Err(Error::new(ErrorKind::Csrf));
+        }
+        let return_url = check_return_url(param(&params, "returnUrl").unwrap_or(""))
+            .map_err(|why| Error::new(ErrorKind::BadRequest(why)))?;
+        let (session, present) = self.current_session(parts)?;
+        let clear = self.sealer.clear_cookies(&present);
+        let Some(session) = session else {
+            return Ok(redirect(&return_url, clear));
+        };
+        if parts.method == Method::GET {
+            // The sid in the link is what makes a GET logout safe from cross-site
+            // requests: only the page that read /bff/user knows it.
+            let given = param(&params, "sid").unwrap_or("");
+            let expected = session.sid.to_string();
+            if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+                return Err(Error::new(ErrorKind::BadRequest(
+                    "sid does not match the session",
+                )));
+            }
+        }
+        self.revocations.revoke_sid(session.sid);
+        self.metrics.session_ended("logout");
+        if let Some(rt) = &session.refresh_token {
+            // Never rely on end-session to revoke refresh tokens.
+            match self.oidc.revoke(rt, self.config.refresh.timeout).await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, sid = %session.sid, "refresh token revocation failed at logout")
+                }
+            }
+        }
+        tracing::info!(sid = %session.sid, "logout");
+        let end_session = self
+            .oidc
+            .metadata()
+            .await
+            .ok()
+            .and_then(|m| m.end_session_endpoint.clone());
+        let location = match end_session.and_then(|e| url::Url::parse(&e).ok()) {
+            Some(mut url) => {
+                {
+                    let mut q = url.query_pairs_mut();
+                    if let Some(id) = &session.id_token {
+                        q.append_pair("id_token_hint", id);
+                    }
+                    q.append_pair("client_id", self.oidc.client_id());
+                    if let Some(uri) = &self.config.resolved.post_logout_redirect_uri {
+                        q.append_pair("post_logout_redirect_uri", uri.as_str());
+                    }
+                }
+                url.to_string()
+            }
+            None => return_url,
+        };
+        Ok(redirect(&location, clear))
+    }
+
+    async fn backchannel_logout(&self, body: Option<Bytes>) -> Result<Response<Bytes>, Error> {
+        let body = body.ok_or(Error::new(ErrorKind::BadRequest("logout_token is missing")))?;
+        if body.len() > MAX_BACKCHANNEL_BODY {
+            return Err(Error::new(ErrorKind::BadRequest("body too large")));
+        }
+        let token = url::form_urlencoded::parse(&body)
+            .find(|(k, _)| k == "logout_token")
+            .map(|(_, v)| v.into_owned())
+            .ok_or(Error::new(ErrorKind::BadRequest("logout_token is missing")))?;
+        let claims = self.oidc.validate_logout_token(&token).await.map_err(|e| {
+            tracing::warn!(error = %e, "back-channel logout token rejected");
+            Error::new(ErrorKind::BadRequest("invalid logout_token"))
+        })?;
+        match &claims.sid {
+            Some(sid) => self.revocations.revoke_idp_sid(sid),
+            None => self
+                .revocations
+                .revoke_sub(&claims.sub, self.clock.now_secs()),
+        }
+        self.metrics.session_ended("backchannel_logout");
+        tracing::info!(idp_sid = ?claims.sid, "back-channel logout");
+        Ok(json_response(StatusCode::OK, "{}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_cookies_are_stripped_and_others_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            COOKIE,
+            HeaderValue::from_static("a=1; __Host-Http-bff=x; __Host-Http-bff.0=y; b=2; __Host-Http-bff-login-abc=z; __Host-Http-bffx=keep"),
+        );
+        h.append(COOKIE, HeaderValue::from_static("c=3"));
+        let kept = strip_own_cookies(&h, "__Host-Http-bff", "__Host-Http-bff-login-").unwrap();
+        assert_eq!(kept, "a=1; b=2; __Host-Http-bffx=keep; c=3");
+        let mut only = HeaderMap::new();
+        only.insert(COOKIE, HeaderValue::from_static("__Host-Http-bff=x"));
+        assert!(strip_own_cookies(&only, "__Host-Http-bff", "__Host-Http-bff-login-").is_none());
+    }
+}

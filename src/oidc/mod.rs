@@ -1,0 +1,789 @@
+//! The OpenID Connect client: discovery and JWKS (cached), ID-token validation, and
+//! token-endpoint requests with every client authentication method, whose answers
+//! are classified the way the refresh engine needs (dead session, our own
+//! misconfiguration, or a transient failure).
+//!
+//! ```
+//! use bff_proxy::oidc::{TokenError, classify_token_error};
+//! use http::StatusCode;
+//!
+//! // IdPs differ: a bare 400 with an empty body means the refresh token is dead...
+//! assert!(matches!(classify_token_error(StatusCode::BAD_REQUEST, b"", None), TokenError::Dead { .. }));
+//! // ...while invalid_client means our own configuration is wrong.
+//! let e = classify_token_error(StatusCode::UNAUTHORIZED, br#"{"error":"invalid_client"}"#, None);
+//! assert!(matches!(e, TokenError::Misconfigured { .. }));
+//! ```
+
+mod client;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use http::StatusCode;
+use http::header::{HeaderValue, RETRY_AFTER};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use client::{FetchError, IdpHttp, IdpResponse, MAX_IDP_BODY};
+
+use crate::config::{ClientAuth, Config};
+use crate::metrics::Metrics;
+
+/// How long discovery stays cached.
+const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+/// How long the JWKS stays cached before a routine refetch.
+const JWKS_TTL: Duration = Duration::from_secs(3600);
+/// An unknown `kid` triggers at most one JWKS refetch per this interval.
+const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// Time allowed for one discovery or JWKS request.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// Clock skew tolerated on ID-token `exp`/`iat`.
+const LEEWAY_SECS: u64 = 60;
+/// Signature algorithms accepted on ID tokens (never `none`, never HMAC with a
+/// public key).
+const ALLOWED_ALGS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// The provider metadata the BFF uses (from discovery).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProviderMetadata {
+    /// `issuer`.
+    pub issuer: String,
+    /// `authorization_endpoint`.
+    pub authorization_endpoint: String,
+    /// `token_endpoint`.
+    pub token_endpoint: String,
+    /// `jwks_uri`.
+    pub jwks_uri: String,
+    /// `revocation_endpoint` (RFC 7009), if any.
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
+    /// `end_session_endpoint` (RP-initiated logout), if any.
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+}
+
+/// A token-endpoint answer. `Debug` redacts the tokens.
+#[derive(Clone, Deserialize)]
+pub struct TokenResponse {
+    /// The access token.
+    pub access_token: String,
+    /// Its type (`Bearer`).
+    #[serde(default)]
+    pub token_type: String,
+    /// Lifetime in seconds.
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+    /// A (possibly rotated) refresh token.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// An ID token.
+    #[serde(default)]
+    pub id_token: Option<String>,
+    /// The granted scope.
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+impl fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("id_token", &self.id_token.as_ref().map(|_| "<redacted>"))
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a token request failed, in the terms the refresh engine acts on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The grant is dead (`invalid_grant`, or a 400/403 that is not an OAuth error):
+    /// the session ends.
+    #[error("the IdP refused the grant ({code})")]
+    Dead {
+        /// The OAuth error, or a description of the non-OAuth answer.
+        code: String,
+    },
+    /// The IdP refused *us* (`invalid_client`, `unauthorized_client`, or another
+    /// error about our request): the session is kept, and the operator must act.
+    #[error("the IdP refused the client's request ({code}): check the client configuration")]
+    Misconfigured {
+        /// The OAuth error or status.
+        code: String,
+    },
+    /// Worth retrying: connect error, time-out, 5xx, 429.
+    #[error("transient IdP failure: {why}")]
+    Transient {
+        /// What happened.
+        why: String,
+        /// The IdP's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Classifies a non-2xx token-endpoint answer (DESIGN.md "Classifying
+/// token-endpoint answers").
+#[must_use]
+pub fn classify_token_error(
+    status: StatusCode,
+    body: &[u8],
+    retry_after: Option<Duration>,
+) -> TokenError {
+    let oauth_code = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
+        .filter(|c| !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_graphic()));
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        return TokenError::Transient {
+            why: format!("HTTP {}", status.as_u16()),
+            retry_after,
+        };
+    }
+    match oauth_code.as_deref() {
+        Some("invalid_grant") => TokenError::Dead {
+            code: "invalid_grant".into(),
+        },
+        Some("temporarily_unavailable") => TokenError::Transient {
+            why: "temporarily_unavailable".into(),
+            retry_after,
+        },
+        Some(code) => TokenError::Misconfigured { code: code.into() },
+        None if status == StatusCode::BAD_REQUEST || status == StatusCode::FORBIDDEN => {
+            TokenError::Dead {
+                code: format!("HTTP {} without an OAuth error", status.as_u16()),
+            }
+        }
+        None => TokenError::Misconfigured {
+            code: format!("HTTP {}", status.as_u16()),
+        },
+    }
+}
+
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Why discovery, JWKS or ID-token validation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OidcError {
+    /// The IdP could not be reached.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The IdP answered something unusable.
+    #[error("unusable answer from the IdP: {0}")]
+    BadAnswer(String),
+    /// The ID token did not validate.
+    #[error("ID token rejected: {0}")]
+    IdToken(String),
+}
+
+/// How the BFF authenticates at the token and revocation endpoints.
+#[derive(Clone)]
+enum ClientCredentials {
+    Basic { secret: String },
+    Post { secret: String },
+    PrivateKeyJwt { key: EncodingKey, alg: Algorithm },
+    None,
+}
+
+impl fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Basic { .. } => "client_secret_basic",
+            Self::Post { .. } => "client_secret_post",
+            Self::PrivateKeyJwt { .. } => "private_key_jwt",
+            Self::None => "none",
+        })
+    }
+}
+
+/// Parses a PEM private key for `private_key_jwt`: RSA (PKCS#1 or PKCS#8) signs
+/// RS256, EC P-256 (PKCS#8) signs ES256.
+pub fn parse_private_key(pem: &str) -> Result<(EncodingKey, Algorithm), String> {
+    if let Ok(key) = EncodingKey::from_rsa_pem(pem.as_bytes()) {
+        return Ok((key, Algorithm::RS256));
+    }
+    EncodingKey::from_ec_pem(pem.as_bytes())
+        .map(|key| (key, Algorithm::ES256))
+        .map_err(|_| {
+            "must be a PEM private key: RSA (PKCS#1 or PKCS#8) or EC P-256 (PKCS#8)".to_owned()
+        })
+}
+
+struct JwksCache {
+    keys: HashMap<String, Arc<(DecodingKey, Algorithm)>>,
+    fetched_at: Option<Instant>,
+}
+
+/// The claims the BFF reads from an ID token.
+#[derive(Debug, Clone)]
+pub struct IdClaims {
+    /// All claims, for `/bff/user`.
+    pub all: Value,
+    /// `sub`.
+    pub sub: String,
+    /// `sid`, the IdP's session id, if present.
+    pub sid: Option<String>,
+}
+
+/// The OIDC client of one BFF: its provider, its client identity.
+pub struct Oidc {
+    http: IdpHttp,
+    issuer: String,
+    client_id: String,
+    credentials: ClientCredentials,
+    discovery: moka::future::Cache<(), Arc<ProviderMetadata>>,
+    jwks: Mutex<JwksCache>,
+    jwks_refetch: tokio::sync::Mutex<()>,
+    metrics: Metrics,
+}
+
+impl fmt::Debug for Oidc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Oidc")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_auth", &self.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Oidc {
+    /// Builds the client from a loaded config (no network yet), counting its IdP
+    /// requests into `metrics`.
+    pub fn new(config: &Config, metrics: Metrics) -> Result<Self, String> {
+        let secret = || {
+            config
+                .resolved
+                .client_secret
+                .as_ref()
+                .map(|s| s.expose().to_owned())
+                .unwrap_or_default()
+        };
+        let credentials = match config.oidc.client_auth {
+            ClientAuth::ClientSecretBasic => ClientCredentials::Basic { secret: secret() },
+            ClientAuth::ClientSecretPost => ClientCredentials::Post { secret: secret() },
+            ClientAuth::PrivateKeyJwt => {
+                let pem = config
+                    .resolved
+                    .private_key
+                    .as_ref()
+                    .ok_or("oidc.private_key: required by private_key_jwt")?;
+                let (key, alg) = parse_private_key(pem.expose())
+                    .map_err(|e| format!("oidc.private_key: {e}"))?;
+                ClientCredentials::PrivateKeyJwt { key, alg }
+            }
+            ClientAuth::None => ClientCredentials::None,
+        };
+        Ok(Self {
+            http: IdpHttp::new()?,
+            issuer: config.oidc.issuer.trim_end_matches('/').to_owned(),
+            client_id: config.oidc.client_id.clone(),
+            credentials,
+            discovery: moka::future::Cache::builder()
+                .max_capacity(1)
+                .time_to_live(DISCOVERY_TTL)
+                .build(),
+            jwks: Mutex::new(JwksCache {
+                keys: HashMap::new(),
+                fetched_at: None,
+            }),
+            jwks_refetch: tokio::sync::Mutex::new(()),
+            metrics,
+        })
+    }
+
+    /// Counts one IdP request by endpoint and outcome (status code or error).
+    fn count(&self, endpoint: &str, result: &Result<IdpResponse, FetchError>) {
+        let status = match result {
+            Ok(resp) => resp.status.as_str().to_owned(),
+            Err(FetchError::Timeout) => "timeout".to_owned(),
+            Err(_) => "error".to_owned(),
+        };
+        self.metrics.idp_request(endpoint, &status);
+    }
+
+    /// The configured issuer (no trailing slash).
+    #[must_use]
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The client id.
+    #[must_use]
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The provider metadata, from cache or discovery. Concurrent callers share one
+    /// fetch.
+    pub async fn metadata(&self) -> Result<Arc<ProviderMetadata>, OidcError> {
+        self.discovery
+            .try_get_with((), self.fetch_metadata())
+            .await
+            .map_err(|e| (*e).clone())
+    }
+
+    async fn fetch_metadata(&self) -> Result<Arc<ProviderMetadata>, OidcError> {
+        let url = format!("{}/.well-known/openid-configuration", self.issuer);
+        let resp = self.http.get(&url, METADATA_TIMEOUT).await;
+        self.count("discovery", &resp);
+        let resp = resp?;
+        if !resp.status.is_success() {
+            return Err(OidcError::BadAnswer(format!(
+                "discovery answered HTTP {}",
+                resp.status.as_u16()
+            )));
+        }
+        let meta: ProviderMetadata = serde_json::from_slice(&resp.body)
+            .map_err(|e| OidcError::BadAnswer(format!("discovery document: {e}")))?;
+        // OIDC Discovery 4.3: the issuer must be exactly the one configured.
+        if meta.issuer.trim_end_matches('/') != self.issuer {
+            return Err(OidcError::BadAnswer(format!(
+                "discovery names issuer {:?}, configured is {:?}",
+                meta.issuer, self.issuer
+            )));
+        }
+        Ok(Arc::new(meta))
+    }
+
+    /// Loads discovery and the JWKS (readiness).
+    pub async fn warm_up(&self) -> Result<(), OidcError> {
+        self.metadata().await?;
+        self.refetch_jwks(true).await
+    }
+
+    /// True once the JWKS has been fetched.
+    #[must_use]
+    pub fn jwks_loaded(&self) -> bool {
+        self.jwks
+            .lock()
+            .map(|j| j.fetched_at.is_some())
+            .unwrap_or(false)
+    }
+
+    async fn refetch_jwks(&self, force: bool) -> Result<(), OidcError> {
+        let _one_at_a_time = self.jwks_refetch.lock().await;
+        let recent = self
+            .jwks
+            .lock()
+            .ok()
+            .and_then(|j| j.fetched_at)
+            .is_some_and(|t| t.elapsed() < JWKS_REFETCH_INTERVAL);
+        if recent && !force {
+            return Ok(());
+        }
+        let meta = self.metadata().await?;
+        let resp = self.http.get(&meta.jwks_uri, METADATA_TIMEOUT).await;
+        self.count("jwks", &resp);
+        let resp = resp?;
+        if !resp.status.is_success() {
+            return Err(OidcError::BadAnswer(format!(
+                "JWKS answered HTTP {}",
+                resp.status.as_u16()
+            )));
+        }
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&resp.body)
+            .map_err(|e| OidcError::BadAnswer(format!("JWKS: {e}")))?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let Some(kid) = jwk.common.key_id.clone() else {
+                continue;
+            };
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            let alg = jwk
+                .common
+                .key_algorithm
+                .and_then(|a| a.to_string().parse::<Algorithm>().ok())
+                .unwrap_or(match &jwk.algorithm {
+                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                    jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
+                    _ => Algorithm::RS256,
+                });
+            keys.insert(kid, Arc::new((key, alg)));
+        }
+        if let Ok(mut cache) = self.jwks.lock() {
+            cache.keys = keys;
+            cache.fetched_at = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    async fn key_for(&self, kid: &str) -> Result<Arc<(DecodingKey, Algorithm)>, OidcError> {
+        let lookup = |this: &Self| {
+            this.jwks.lock().ok().and_then(|j| {
+                let stale = j.fetched_at.is_none_or(|t| t.elapsed() > JWKS_TTL);
+                (!stale).then(|| j.keys.get(kid).cloned()).flatten()
+            })
+        };
+        if let Some(key) = lookup(self) {
+            return Ok(key);
+        }
+        // Unknown kid (or a stale set): one refetch, rate-limited.
+        self.refetch_jwks(false).await?;
+        lookup(self).ok_or_else(|| OidcError::IdToken(format!("no JWKS key with kid {kid:?}")))
+    }
+
+    /// Validates an ID token: signature (JWKS), algorithm allowlist, `iss`, `aud`
+    /// (and `azp`), `exp`, and `nonce` when one is expected.
+    pub async fn validate_id_token(
+        &self,
+        token: &str,
+        nonce: Option<&str>,
+    ) -> Result<IdClaims, OidcError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| OidcError::IdToken(format!("malformed: {e}")))?;
+        if !ALLOWED_ALGS.contains(&header.alg) {
+            return Err(OidcError::IdToken(format!(
+                "algorithm {:?} is not allowed",
+                header.alg
+            )));
+        }
+        let kid = header.kid.clone().unwrap_or_default();
+        let key = self.key_for(&kid).await?;
+        if key.1 != header.alg {
+            return Err(OidcError::IdToken(format!(
+                "token algorithm {:?} does not match the key's {:?}",
+                header.alg, key.1
+            )));
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = LEEWAY_SECS;
+        validation.set_audience(&[&self.client_id]);
+        validation.set_issuer(&[&self.issuer, &format!("{}/", self.issuer)]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let claims = jsonwebtoken::decode::<Value>(token, &key.0, &validation)
+            .map_err(|e| OidcError::IdToken(e.to_string()))?
+            .claims;
+        // OIDC Core 3.1.3.7: with several audiences, azp must be us.
+        if claims["aud"].as_array().is_some_and(|a| a.len() > 1)
+            && claims["azp"].as_str() != Some(self.client_id.as_str())
+        {
+            return Err(OidcError::IdToken("azp is not this client".into()));
+        }
+        if let Some(expected) = nonce {
+            if claims["nonce"].as_str() != Some(expected) {
+                return Err(OidcError::IdToken("nonce does not match".into()));
+            }
+        }
+        let sub = claims["sub"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| OidcError::IdToken("sub missing".into()))?
+            .to_owned();
+        let sid = claims["sid"].as_str().map(str::to_owned);
+        Ok(IdClaims {
+            all: claims,
+            sub,
+            sid,
+        })
+    }
+
+    /// Validates a back-channel logout token (OIDC Back-Channel Logout 2.6):
+    /// signature, `iss`, `aud`, `iat`, the logout event, `sid` or `sub`, no `nonce`.
+    pub async fn validate_logout_token(&self, token: &str) -> Result<IdClaims, OidcError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| OidcError::IdToken(format!("malformed: {e}")))?;
+        if !ALLOWED_ALGS.contains(&header.alg) {
+            return Err(OidcError::IdToken("algorithm not allowed".into()));
+        }
+        let key = self
+            .key_for(&header.kid.clone().unwrap_or_default())
+            .await?;
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = LEEWAY_SECS;
+        validation.set_audience(&[&self.client_id]);
+        validation.set_issuer(&[&self.issuer, &format!("{}/", self.issuer)]);
+        validation.set_required_spec_claims(&["iss", "aud"]);
+        validation.validate_exp = false;
+        let claims = jsonwebtoken::decode::<Value>(token, &key.0, &validation)
+            .map_err(|e| OidcError::IdToken(e.to_string()))?
+            .claims;
+        if claims
+            .get("exp")
+            .is_some_and(|e| e.as_u64().is_some_and(|e| e + LEEWAY_SECS < unix_now()))
+        {
+            return Err(OidcError::IdToken("logout token expired".into()));
+        }
+        let iat = claims["iat"]
+            .as_u64()
+            .ok_or_else(|| OidcError::IdToken("iat missing".into()))?;
+        if iat > unix_now() + LEEWAY_SECS {
+            return Err(OidcError::IdToken("iat in the future".into()));
+        }
+        if !claims["events"]["http://schemas.openid.net/event/backchannel-logout"].is_object() {
+            return Err(OidcError::IdToken("not a back-channel logout event".into()));
+        }
+        if claims.get("nonce").is_some() {
+            return Err(OidcError::IdToken(
+                "a logout token must not have a nonce".into(),
+            ));
+        }
+        let sid = claims["sid"].as_str().map(str::to_owned);
+        let sub = claims["sub"].as_str().unwrap_or_default().to_owned();
+        if sid.is_none() && sub.is_empty() {
+            return Err(OidcError::IdToken("neither sid nor sub".into()));
+        }
+        Ok(IdClaims {
+            all: claims,
+            sub,
+            sid,
+        })
+    }
+
+    /// Adds client authentication to a token or revocation request.
+    fn authenticate(
+        &self,
+        form: &mut Vec<(&'static str, String)>,
+        audience: &str,
+    ) -> Result<Option<HeaderValue>, TokenError> {
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        match &self.credentials {
+            ClientCredentials::Basic { secret } => {
+                let creds = STANDARD.encode(format!("{}:{}", enc(&self.client_id), enc(secret)));
+                HeaderValue::from_str(&format!("Basic {creds}"))
+                    .map(Some)
+                    .map_err(|_| TokenError::Misconfigured {
+                        code: "client credentials are not header-safe".into(),
+                    })
+            }
+            ClientCredentials::Post { secret } => {
+                form.push(("client_id", self.client_id.clone()));
+                form.push(("client_secret", secret.clone()));
+                Ok(None)
+            }
+            ClientCredentials::PrivateKeyJwt { key, alg } => {
+                let now = unix_now();
+                let claims = serde_json::json!({
+                    "iss": self.client_id, "sub": self.client_id, "aud": audience,
+                    "iat": now, "exp": now + 60, "jti": crate::devidp::random_text(16),
+                });
+                let assertion =
+                    jsonwebtoken::encode(&jsonwebtoken::Header::new(*alg), &claims, key).map_err(
+                        |e| TokenError::Misconfigured {
+                            code: format!("cannot sign the client assertion: {e}"),
+                        },
+                    )?;
+                form.push(("client_id", self.client_id.clone()));
+                form.push((
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+                ));
+                form.push(("client_assertion", assertion));
+                Ok(None)
+            }
+            ClientCredentials::None => {
+                form.push(("client_id", self.client_id.clone()));
+                Ok(None)
+            }
+        }
+    }
+
+    /// One token request (no retries): `grant` pairs plus client authentication.
+    async fn token_request(
+        &self,
+        mut form: Vec<(&'static str, String)>,
+        timeout: Duration,
+    ) -> Result<TokenResponse, TokenError> {
+        let meta = self.metadata().await.map_err(|e| TokenError::Transient {
+            why: e.to_string(),
+            retry_after: None,
+        })?;
+        let auth = self.authenticate(&mut form, &meta.token_endpoint)?;
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let resp = self
+            .http
+            .post_form(&meta.token_endpoint, &pairs, auth, timeout)
+            .await;
+        self.count("token", &resp);
+        let resp = resp.map_err(|e| TokenError::Transient {
+            why: e.to_string(),
+            retry_after: None,
+        })?;
+        if !resp.status.is_success() {
+            return Err(classify_token_error(
+                resp.status,
+                &resp.body,
+                retry_after(&resp.headers),
+            ));
+        }
+        let tokens: TokenResponse =
+            serde_json::from_slice(&resp.body).map_err(|e| TokenError::Transient {
+                why: format!("unreadable token response: {e}"),
+                retry_after: None,
+            })?;
+        if tokens.access_token.is_empty() {
+            return Err(TokenError::Transient {
+                why: "token response without an access token".into(),
+                retry_after: None,
+            });
+        }
+        if !tokens.token_type.is_empty() && !tokens.token_type.eq_ignore_ascii_case("bearer") {
+            return Err(TokenError::Misconfigured {
+                code: format!("token_type {:?} is not Bearer", tokens.token_type),
+            });
+        }
+        Ok(tokens)
+    }
+
+    /// Exchanges an authorization code (with its PKCE verifier).
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        verifier: &str,
+        redirect_uri: &str,
+        timeout: Duration,
+    ) -> Result<TokenResponse, TokenError> {
+        self.token_request(
+            vec![
+                ("grant_type", "authorization_code".into()),
+                ("code", code.into()),
+                ("redirect_uri", redirect_uri.into()),
+                ("code_verifier", verifier.into()),
+            ],
+            timeout,
+        )
+        .await
+    }
+
+    /// One refresh-token request (the refresh engine retries).
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        timeout: Duration,
+    ) -> Result<TokenResponse, TokenError> {
+        self.token_request(
+            vec![
+                ("grant_type", "refresh_token".into()),
+                ("refresh_token", refresh_token.into()),
+            ],
+            timeout,
+        )
+        .await
+    }
+
+    /// Revokes a refresh token (RFC 7009). Ok(false) when the IdP has no revocation
+    /// endpoint.
+    pub async fn revoke(&self, refresh_token: &str, timeout: Duration) -> Result<bool, TokenError> {
+        let meta = self.metadata().await.map_err(|e| TokenError::Transient {
+            why: e.to_string(),
+            retry_after: None,
+        })?;
+        let Some(endpoint) = meta.revocation_endpoint.clone() else {
+            return Ok(false);
+        };
+        let mut form = vec![
+            ("token", refresh_token.to_owned()),
+            ("token_type_hint", "refresh_token".to_owned()),
+        ];
+        let auth = self.authenticate(&mut form, &endpoint)?;
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let resp = self.http.post_form(&endpoint, &pairs, auth, timeout).await;
+        self.count("revocation", &resp);
+        let resp = resp.map_err(|e| TokenError::Transient {
+            why: e.to_string(),
+            retry_after: None,
+        })?;
+        if resp.status.is_success() {
+            Ok(true)
+        } else {
+            Err(classify_token_error(
+                resp.status,
+                &resp.body,
+                retry_after(&resp.headers),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_follows_the_design() {
+        let c = |status: u16, body: &str| {
+            classify_token_error(StatusCode::from_u16(status).unwrap(), body.as_bytes(), None)
+        };
+        assert!(matches!(
+            c(400, r#"{"error":"invalid_grant"}"#),
+            TokenError::Dead { .. }
+        ));
+        assert!(matches!(c(400, ""), TokenError::Dead { .. }));
+        assert!(matches!(
+            c(400, "<html>bad</html>"),
+            TokenError::Dead { .. }
+        ));
+        assert!(matches!(c(403, ""), TokenError::Dead { .. }));
+        assert!(matches!(
+            c(401, r#"{"error":"invalid_client"}"#),
+            TokenError::Misconfigured { .. }
+        ));
+        assert!(matches!(
+            c(400, r#"{"error":"unauthorized_client"}"#),
+            TokenError::Misconfigured { .. }
+        ));
+        assert!(matches!(c(401, ""), TokenError::Misconfigured { .. }));
+        assert!(matches!(
+            c(500, r#"{"error":"invalid_grant"}"#),
+            TokenError::Transient { .. }
+        ));
+        assert!(matches!(c(503, ""), TokenError::Transient { .. }));
+        assert!(matches!(c(429, ""), TokenError::Transient { .. }));
+        assert!(matches!(
+            c(400, r#"{"error":"temporarily_unavailable"}"#),
+            TokenError::Transient { .. }
+        ));
+    }
+
+    #[test]
+    fn retry_after_seconds_are_read() {
+        let mut h = http::HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn token_response_debug_redacts() {
+        let t: TokenResponse = serde_json::from_str(
+            r#"{"access_token":"AT-SECRET","refresh_token":"RT-SECRET","id_token":"ID-SECRET","token_type":"Bearer"}"#,
+        )
+        .unwrap();
+        let shown = format!("{t:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+    }
+}

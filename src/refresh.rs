@@ -1,0 +1,648 @@
+//! The refresh engine: refreshes an access token that is about to expire, exactly
+//! once however many requests race with the same refresh token, and never sends a
+//! rotated refresh token to the IdP again.
+//!
+//! - **Single-flight**: the first request for a refresh token starts the token
+//!   request in a task of its own; every other request with that token waits for its
+//!   result. The task is spawned rather than run inside a caller, so a caller that
+//!   goes away (a closed browser tab) cannot cancel a token request half-way, which
+//!   would leave the next caller to present a token the IdP may already have rotated.
+//! - **Grace**: the result stays for `refresh.grace`; a request still carrying the
+//!   old cookie gets the new tokens and a new cookie.
+//! - **Reuse**: a tombstone remembers every rotated token for the session lifetime; a
+//!   request carrying one after the grace window is a replay: the session is revoked.
+//! - **Transient failures** are retried with jittered exponential backoff inside
+//!   `refresh.timeout` and never end a session.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::config::{Config, OnReuse};
+use crate::metrics::Metrics;
+use crate::oidc::{Oidc, TokenError, TokenResponse};
+use crate::revocation::RevocationList;
+use crate::session::Session;
+
+/// Requests that arrive this soon after a rotation are treated as part of the same
+/// burst even with `refresh.grace = 0`: they were in flight when it happened.
+const BURST_WINDOW_MS: u64 = 2_000;
+/// Access-token lifetime assumed when the IdP says nothing (no `expires_in`, no JWT
+/// `exp`): short, so the session refreshes rather than forwards a dead token.
+const DEFAULT_ACCESS_TTL: u64 = 60;
+/// First retry delay; doubled each attempt, capped, then jittered by ±50 %.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(2);
+/// How many rotations a grace hit may chain through before refreshing itself.
+const MAX_CHAIN: usize = 4;
+
+/// The refresh rules, from the config.
+#[derive(Debug, Clone)]
+pub struct RefreshSettings {
+    /// Refresh when the access token expires within this.
+    pub skew: Duration,
+    /// Old cookies are served the new tokens this long after a rotation.
+    pub grace: Duration,
+    /// The whole time a refresh may take, retries included.
+    pub timeout: Duration,
+    /// What reuse after the grace window does.
+    pub on_reuse: OnReuse,
+    /// `session.absolute_lifetime`.
+    pub absolute_lifetime: Duration,
+    /// `session.max_refreshes` (0: no limit).
+    pub max_refreshes: u32,
+}
+
+impl RefreshSettings {
+    /// The settings of a loaded config.
+    #[must_use]
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            skew: config.refresh.skew,
+            grace: config.refresh.grace,
+            timeout: config.refresh.timeout,
+            on_reuse: config.refresh.on_reuse,
+            absolute_lifetime: config.session.absolute_lifetime,
+            max_refreshes: config.session.max_refreshes,
+        }
+    }
+}
+
+/// Tokens from one refresh, with the access token's absolute expiry.
+#[derive(Clone)]
+pub struct NewTokens {
+    access_token: String,
+    access_expires_at: u64,
+    refresh_token: Option<String>,
+    id_token: Option<String>,
+    idp_sid: Option<String>,
+    scope: Option<String>,
+}
+
+impl fmt::Debug for NewTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewTokens")
+            .field("access_expires_at", &self.access_expires_at)
+            .field("rotated_refresh_token", &self.refresh_token.is_some())
+            .field("id_token", &self.id_token.is_some())
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of one refresh, shared by every request that waited for it and kept
+/// for the grace window.
+#[derive(Debug)]
+struct Rotation {
+    tokens: NewTokens,
+    at_ms: u64,
+    /// The IdP returned a different refresh token.
+    rotated: bool,
+}
+
+/// How a session came to be updated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshKind {
+    /// This request's refresh reached the IdP.
+    Refreshed,
+    /// This request waited for another's refresh.
+    Coalesced,
+    /// This request carried an already-rotated token within the grace window.
+    GraceHit,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The IdP refused the refresh token.
+    InvalidGrant,
+    /// A rotated refresh token came back after the grace window.
+    Reuse,
+    /// `session.absolute_lifetime` is over.
+    Lifetime,
+    /// `session.max_refreshes` reached.
+    MaxRefreshes,
+    /// The access token expired and there is no refresh token.
+    NoRefreshToken,
+    /// Logged out, back-channel logout, or revoked by an earlier reuse.
+    Revoked,
+}
+
+impl EndReason {
+    /// The `reason` label of `bff_sessions_ended_total`.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::InvalidGrant => "invalid_grant",
+            Self::Reuse => "reuse",
+            Self::Lifetime => "absolute_lifetime",
+            Self::MaxRefreshes => "max_refreshes",
+            Self::NoRefreshToken => "no_refresh_token",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// What the refresh engine decided for one request's session.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The access token is fresh: use it.
+    Fresh,
+    /// New tokens: use them and send the new cookie.
+    Updated {
+        /// The updated session.
+        session: Box<Session>,
+        /// How.
+        kind: RefreshKind,
+    },
+    /// The refresh failed transiently but the current access token is still valid:
+    /// use it, leave the cookie alone.
+    KeepCurrent,
+    /// The refresh failed transiently and the access token has expired: 503, the
+    /// session is kept.
+    Unavailable {
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// The IdP refused our client: 503, the session is kept, the operator must act.
+    Misconfigured,
+    /// The session is over: 401, cookie cleared.
+    Ended(EndReason),
+}
+
+type Shared = Result<Arc<Rotation>, TokenError>;
+
+struct Inner {
+    oidc: Arc<Oidc>,
+    settings: RefreshSettings,
+    metrics: Metrics,
+    revocations: Arc<RevocationList>,
+    clock: Arc<Clock>,
+    /// Refresh results by hash of the refresh token they replaced (grace window).
+    results: moka::sync::Cache<[u8; 32], Arc<Rotation>>,
+    /// Rotated refresh tokens (hash → rotation time in ms), for reuse detection.
+    tombstones: moka::sync::Cache<[u8; 32], u64>,
+    /// Refreshes under way, by hash of the refresh token.
+    inflight: Mutex<HashMap<[u8; 32], watch::Receiver<Option<Shared>>>>,
+}
+
+/// The refresh engine. Cheap to clone.
+#[derive(Clone)]
+pub struct TokenRefresher {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for TokenRefresher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRefresher")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn token_key(refresh_token: &str) -> [u8; 32] {
+    Sha256::digest(refresh_token.as_bytes()).into()
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The access token's absolute expiry: `expires_in`, else the JWT's `exp`, else a
+/// short default.
+fn access_expiry(tokens: &TokenResponse, now: u64) -> u64 {
+    if let Some(secs) = tokens.expires_in {
+        return now.saturating_add(secs);
+    }
+    jwt_exp(&tokens.access_token).unwrap_or(now + DEFAULT_ACCESS_TTL)
+}
+
+fn jwt_exp(token: &str) -> Option<u64> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()?
+        .get("exp")?
+        .as_u64()
+}
+
+/// Builds the session after a refresh. A refresh token that did not rotate (same or
+/// none returned) keeps the old one.
+fn apply(session: &Session, tokens: &NewTokens, now: u64) -> Session {
+    let mut next = session.clone();
+    next.access_token.clone_from(&tokens.access_token);
+    next.access_expires_at = tokens.access_expires_at;
+    if let Some(rt) = &tokens.refresh_token {
+        next.refresh_token = Some(rt.clone());
+    }
+    if let Some(id) = &tokens.id_token {
+        next.id_token = Some(id.clone());
+        if tokens.idp_sid.is_some() {
+            next.idp_sid.clone_from(&tokens.idp_sid);
+        }
+    }
+    if let Some(scope) = &tokens.scope {
+        next.scope.clone_from(scope);
+    }
+    next.refreshed_at = now;
+    next.refresh_count = session.refresh_count.saturating_add(1);
+    next
+}
+
+impl TokenRefresher {
+    /// A refresher using `oidc`, counting into `metrics`, revoking into
+    /// `revocations`.
+    #[must_use]
+    pub fn new(
+        oidc: Arc<Oidc>,
+        settings: RefreshSettings,
+        metrics: Metrics,
+        revocations: Arc<RevocationList>,
+        clock: Arc<Clock>,
+    ) -> Self {
+        let grace_ttl = settings.grace + Duration::from_millis(BURST_WINDOW_MS);
+        let lifetime = settings.absolute_lifetime.max(Duration::from_secs(1));
+        Self {
+            inner: Arc::new(Inner {
+                oidc,
+                metrics,
+                revocations,
+                clock,
+                results: moka::sync::Cache::builder()
+                    .max_capacity(1_000_000)
+                    .time_to_live(grace_ttl)
+                    .build(),
+                tombstones: moka::sync::Cache::builder()
+                    .max_capacity(1_000_000)
+                    .time_to_live(lifetime)
+                    .build(),
+                inflight: Mutex::new(HashMap::new()),
+                settings,
+            }),
+        }
+    }
+
+    fn needs_refresh(&self, session: &Session, now: u64) -> bool {
+        session.access_expires_at <= now.saturating_add(self.inner.settings.skew.as_secs())
+    }
+
+    /// Decides what to do with a session's tokens on this request. The caller has
+    /// already checked revocation.
+    pub async fn refresh(&self, session: &Session) -> Outcome {
+        let s = &self.inner.settings;
+        let now = self.inner.clock.now_secs();
+        if now
+            >= session
+                .created_at
+                .saturating_add(s.absolute_lifetime.as_secs())
+        {
+            return Outcome::Ended(EndReason::Lifetime);
+        }
+        if !self.needs_refresh(session, now) {
+            return Outcome::Fresh;
+        }
+        let Some(first_token) = session.refresh_token.as_deref() else {
+            return if session.access_expires_at > now {
+                Outcome::Fresh
+            } else {
+                Outcome::Ended(EndReason::NoRefreshToken)
+            };
+        };
+        let mut current = session.clone();
+        let mut key = token_key(first_token);
+        let mut chained = false;
+        for _ in 0..MAX_CHAIN {
+            if s.max_refreshes > 0 && current.refresh_count >= s.max_refreshes {
+                return Outcome::Ended(EndReason::MaxRefreshes);
+            }
+            let now_ms = self.inner.clock.now_ms();
+            match self.grace_hit(&key, &current, now_ms) {
+                Some(Ok(next)) => {
+                    self.inner.metrics.refresh("grace_hit");
+                    return Outcome::Updated {
+                        session: Box::new(next),
+                        kind: RefreshKind::GraceHit,
+                    };
+                }
+                // The grace result is itself near expiry: go on from it.
+                Some(Err(next)) => {
+                    current = next;
+                    key = current.refresh_token.as_deref().map_or(key, token_key);
+                    chained = true;
+                    continue;
+                }
+                None => {}
+            }
+            if let Some(rotated_at) = self.inner.tombstones.get(&key) {
+                if now_ms.saturating_sub(rotated_at) > self.window_ms() {
+                    return self.reuse_detected(&current).await;
+                }
+            }
+            let Some(token) = current.refresh_token.clone() else {
+                break;
+            };
+            let (mut rx, leader) = match self.join_or_start(key, token) {
+                Joined::Hit(rotation) => {
+                    let next = apply(&current, &rotation.tokens, self.inner.clock.now_secs());
+                    self.inner.metrics.refresh("grace_hit");
+                    return Outcome::Updated {
+                        session: Box::new(next),
+                        kind: RefreshKind::GraceHit,
+                    };
+                }
+                Joined::Wait(rx, leader) => (rx, leader),
+            };
+            let waited = tokio::time::timeout(
+                s.timeout + Duration::from_secs(1),
+                rx.wait_for(Option::is_some),
+            )
+            .await;
+            let result = match waited {
+                Ok(Ok(value)) => value.clone(),
+                _ => None,
+            };
+            let now = self.inner.clock.now_secs();
+            return match result {
+                Some(Ok(rotation)) => {
+                    if !leader {
+                        self.inner.metrics.refresh("coalesced");
+                    }
+                    Outcome::Updated {
+                        session: Box::new(apply(&current, &rotation.tokens, now)),
+                        kind: if leader {
+                            RefreshKind::Refreshed
+                        } else {
+                            RefreshKind::Coalesced
+                        },
+                    }
+                }
+                Some(Err(TokenError::Dead { .. })) => Outcome::Ended(EndReason::InvalidGrant),
+                Some(Err(TokenError::Misconfigured { .. })) => {
+                    if current.access_expires_at > now {
+                        self.keep(chained, current)
+                    } else {
+                        Outcome::Misconfigured
+                    }
+                }
+                Some(Err(TokenError::Transient { retry_after, .. })) => {
+                    self.transient(chained, current, now, retry_after)
+                }
+                None => self.transient(chained, current, now, None),
+            };
+        }
+        // Chained through more rotations than a real burst makes: refuse to guess.
+        self.transient(chained, current, now, None)
+    }
+
+    fn window_ms(&self) -> u64 {
+        millis(self.inner.settings.grace).max(BURST_WINDOW_MS)
+    }
+
+    /// A kept rotation for this token: Ok(session) to use, Err(session) when that
+    /// session needs a refresh of its own.
+    fn grace_hit(
+        &self,
+        key: &[u8; 32],
+        current: &Session,
+        now_ms: u64,
+    ) -> Option<Result<Session, Session>> {
+        let rotation = self.inner.results.get(key)?;
+        if rotation.rotated && now_ms.saturating_sub(rotation.at_ms) > self.window_ms() {
+            return None;
+        }
+        let next = apply(current, &rotation.tokens, now_ms / 1000);
+        if !self.needs_refresh(&next, now_ms / 1000) {
+            return Some(Ok(next));
+        }
+        if rotation.rotated {
+            Some(Err(next))
+        } else {
+            // Same refresh token, stale access token: refresh again with it.
+            self.inner.results.invalidate(key);
+            None
+        }
+    }
+
+    fn keep(&self, chained: bool, current: Session) -> Outcome {
+        if chained {
+            Outcome::Updated {
+                session: Box::new(current),
+                kind: RefreshKind::GraceHit,
+            }
+        } else {
+            Outcome::KeepCurrent
+        }
+    }
+
+    fn transient(
+        &self,
+        chained: bool,
+        current: Session,
+        now: u64,
+        retry_after: Option<Duration>,
+    ) -> Outcome {
+        if current.access_expires_at > now {
+            self.keep(chained, current)
+        } else {
+            Outcome::Unavailable {
+                retry_after: retry_after
+                    .unwrap_or(Duration::from_secs(5))
+                    .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            }
+        }
+    }
+
+    async fn reuse_detected(&self, session: &Session) -> Outcome {
+        let inner = &self.inner;
+        inner.metrics.reuse_detected();
+        inner.metrics.session_ended(EndReason::Reuse.label());
+        inner.revocations.revoke_sid(session.sid);
+        tracing::warn!(sid = %session.sid, "rotated refresh token presented after the grace window: session revoked");
+        if inner.settings.on_reuse == OnReuse::RevokeAtIdp {
+            if let Some(stale) = session.refresh_token.clone() {
+                // Presenting the stale token makes the IdP's own reuse detection
+                // revoke the whole family. Its answer does not matter.
+                let oidc = Arc::clone(&inner.oidc);
+                let timeout = inner.settings.timeout;
+                tokio::spawn(async move {
+                    let _ = oidc.refresh(&stale, timeout).await;
+                });
+            }
+        }
+        Outcome::Ended(EndReason::Reuse)
+    }
+
+    fn join_or_start(&self, key: [u8; 32], token: String) -> Joined {
+        let inner = &self.inner;
+        let mut map = inner
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(rx) = map.get(&key) {
+            return Joined::Wait(rx.clone(), false);
+        }
+        // Checked under the lock: a finished refresh stores its result before it
+        // leaves the in-flight map, so no caller can slip between the two and
+        // present the old token again.
+        if let Some(rotation) = inner.results.get(&key) {
+            return Joined::Hit(rotation);
+        }
+        let (tx, rx) = watch::channel(None);
+        map.insert(key, rx.clone());
+        drop(map);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let result = this.run_refresh(key, &token).await;
+            let inner = &this.inner;
+            if let Ok(rotation) = &result {
+                inner.results.insert(key, Arc::clone(rotation));
+                if rotation.rotated {
+                    inner.tombstones.insert(key, rotation.at_ms);
+                }
+            }
+            inner
+                .inflight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&key);
+            let _ = tx.send(Some(result));
+        });
+        Joined::Wait(rx, true)
+    }
+
+    /// One refresh at the IdP, with retries, counted once.
+    async fn run_refresh(&self, _key: [u8; 32], token: &str) -> Shared {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let result = self.refresh_with_retries(token).await;
+        inner
+            .metrics
+            .refresh_duration(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => inner.metrics.refresh("ok"),
+            Err(TokenError::Dead { code }) => {
+                inner.metrics.refresh("invalid_grant");
+                inner.metrics.session_ended(EndReason::InvalidGrant.label());
+                tracing::info!(reason = %code, "refresh token refused by the IdP: session ended");
+            }
+            Err(TokenError::Misconfigured { code }) => {
+                inner.metrics.refresh("invalid_client");
+                tracing::error!(reason = %code, "the IdP refused the BFF's own client credentials or request: check [oidc]; sessions are kept");
+            }
+            Err(TokenError::Transient { why, .. }) => {
+                inner.metrics.refresh("transient_error");
+                tracing::warn!(reason = %why, "refresh failed after retries; sessions are kept");
+            }
+        }
+        result
+    }
+
+    async fn refresh_with_retries(&self, token: &str) -> Shared {
+        let inner = &self.inner;
+        let deadline = Instant::now() + inner.settings.timeout;
+        let mut attempt: u32 = 0;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(TokenError::Transient {
+                    why: "refresh.timeout reached".into(),
+                    retry_after: None,
+                });
+            }
+            match inner.oidc.refresh(token, remaining).await {
+                Ok(tokens) => return Ok(Arc::new(self.rotation(token, tokens).await)),
+                Err(TokenError::Transient { why, retry_after }) => {
+                    attempt += 1;
+                    let mut wait = backoff(attempt);
+                    if let Some(asked) = retry_after {
+                        wait = wait.max(asked);
+                    }
+                    if Instant::now() + wait >= deadline {
+                        return Err(TokenError::Transient { why, retry_after });
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    async fn rotation(&self, old_token: &str, tokens: TokenResponse) -> Rotation {
+        let inner = &self.inner;
+        let now_ms = inner.clock.now_ms();
+        let (id_token, idp_sid) = match &tokens.id_token {
+            Some(id) => match inner.oidc.validate_id_token(id, None).await {
+                Ok(claims) => (Some(id.clone()), claims.sid),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the refreshed ID token did not validate; keeping the previous one");
+                    (None, None)
+                }
+            },
+            None => (None, None),
+        };
+        let rotated = tokens
+            .refresh_token
+            .as_deref()
+            .is_some_and(|new| new != old_token);
+        Rotation {
+            tokens: NewTokens {
+                access_expires_at: access_expiry(&tokens, now_ms / 1000),
+                access_token: tokens.access_token,
+                refresh_token: tokens.refresh_token.filter(|t| !t.is_empty()),
+                id_token,
+                idp_sid,
+                scope: tokens.scope,
+            },
+            at_ms: now_ms,
+            rotated,
+        }
+    }
+}
+
+enum Joined {
+    Hit(Arc<Rotation>),
+    Wait(watch::Receiver<Option<Shared>>, bool),
+}
+
+/// Exponential backoff with ±50 % jitter.
+fn backoff(attempt: u32) -> Duration {
+    use rand::Rng as _;
+    let exp = BACKOFF_BASE.saturating_mul(1u32 << attempt.min(8).saturating_sub(1));
+    let capped = exp.min(BACKOFF_CAP);
+    capped.mul_f64(rand::thread_rng().gen_range(0.5..1.5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..20 {
+            let d = backoff(attempt);
+            assert!(d >= BACKOFF_BASE / 2, "{attempt}: {d:?}");
+            assert!(d <= BACKOFF_CAP.mul_f64(1.5), "{attempt}: {d:?}");
+        }
+        assert!(backoff(1) < Duration::from_millis(151));
+    }
+
+    #[test]
+    fn expiry_comes_from_expires_in_then_the_jwt() {
+        let mut t: TokenResponse = serde_json::from_str(r#"{"access_token":"opaque"}"#).unwrap();
+        assert_eq!(access_expiry(&t, 1000), 1000 + DEFAULT_ACCESS_TTL);
+        t.expires_in = Some(30);
+        assert_eq!(access_expiry(&t, 1000), 1030);
+        t.expires_in = None;
+        // {"exp":2000}
+        t.access_token = "e30.eyJleHAiOjIwMDB9.sig".into();
+        assert_eq!(access_expiry(&t, 1000), 2000);
+    }
+}

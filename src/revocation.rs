@@ -1,0 +1,115 @@
+//! Sessions ended before their cookies expire: logout, back-channel logout, reuse
+//! detection. Bounded in size and kept for the session lifetime, after which a
+//! cookie is refused by its age anyway.
+//!
+//! ```
+//! use std::time::Duration;
+//! use bff_proxy::revocation::RevocationList;
+//! use bff_proxy::session::SessionId;
+//!
+//! let list = RevocationList::new(Duration::from_secs(3600));
+//! let sid = SessionId::random();
+//! list.revoke_sid(sid);
+//! assert!(list.is_revoked(sid, None, "alice", 0));
+//! ```
+
+use std::time::Duration;
+
+use moka::sync::Cache;
+
+use crate::session::SessionId;
+
+/// The most entries of each kind remembered.
+const CAPACITY: u64 = 1_000_000;
+
+/// Revoked session ids, IdP session ids and subjects.
+pub struct RevocationList {
+    sids: Cache<[u8; 16], ()>,
+    idp_sids: Cache<String, ()>,
+    /// `sub` → Unix time of a logout by subject: sessions created before it are over.
+    subs: Cache<String, u64>,
+}
+
+impl std::fmt::Debug for RevocationList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevocationList")
+            .field("sids", &self.sids.entry_count())
+            .field("idp_sids", &self.idp_sids.entry_count())
+            .field("subs", &self.subs.entry_count())
+            .finish()
+    }
+}
+
+impl RevocationList {
+    /// Entries live for `lifetime` (the session's absolute lifetime).
+    #[must_use]
+    pub fn new(lifetime: Duration) -> Self {
+        let ttl = lifetime.max(Duration::from_secs(1));
+        Self {
+            sids: Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_live(ttl)
+                .build(),
+            idp_sids: Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_live(ttl)
+                .build(),
+            subs: Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    /// Ends one BFF session.
+    pub fn revoke_sid(&self, sid: SessionId) {
+        self.sids.insert(sid.0, ());
+    }
+
+    /// Ends every BFF session made under this IdP session.
+    pub fn revoke_idp_sid(&self, idp_sid: &str) {
+        self.idp_sids.insert(idp_sid.to_owned(), ());
+    }
+
+    /// Ends every session of `sub` created at or before `at` (Unix seconds).
+    pub fn revoke_sub(&self, sub: &str, at: u64) {
+        self.subs.insert(sub.to_owned(), at);
+    }
+
+    /// Whether a session with these identifiers, created at `created_at`, is revoked.
+    #[must_use]
+    pub fn is_revoked(
+        &self,
+        sid: SessionId,
+        idp_sid: Option<&str>,
+        sub: &str,
+        created_at: u64,
+    ) -> bool {
+        self.sids.contains_key(&sid.0)
+            || idp_sid.is_some_and(|s| self.idp_sids.contains_key(s))
+            || self.subs.get(sub).is_some_and(|at| created_at <= at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_revocation() {
+        let list = RevocationList::new(Duration::from_secs(60));
+        let (a, b) = (SessionId::random(), SessionId::random());
+        list.revoke_sid(a);
+        assert!(list.is_revoked(a, None, "u", 10));
+        assert!(!list.is_revoked(b, None, "u", 10));
+        list.revoke_idp_sid("idp-1");
+        assert!(list.is_revoked(b, Some("idp-1"), "u", 10));
+        assert!(!list.is_revoked(b, Some("idp-2"), "u", 10));
+        list.revoke_sub("alice", 100);
+        assert!(list.is_revoked(b, None, "alice", 100));
+        assert!(
+            !list.is_revoked(b, None, "alice", 101),
+            "a later login is a new session"
+        );
+    }
+}

@@ -245,7 +245,7 @@ impl Bff {
                 static_dir: config.resolved.static_dirs.get(index).cloned().flatten(),
             })
             .collect();
-        routes.sort_by(|a, b| b.path.len().cmp(&a.path.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
         let csrf_header =
             HeaderName::from_bytes(config.csrf.header.to_ascii_lowercase().as_bytes())
                 .map_err(|_| "csrf.header: not a header name".to_owned())?;
@@ -460,8 +460,11 @@ impl Bff {
             }
         };
         let present = read.present;
-        let session = read.session.filter(|s| !self.is_revoked(s));
-        // A cookie that was there but is no (longer a) session gets cleared.
+        // An unreadable cookie is no session (401 unauthenticated); a readable one
+        // that was revoked is an ended session (401 session_expired). Either way a
+        // cookie that is there gets cleared.
+        let revoked = read.session.as_ref().is_some_and(|s| self.is_revoked(s));
+        let session = read.session.filter(|_| !revoked);
         let clear = if session.is_none() && !present.is_empty() {
             self.sealer.clear_cookies(&present)
         } else {
@@ -482,17 +485,14 @@ impl Bff {
                 forward.set_cookies = clear;
                 return (Decision::Forward(Box::new(forward)), "forwarded_anonymous");
             }
-            let kind = if present.is_empty() {
-                ErrorKind::Unauthenticated
+            return if revoked {
+                (respond(ErrorKind::SessionExpired, clear), "session_expired")
             } else {
-                ErrorKind::SessionExpired
+                (
+                    respond(ErrorKind::Unauthenticated, clear),
+                    "unauthenticated",
+                )
             };
-            let outcome = if present.is_empty() {
-                "unauthenticated"
-            } else {
-                "session_expired"
-            };
-            return (respond(kind, clear), outcome);
         };
         if route.csrf && !self.csrf_ok(&parts.headers) {
             return (respond(ErrorKind::Csrf, Vec::new()), "csrf");
@@ -764,27 +764,27 @@ impl Bff {
     }
 
     /// The request's session if it opens and is not revoked or over its lifetime.
-    fn current_session(&self, parts: &Parts) -> Result<(Option<Session>, Present), Error> {
+    /// The request's session if it opens and is neither revoked nor over its
+    /// lifetime; the flag says whether one opened but was over.
+    fn current_session(&self, parts: &Parts) -> Result<(Option<Session>, Present, bool), Error> {
         let read = self.sealer.read(&parts.headers)?;
         let now = self.clock.now_secs();
         let lifetime = self.config.session.absolute_lifetime.as_secs();
-        let session = read
-            .session
-            .filter(|s| !self.is_revoked(s))
-            .filter(|s| now < s.created_at.saturating_add(lifetime));
-        Ok((session, read.present))
+        let over = |s: &Session| self.is_revoked(s) || now >= s.created_at.saturating_add(lifetime);
+        let ended = read.session.as_ref().is_some_and(over);
+        Ok((read.session.filter(|_| !ended), read.present, ended))
     }
 
     fn user(&self, parts: &Parts) -> Result<Response<Bytes>, Error> {
         if !self.csrf_ok(&parts.headers) {
             return Err(Error::new(ErrorKind::Csrf));
         }
-        let (session, present) = self.current_session(parts)?;
+        let (session, present, revoked) = self.current_session(parts)?;
         let Some(session) = session else {
-            let kind = if present.is_empty() {
-                ErrorKind::Unauthenticated
-            } else {
+            let kind = if revoked {
                 ErrorKind::SessionExpired
+            } else {
+                ErrorKind::Unauthenticated
             };
             return Ok(error_response(
                 &Error::new(kind),
@@ -814,7 +814,7 @@ impl Bff {
         }
         let return_url = check_return_url(param(&params, "returnUrl").unwrap_or(""))
             .map_err(|why| Error::new(ErrorKind::BadRequest(why)))?;
-        let (session, present) = self.current_session(parts)?;
+        let (session, present, _) = self.current_session(parts)?;
         let clear = self.sealer.clear_cookies(&present);
         let Some(session) = session else {
             return Ok(redirect(&return_url, clear));

@@ -669,7 +669,8 @@ async fn errors_follow_rfc_6749() {
     let idp = idp_with(RefreshPolicy::default()).await;
     let http = Http::new();
     let url = format!("{}/token", idp.issuer());
-    let cases: [(&[(&str, &str)], (&str, &str), u16, &str); 5] = [
+    type Case<'a> = (&'a [(&'a str, &'a str)], (&'a str, &'a str), u16, &'a str);
+    let cases: [Case; 5] = [
         (
             &[("grant_type", "password")],
             (CLIENT, SECRET),

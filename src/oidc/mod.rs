@@ -236,6 +236,8 @@ pub fn parse_private_key(pem: &str) -> Result<(EncodingKey, Algorithm), String> 
 struct JwksCache {
     keys: HashMap<String, Arc<(DecodingKey, Algorithm)>>,
     fetched_at: Option<Instant>,
+    /// When an unknown kid last caused a refetch.
+    unknown_kid_at: Option<Instant>,
 }
 
 /// The claims the BFF reads from an ID token.
@@ -317,6 +319,7 @@ impl Oidc {
             jwks: Mutex::new(JwksCache {
                 keys: HashMap::new(),
                 fetched_at: None,
+                unknown_kid_at: None,
             }),
             jwks_refetch: tokio::sync::Mutex::new(()),
             metrics,
@@ -380,7 +383,7 @@ impl Oidc {
     /// Loads discovery and the JWKS (readiness).
     pub async fn warm_up(&self) -> Result<(), OidcError> {
         self.metadata().await?;
-        self.refetch_jwks(true).await
+        self.fetch_jwks().await
     }
 
     /// True once the JWKS has been fetched.
@@ -392,17 +395,38 @@ impl Oidc {
             .unwrap_or(false)
     }
 
-    async fn refetch_jwks(&self, force: bool) -> Result<(), OidcError> {
+    /// Fetches the JWKS when it is missing or stale, or when `kid` is unknown to a
+    /// fresh set: at most one such unknown-kid refetch per
+    /// [`JWKS_REFETCH_INTERVAL`], so a flood of made-up kids cannot make the BFF
+    /// hammer the IdP.
+    async fn refetch_jwks(&self, kid: Option<&str>) -> Result<(), OidcError> {
         let _one_at_a_time = self.jwks_refetch.lock().await;
-        let recent = self
-            .jwks
-            .lock()
-            .ok()
-            .and_then(|j| j.fetched_at)
-            .is_some_and(|t| t.elapsed() < JWKS_REFETCH_INTERVAL);
-        if recent && !force {
-            return Ok(());
+        {
+            let Ok(mut cache) = self.jwks.lock() else {
+                return Ok(());
+            };
+            let stale = cache.fetched_at.is_none_or(|t| t.elapsed() > JWKS_TTL);
+            if !stale {
+                match kid {
+                    // Fetched by another caller while this one waited.
+                    Some(kid) if cache.keys.contains_key(kid) => return Ok(()),
+                    Some(_) => {
+                        if cache
+                            .unknown_kid_at
+                            .is_some_and(|t| t.elapsed() < JWKS_REFETCH_INTERVAL)
+                        {
+                            return Ok(());
+                        }
+                        cache.unknown_kid_at = Some(Instant::now());
+                    }
+                    None => {}
+                }
+            }
         }
+        self.fetch_jwks().await
+    }
+
+    async fn fetch_jwks(&self) -> Result<(), OidcError> {
         let meta = self.metadata().await?;
         let resp = self.http.get(&meta.jwks_uri, METADATA_TIMEOUT).await;
         self.count("jwks", &resp);
@@ -452,7 +476,7 @@ impl Oidc {
             return Ok(key);
         }
         // Unknown kid (or a stale set): one refetch, rate-limited.
-        self.refetch_jwks(false).await?;
+        self.refetch_jwks(Some(kid)).await?;
         lookup(self).ok_or_else(|| OidcError::IdToken(format!("no JWKS key with kid {kid:?}")))
     }
 

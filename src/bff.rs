@@ -74,8 +74,18 @@ pub struct Forward {
     pub cookie: Option<HeaderValue>,
     /// `Set-Cookie` values to add to the response (a rotated session).
     pub set_cookies: Vec<HeaderValue>,
-    /// The session's ID-token claims, for the tower layer's request extension.
-    pub claims: Option<Arc<Value>>,
+    /// The session's ID token (verified at login), for the front doors that hand
+    /// its claims to the application; see [`Forward::claims`]. Parsed only on
+    /// demand, to keep it off the hot path.
+    pub id_token: Option<Arc<str>>,
+}
+
+impl Forward {
+    /// The session's ID-token claims, if it has a session with an ID token.
+    #[must_use]
+    pub fn claims(&self) -> Option<Value> {
+        self.id_token.as_deref().and_then(jwt_payload)
+    }
 }
 
 struct Route {
@@ -88,6 +98,8 @@ struct Route {
     methods: Option<Vec<Method>>,
     upstream: Option<url::Url>,
     static_dir: Option<std::path::PathBuf>,
+    /// `bff_requests_total{route, outcome="forwarded"}`, resolved once.
+    forwarded: prometheus::IntCounter,
 }
 
 /// The BFF core.
@@ -105,6 +117,10 @@ pub struct Bff {
     csrf_header: HeaderName,
     csrf_value: Vec<u8>,
     prefix: String,
+    /// `<session cookie>.`: the chunks' names start with it.
+    chunk_prefix: String,
+    /// `<session cookie>-login-`: login attempts' names start with it.
+    login_prefix: String,
 }
 
 impl std::fmt::Debug for Bff {
@@ -181,8 +197,12 @@ fn jwt_payload(token: &str) -> Option<Value> {
 
 /// The `Cookie` header without the BFF's own cookies (the session, its chunks and
 /// login attempts). None when nothing is left.
-fn strip_own_cookies(headers: &HeaderMap, base: &str, login_prefix: &str) -> Option<HeaderValue> {
-    let chunk_prefix = format!("{base}.");
+fn strip_own_cookies(
+    headers: &HeaderMap,
+    base: &str,
+    chunk_prefix: &str,
+    login_prefix: &str,
+) -> Option<HeaderValue> {
     let mut kept: Vec<&str> = Vec::new();
     for value in headers.get_all(COOKIE) {
         let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
@@ -194,7 +214,7 @@ fn strip_own_cookies(headers: &HeaderMap, base: &str, login_prefix: &str) -> Opt
                 continue;
             }
             let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
-            if name == base || name.starts_with(&chunk_prefix) || name.starts_with(login_prefix) {
+            if name == base || name.starts_with(chunk_prefix) || name.starts_with(login_prefix) {
                 continue;
             }
             kept.push(pair);
@@ -243,14 +263,18 @@ impl Bff {
                 }),
                 upstream: config.resolved.upstreams.get(index).cloned().flatten(),
                 static_dir: config.resolved.static_dirs.get(index).cloned().flatten(),
+                forwarded: metrics.request_counter(&r.path, "forwarded"),
             })
             .collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
         let csrf_header =
             HeaderName::from_bytes(config.csrf.header.to_ascii_lowercase().as_bytes())
                 .map_err(|_| "csrf.header: not a header name".to_owned())?;
+        let login_cookies = LoginCookies::new(&config.session.cookie_name, config.session.secure);
         Ok(Self {
-            login_cookies: LoginCookies::new(&config.session.cookie_name, config.session.secure),
+            chunk_prefix: format!("{}.", config.session.cookie_name),
+            login_prefix: login_cookies.prefix(),
+            login_cookies,
             csrf_value: config.csrf.value.as_bytes().to_vec(),
             prefix: config.server.prefix.clone(),
             config: Arc::new(config),
@@ -325,7 +349,11 @@ impl Bff {
             return Decision::Respond(error_response(&Error::new(ErrorKind::NotFound), Vec::new()));
         };
         let (decision, outcome) = self.proxied(route, parts).await;
-        self.metrics.request(&route.label, outcome);
+        if outcome == "forwarded" {
+            route.forwarded.inc();
+        } else {
+            self.metrics.request(&route.label, outcome);
+        }
         decision
     }
 
@@ -439,10 +467,11 @@ impl Bff {
             cookie: strip_own_cookies(
                 &parts.headers,
                 self.sealer.cookie().name(),
-                &self.login_cookies.prefix(),
+                &self.chunk_prefix,
+                &self.login_prefix,
             ),
             set_cookies: Vec::new(),
-            claims: None,
+            id_token: None,
         };
         if route.auth == RouteAuth::None {
             if route.csrf && !self.csrf_ok(&parts.headers) {
@@ -548,11 +577,7 @@ impl Bff {
             );
         }
         forward.set_cookies = set_cookies;
-        forward.claims = session
-            .id_token
-            .as_deref()
-            .and_then(jwt_payload)
-            .map(Arc::new);
+        forward.id_token = session.id_token.as_deref().map(Arc::from);
         (Decision::Forward(Box::new(forward)), "forwarded")
     }
 
@@ -904,10 +929,24 @@ mod tests {
             HeaderValue::from_static("a=1; __Host-Http-bff=x; __Host-Http-bff.0=y; b=2; __Host-Http-bff-login-abc=z; __Host-Http-bffx=keep"),
         );
         h.append(COOKIE, HeaderValue::from_static("c=3"));
-        let kept = strip_own_cookies(&h, "__Host-Http-bff", "__Host-Http-bff-login-").unwrap();
+        let kept = strip_own_cookies(
+            &h,
+            "__Host-Http-bff",
+            "__Host-Http-bff.",
+            "__Host-Http-bff-login-",
+        )
+        .unwrap();
         assert_eq!(kept, "a=1; b=2; __Host-Http-bffx=keep; c=3");
         let mut only = HeaderMap::new();
         only.insert(COOKIE, HeaderValue::from_static("__Host-Http-bff=x"));
-        assert!(strip_own_cookies(&only, "__Host-Http-bff", "__Host-Http-bff-login-").is_none());
+        assert!(
+            strip_own_cookies(
+                &only,
+                "__Host-Http-bff",
+                "__Host-Http-bff.",
+                "__Host-Http-bff-login-"
+            )
+            .is_none()
+        );
     }
 }

@@ -140,7 +140,7 @@ impl LoginCookies {
         let clear = settings.clear(&read.present);
         let login = read
             .whole
-            .and_then(|sealed| ring.open(settings.name(), &sealed).ok())
+            .and_then(|sealed| ring.open(settings.name(), sealed).ok())
             .and_then(|bytes| postcard::from_bytes::<LoginState>(&bytes).ok())
             .filter(|l| bool::from(l.state.as_bytes().ct_eq(state.as_bytes())))
             .filter(|l| now <= l.created_at.saturating_add(LOGIN_TTL.as_secs()));

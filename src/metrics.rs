@@ -124,6 +124,12 @@ impl Metrics {
         self.requests.with_label_values(&[route, outcome]).inc();
     }
 
+    /// The counter of one route and outcome, resolved once (for the hot path).
+    #[must_use]
+    pub fn request_counter(&self, route: &str, outcome: &str) -> IntCounter {
+        self.requests.with_label_values(&[route, outcome])
+    }
+
     /// Records the upstream's time to response head.
     pub fn upstream_duration(&self, seconds: f64) {
         self.upstream_duration

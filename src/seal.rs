@@ -92,22 +92,48 @@ pub enum KeyError {
     LowVariety(usize),
 }
 
-/// The AES-256-GCM backend, kept behind this one seam so it can be swapped on
-/// measurement (DESIGN.md: `aes-gcm` now, `ring` is the candidate).
+/// Which AES-256-GCM implementation seals and opens. Both produce the same bytes
+/// (it is one standard algorithm), so the choice is about speed only: `ring`'s
+/// assembly is about four times faster than `aes-gcm`'s (see `cargo bench --bench
+/// session`), so it is the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AeadBackend {
+    /// `ring` (already in the tree through rustls).
+    #[default]
+    Ring,
+    /// RustCrypto's `aes-gcm` (pure Rust with AES-NI and CLMUL detection).
+    AesGcm,
+}
+
+/// The AES-256-GCM backends, kept behind this one seam so the choice is made on
+/// measurement.
 mod backend {
     use aes_gcm::aead::{AeadInPlace, KeyInit};
     use aes_gcm::aes::Aes256;
     use aes_gcm::aes::cipher::{BlockEncrypt, generic_array::GenericArray};
     use aes_gcm::{Aes256Gcm, Nonce, Tag};
+    use ring::aead::{AES_256_GCM, Aad, LessSafeKey, UnboundKey};
 
-    use super::{KEY_ID_LEN, KEY_LEN, NONCE_LEN, TAG_LEN};
+    use super::{AeadBackend, KEY_ID_LEN, KEY_LEN, NONCE_LEN, TAG_LEN};
 
     #[derive(Clone)]
-    pub(super) struct Cipher(Aes256Gcm);
+    pub(super) enum Cipher {
+        Ring(Box<LessSafeKey>),
+        AesGcm(Box<Aes256Gcm>),
+    }
 
     impl Cipher {
-        pub(super) fn new(key: &[u8; KEY_LEN]) -> Self {
-            Self(Aes256Gcm::new(GenericArray::from_slice(key)))
+        pub(super) fn new(key: &[u8; KEY_LEN], backend: AeadBackend) -> Self {
+            match backend {
+                AeadBackend::Ring => match UnboundKey::new(&AES_256_GCM, key) {
+                    Ok(k) => Self::Ring(Box::new(LessSafeKey::new(k))),
+                    // ring refuses only keys of the wrong length; ours are 32 bytes.
+                    Err(_) => Self::AesGcm(Box::new(Aes256Gcm::new(GenericArray::from_slice(key)))),
+                },
+                AeadBackend::AesGcm => {
+                    Self::AesGcm(Box::new(Aes256Gcm::new(GenericArray::from_slice(key))))
+                }
+            }
         }
 
         /// The key check value: the first bytes of AES-256 of a zero block. It names
@@ -128,28 +154,55 @@ mod backend {
             aad: &[u8],
             buf: &mut [u8],
         ) -> [u8; TAG_LEN] {
-            // Encryption in place with a 96-bit nonce cannot fail for inputs below
-            // GCM's 64 GiB limit; our inputs are bounded far below that.
-            match self
-                .0
-                .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf)
-            {
-                Ok(tag) => tag.into(),
-                Err(_) => [0u8; TAG_LEN],
+            // Encryption with a 96-bit nonce fails only past GCM's 64 GiB limit; our
+            // inputs are bounded far below that.
+            match self {
+                Self::Ring(key) => key
+                    .seal_in_place_separate_tag(
+                        ring::aead::Nonce::assume_unique_for_key(*nonce),
+                        Aad::from(aad),
+                        buf,
+                    )
+                    .ok()
+                    .and_then(|tag| tag.as_ref().try_into().ok())
+                    .unwrap_or([0u8; TAG_LEN]),
+                Self::AesGcm(c) => c
+                    .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf)
+                    .map(Into::into)
+                    .unwrap_or([0u8; TAG_LEN]),
             }
         }
 
-        /// Decrypts `buf` in place; false if the tag does not verify.
+        /// Decrypts `ct_and_tag` (ciphertext then tag) in place; the plaintext length
+        /// on success, None if the tag does not verify.
         pub(super) fn open(
             &self,
             nonce: &[u8; NONCE_LEN],
             aad: &[u8],
-            buf: &mut [u8],
-            tag: &[u8; TAG_LEN],
-        ) -> bool {
-            self.0
-                .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf, Tag::from_slice(tag))
-                .is_ok()
+            ct_and_tag: &mut [u8],
+        ) -> Option<usize> {
+            let ct_len = ct_and_tag.len().checked_sub(TAG_LEN)?;
+            match self {
+                Self::Ring(key) => key
+                    .open_in_place(
+                        ring::aead::Nonce::assume_unique_for_key(*nonce),
+                        Aad::from(aad),
+                        ct_and_tag,
+                    )
+                    .ok()
+                    .map(|plain| plain.len()),
+                Self::AesGcm(c) => {
+                    let (ct, tag) = ct_and_tag.split_at_mut(ct_len);
+                    c.decrypt_in_place_detached(
+                        Nonce::from_slice(nonce),
+                        aad,
+                        ct,
+                        Tag::from_slice(tag),
+                    )
+                    .ok()
+                    .map(|()| ct_len)
+                }
+            }
         }
     }
 }
@@ -175,9 +228,14 @@ impl fmt::Debug for KeyRing {
 }
 
 impl KeyRing {
-    /// Builds a ring from raw keys, first key sealing. Refuses an empty list and weak
-    /// keys; a key listed twice is kept once.
+    /// Builds a ring from raw keys, first key sealing, with the default backend.
+    /// Refuses an empty list and weak keys; a key listed twice is kept once.
     pub fn new(keys: Vec<[u8; KEY_LEN]>) -> Result<Self, KeyError> {
+        Self::with_backend(keys, AeadBackend::default())
+    }
+
+    /// Like [`KeyRing::new`] with a chosen AES-GCM implementation.
+    pub fn with_backend(keys: Vec<[u8; KEY_LEN]>, backend: AeadBackend) -> Result<Self, KeyError> {
         let mut ring = Vec::with_capacity(keys.len());
         for key in &keys {
             check_key_strength(key)?;
@@ -187,7 +245,7 @@ impl KeyRing {
             }
             ring.push(SealKey {
                 id,
-                cipher: backend::Cipher::new(key),
+                cipher: backend::Cipher::new(key, backend),
             });
         }
         if ring.is_empty() {
@@ -272,6 +330,17 @@ impl KeyRing {
 
     /// Opens a value sealed for the cookie `name` by any key of the ring.
     pub fn open(&self, name: &str, sealed: &str) -> Result<Vec<u8>, OpenError> {
+        self.open_map(name, sealed, <[u8]>::to_vec)
+    }
+
+    /// Opens a sealed value and hands the plaintext to `f` without copying it out of
+    /// the decryption buffer (the hot path decodes the session straight from it).
+    pub fn open_map<T>(
+        &self,
+        name: &str,
+        sealed: &str,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T, OpenError> {
         if sealed.len() > MAX_SEALED_LEN {
             return Err(OpenError::TooLong);
         }
@@ -286,37 +355,31 @@ impl KeyRing {
         }
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&buf[HEADER_LEN..HEADER_LEN + NONCE_LEN]);
-        let tag_at = buf.len() - TAG_LEN;
-        let mut tag = [0u8; TAG_LEN];
-        tag.copy_from_slice(&buf[tag_at..]);
         let aad = aad(&buf[..HEADER_LEN], name);
         let key_id = &buf[1..HEADER_LEN];
         let candidates: Vec<&SealKey> = self.keys.iter().filter(|k| k.id == key_id).collect();
-        let body_range = HEADER_LEN + NONCE_LEN..tag_at;
+        let body_at = HEADER_LEN + NONCE_LEN;
         match candidates.as_slice() {
-            [] => return Err(OpenError::UnknownKey),
+            [] => Err(OpenError::UnknownKey),
             [key] => {
-                if key
-                    .cipher
-                    .open(&nonce, &aad, &mut buf[body_range.clone()], &tag)
-                {
-                    buf.truncate(tag_at);
-                    buf.drain(..HEADER_LEN + NONCE_LEN);
-                    return Ok(buf);
+                let body = &mut buf[body_at..];
+                match key.cipher.open(&nonce, &aad, body) {
+                    Some(len) => Ok(f(&body[..len])),
+                    None => Err(OpenError::Authentication),
                 }
             }
             // Key ids are 32 bits, so two ring keys could in theory share one; each
             // candidate then gets its own copy of the ciphertext.
             several => {
                 for key in several {
-                    let mut body = buf[body_range.clone()].to_vec();
-                    if key.cipher.open(&nonce, &aad, &mut body, &tag) {
-                        return Ok(body);
+                    let mut body = buf[body_at..].to_vec();
+                    if let Some(len) = key.cipher.open(&nonce, &aad, &mut body) {
+                        return Ok(f(&body[..len]));
                     }
                 }
+                Err(OpenError::Authentication)
             }
         }
-        Err(OpenError::Authentication)
     }
 }
 
@@ -367,6 +430,30 @@ mod tests {
             let sealed = ring.seal("c", &plain);
             assert_eq!(sealed.len(), KeyRing::sealed_len(len), "len {len}");
             assert_eq!(ring.open("c", &sealed).unwrap(), plain);
+        }
+    }
+
+    #[test]
+    fn both_backends_read_each_other() {
+        let key = KeyRing::generate_key();
+        let ring_ring = KeyRing::with_backend(vec![key], AeadBackend::Ring).unwrap();
+        let rust_ring = KeyRing::with_backend(vec![key], AeadBackend::AesGcm).unwrap();
+        for len in [0usize, 1, 100, 3000] {
+            let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            assert_eq!(
+                rust_ring.open("c", &ring_ring.seal("c", &plain)).unwrap(),
+                plain
+            );
+            assert_eq!(
+                ring_ring.open("c", &rust_ring.seal("c", &plain)).unwrap(),
+                plain
+            );
+            let mut tampered = URL_SAFE_NO_PAD.decode(ring_ring.seal("c", &plain)).unwrap();
+            let last = tampered.len() - 1;
+            tampered[last] ^= 1;
+            let text = URL_SAFE_NO_PAD.encode(&tampered);
+            assert!(rust_ring.open("c", &text).is_err());
+            assert!(ring_ring.open("c", &text).is_err());
         }
     }
 

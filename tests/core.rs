@@ -277,18 +277,18 @@ async fn a_fresh_token_is_forwarded_with_the_header_rules() {
     assert_eq!(jwt_claims(&token)["sub"], "dev-user-1");
     assert!(f.strip_authorization);
     assert_eq!(
-        f.cookie.unwrap(),
+        f.cookie.as_ref().unwrap(),
         "theme=dark",
         "session cookie stripped, others kept"
     );
     assert!(f.set_cookies.is_empty());
-    match f.target {
+    match &f.target {
         bff_proxy::Target::Upstream(uri) => {
             assert_eq!(uri.to_string(), "http://127.0.0.1:9/base/items?x=1")
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(f.claims.unwrap()["sub"], "dev-user-1");
+    assert_eq!(f.claims().unwrap()["sub"], "dev-user-1");
     assert_eq!(h.idp.stats().token_refresh, 0);
 }
 
@@ -975,4 +975,56 @@ async fn an_unknown_kid_triggers_one_jwks_refetch() {
     // A new login validates with the cached set: no further fetch.
     h.login().await;
     assert_eq!(h.idp.stats().jwks, fetches + 1);
+}
+
+#[tokio::test]
+async fn a_refresh_updates_the_scope_and_the_id_token() {
+    let h = Harness::start(Setup::default()).await;
+    let jar = h.login().await;
+    let open = |jar: &Jar| {
+        let p = parts("GET", "/", jar, &[]);
+        h.bff.sealer().read(&p.headers).unwrap().session.unwrap()
+    };
+    let before = open(&jar);
+    assert_eq!(before.scope, "openid profile offline_access");
+    h.idp.set_refresh_scope(Some("openid offline_access"));
+    let new_kid = h.idp.rotate_signing_key().await.unwrap();
+    h.expire_access_token();
+    let f = forward(h.api(&jar).await);
+    let mut after_jar = jar.clone();
+    let mut headers = HeaderMap::new();
+    for c in f.set_cookies {
+        headers.append(SET_COOKIE, c);
+    }
+    after_jar.apply(&headers);
+    let after = open(&after_jar);
+    assert_eq!(after.scope, "openid offline_access", "narrower scope kept");
+    let id_token = after.id_token.unwrap();
+    assert_ne!(Some(&id_token), before.id_token.as_ref());
+    assert_eq!(common::jwt_header(&id_token)["kid"], new_kid.as_str());
+    assert_eq!(after.refresh_count, 1);
+    assert_ne!(after.refresh_token, before.refresh_token);
+}
+
+#[tokio::test]
+async fn reuse_with_revoke_at_idp_kills_the_token_family_at_the_idp() {
+    let h = Harness::start(Setup {
+        env: vec![("BFF_REFRESH_ON_REUSE".into(), "revoke_at_idp".into())],
+        ..Setup::default()
+    })
+    .await;
+    let old = h.login().await;
+    h.expire_access_token();
+    forward(h.api(&old).await);
+    h.bff.clock().advance(Duration::from_secs(120)); // past the 60 s grace
+    let r = respond(h.api(&old).await);
+    assert_eq!(error_of(&r), "session_expired");
+    // The stale token went to the IdP once, on purpose, and its reuse detection
+    // revoked the family.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while h.idp.stats().reuse_detected == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.idp.stats().reuse_detected, 1);
+    assert_eq!(h.idp.stats().families_revoked, 1);
 }

@@ -399,6 +399,11 @@ impl DevIdp {
         self.inner.state().policy = policy;
     }
 
+    /// Refreshes from now on grant this narrower scope (None: the granted one).
+    pub fn set_refresh_scope(&self, scope: Option<&str>) {
+        self.inner.state().refresh_scope = scope.map(str::to_owned);
+    }
+
     /// Changes the access-token lifetime from now on.
     pub fn set_access_token_ttl(&self, ttl: Duration) {
         self.inner.state().access_token_ttl = ttl;

@@ -167,6 +167,9 @@ pub(crate) struct State {
     pub(crate) used_assertions: HashSet<String>,
     pub(crate) faults: Faults,
     pub(crate) deny_next_authorization: Option<String>,
+    /// Answer refreshes with this (narrower) scope, as providers that downgrade a
+    /// grant do.
+    pub(crate) refresh_scope: Option<String>,
     pub(crate) policy: RefreshPolicy,
     pub(crate) access_token_ttl: Duration,
     pub(crate) clock_offset: Duration,
@@ -199,6 +202,7 @@ impl State {
             used_assertions: HashSet::new(),
             faults: Faults::default(),
             deny_next_authorization: None,
+            refresh_scope: None,
             policy: settings.refresh.clone(),
             access_token_ttl: settings.access_token_ttl,
             clock_offset: Duration::ZERO,
@@ -457,7 +461,7 @@ impl State {
                 "maximum number of refreshes reached",
             ));
         }
-        let scope = match requested_scope {
+        let scope = match requested_scope.or(self.refresh_scope.as_deref()) {
             None => family.scope.clone(),
             Some(req) => {
                 let granted: HashSet<&str> = family.scope.split(' ').collect();

@@ -196,34 +196,42 @@ fn jwt_payload(token: &str) -> Option<Value> {
 }
 
 /// The `Cookie` header without the BFF's own cookies (the session, its chunks and
-/// login attempts). None when nothing is left.
+/// login attempts). None when nothing is left. Works on bytes, so other apps'
+/// cookies pass through even when they are not UTF-8.
 fn strip_own_cookies(
     headers: &HeaderMap,
     base: &str,
     chunk_prefix: &str,
     login_prefix: &str,
 ) -> Option<HeaderValue> {
-    let mut kept: Vec<&str> = Vec::new();
+    let mut kept: Vec<u8> = Vec::new();
     for value in headers.get_all(COOKIE) {
-        let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
-            continue;
-        };
-        for pair in text.split(';') {
-            let pair = pair.trim();
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
             if pair.is_empty() {
                 continue;
             }
-            let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
-            if name == base || name.starts_with(chunk_prefix) || name.starts_with(login_prefix) {
+            let name = pair
+                .iter()
+                .position(|&b| b == b'=')
+                .map_or(pair, |at| &pair[..at])
+                .trim_ascii();
+            if name == base.as_bytes()
+                || name.starts_with(chunk_prefix.as_bytes())
+                || name.starts_with(login_prefix.as_bytes())
+            {
                 continue;
             }
-            kept.push(pair);
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            kept.extend_from_slice(pair);
         }
     }
     if kept.is_empty() {
         None
     } else {
-        HeaderValue::from_str(&kept.join("; ")).ok()
+        HeaderValue::from_bytes(&kept).ok()
     }
 }
 
@@ -929,6 +937,7 @@ mod tests {
             HeaderValue::from_static("a=1; __Host-Http-bff=x; __Host-Http-bff.0=y; b=2; __Host-Http-bff-login-abc=z; __Host-Http-bffx=keep"),
         );
         h.append(COOKIE, HeaderValue::from_static("c=3"));
+        h.append(COOKIE, HeaderValue::from_bytes(b"d=\xff\xfe").unwrap());
         let kept = strip_own_cookies(
             &h,
             "__Host-Http-bff",
@@ -936,7 +945,10 @@ mod tests {
             "__Host-Http-bff-login-",
         )
         .unwrap();
-        assert_eq!(kept, "a=1; b=2; __Host-Http-bffx=keep; c=3");
+        assert_eq!(
+            kept.as_bytes(),
+            b"a=1; b=2; __Host-Http-bffx=keep; c=3; d=\xff\xfe"
+        );
         let mut only = HeaderMap::new();
         only.insert(COOKIE, HeaderValue::from_static("__Host-Http-bff=x"));
         assert!(

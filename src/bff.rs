@@ -47,6 +47,9 @@ pub enum Decision {
 /// Where a forwarded request goes.
 #[derive(Debug, Clone)]
 pub enum Target {
+    /// The application behind the tower layer (a route with neither `upstream` nor
+    /// `static_dir`, or a path no route matches when unmatched paths pass).
+    Application,
     /// An upstream: the full URI to request.
     Upstream(Uri),
     /// A static folder and the path inside it (not yet resolved on disk).
@@ -61,8 +64,9 @@ pub enum Target {
 /// How to forward a request.
 #[derive(Debug, Clone)]
 pub struct Forward {
-    /// Index of the route in `config.routes`.
-    pub route: usize,
+    /// Index of the route in `config.routes` (None: no route matched and the layer
+    /// passes the request to the application).
+    pub route: Option<usize>,
     /// Where it goes.
     pub target: Target,
     /// `Authorization: Bearer …` to set, when the route has a session.
@@ -117,6 +121,8 @@ pub struct Bff {
     csrf_header: HeaderName,
     csrf_value: Vec<u8>,
     prefix: String,
+    /// A path no route matches goes to the application (tower layer) instead of 404.
+    pass_unmatched: bool,
     /// `<session cookie>.`: the chunks' names start with it.
     chunk_prefix: String,
     /// `<session cookie>-login-`: login attempts' names start with it.
@@ -141,7 +147,9 @@ fn json_response(status: StatusCode, body: &str) -> Response<Bytes> {
     resp
 }
 
-fn error_response(err: &Error, set_cookies: Vec<HeaderValue>) -> Response<Bytes> {
+/// The JSON answer for an error: status, `{"error": code}`, `Retry-After` when it
+/// applies, and any `Set-Cookie` values (a cleared session).
+pub fn error_response(err: &Error, set_cookies: Vec<HeaderValue>) -> Response<Bytes> {
     let mut resp = json_response(err.status(), &err.json_body());
     if let Some(secs) = err.retry_after_secs() {
         resp.headers_mut()
@@ -281,6 +289,7 @@ impl Bff {
         let login_cookies = LoginCookies::new(&config.session.cookie_name, config.session.secure);
         Ok(Self {
             chunk_prefix: format!("{}.", config.session.cookie_name),
+            pass_unmatched: false,
             login_prefix: login_cookies.prefix(),
             login_cookies,
             csrf_value: config.csrf.value.as_bytes().to_vec(),
@@ -295,6 +304,15 @@ impl Bff {
             routes,
             csrf_header,
         })
+    }
+
+    /// Paths no route matches pass to the application, with the BFF's cookies
+    /// stripped and no token, instead of getting 404: how the tower layer protects
+    /// some paths of an app and leaves the rest alone.
+    #[must_use]
+    pub fn pass_unmatched(mut self) -> Self {
+        self.pass_unmatched = true;
+        self
     }
 
     /// The config.
@@ -353,6 +371,23 @@ impl Bff {
             return Decision::Respond(resp);
         }
         let Some(route) = self.routes.iter().find(|r| path.starts_with(&r.path)) else {
+            if self.pass_unmatched {
+                self.metrics.request("none", "passed");
+                return Decision::Forward(Box::new(Forward {
+                    route: None,
+                    target: Target::Application,
+                    authorization: None,
+                    strip_authorization: false,
+                    cookie: strip_own_cookies(
+                        &parts.headers,
+                        self.sealer.cookie().name(),
+                        &self.chunk_prefix,
+                        &self.login_prefix,
+                    ),
+                    set_cookies: Vec::new(),
+                    id_token: None,
+                }));
+            }
             self.metrics.request("none", "not_found");
             return Decision::Respond(error_response(&Error::new(ErrorKind::NotFound), Vec::new()));
         };
@@ -405,7 +440,9 @@ impl Bff {
                 path: rest.to_owned(),
             });
         }
-        let base = route.upstream.as_ref()?;
+        let Some(base) = route.upstream.as_ref() else {
+            return Some(Target::Application);
+        };
         let mut rest = if route.strip_prefix {
             path.strip_prefix(route.path.as_str())
                 .unwrap_or(path)
@@ -468,7 +505,7 @@ impl Bff {
             );
         };
         let mut forward = Forward {
-            route: route.index,
+            route: Some(route.index),
             target,
             authorization: None,
             strip_authorization: route.auth != RouteAuth::None,

@@ -22,15 +22,22 @@ pub mod bff;
 pub mod clock;
 pub mod config;
 pub mod cookies;
+pub mod dev;
+pub mod devecho;
 pub mod devidp;
 pub mod error;
+pub mod headers;
 pub mod login;
 pub mod metrics;
 pub mod oidc;
+#[cfg(feature = "tower")]
+pub mod proxy;
 pub mod refresh;
 pub mod revocation;
 pub mod seal;
 pub mod session;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use bff::{Bff, Decision, Forward, Target};
 pub use error::{Error, ErrorKind};

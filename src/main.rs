@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use bff_proxy::config::{Config, Engine, Env};
 use bff_proxy::seal::KeyRing;
@@ -75,26 +76,29 @@ fn main() -> ExitCode {
 
 fn check_config(path: &std::path::Path) -> ExitCode {
     match Config::load(path, &Env::from_process()) {
-        Ok(config) => {
+        Ok(config) if config.proxy_problems().is_empty() => {
             for w in &config.warnings {
                 eprintln!("warning: {w}");
             }
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
         }
-        Err(err) => {
-            for p in &err.problems {
-                eprintln!("{}: {p}", path.display());
-            }
-            eprintln!(
-                "{}: {} problem{}",
-                path.display(),
-                err.problems.len(),
-                if err.problems.len() == 1 { "" } else { "s" }
-            );
-            ExitCode::from(EXIT_CHECK_FAILED)
-        }
+        Ok(config) => check_failed(path, &config.proxy_problems()),
+        Err(err) => check_failed(path, &err.problems),
     }
+}
+
+fn check_failed(path: &std::path::Path, problems: &[bff_proxy::config::Problem]) -> ExitCode {
+    for p in problems {
+        eprintln!("{}: {p}", path.display());
+    }
+    eprintln!(
+        "{}: {} problem{}",
+        path.display(),
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    ExitCode::from(EXIT_CHECK_FAILED)
 }
 
 fn run(path: &std::path::Path, engine: Option<EngineArg>) -> ExitCode {
@@ -104,6 +108,7 @@ fn run(path: &std::path::Path, engine: Option<EngineArg>) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut config = match Config::load(path, &Env::from_process()) {
         Ok(config) => config,
@@ -112,20 +117,88 @@ fn run(path: &std::path::Path, engine: Option<EngineArg>) -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    if let Some(first) = config.proxy_problems().first() {
+        eprintln!("bff-proxy: {}: {first}", path.display());
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
     if let Some(engine) = engine {
         config.server.engine = match engine {
             EngineArg::Pingora => Engine::Pingora,
             EngineArg::Hyper => Engine::Hyper,
         };
     }
+    if config.server.engine == Engine::Pingora {
+        eprintln!(
+            "bff-proxy: server.engine = \"pingora\": not supported yet in this build; use engine = \"hyper\" (or --engine hyper)"
+        );
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
     for w in &config.warnings {
         tracing::warn!(setting = %w.path, "{}", w.message);
     }
-    // The proxy engines are built on the core in later steps; until then a valid
-    // config is refused here rather than half-served.
-    eprintln!(
-        "bff-proxy: server.engine = {:?}: not supported yet in this build (no proxy engine is built in yet; `bff-proxy check-config` validates a config)",
-        format!("{:?}", config.server.engine).to_lowercase()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = config.server.threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = match runtime.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bff-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bff-proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts the dev services the config asks for, the core and the hyper engine, and
+/// runs until SIGINT or SIGTERM.
+async fn serve(config: Config) -> Result<(), String> {
+    let dev = bff_proxy::dev::DevServices::start(&config).await?;
+    let bff = Arc::new(bff_proxy::Bff::new(config)?);
+    let server = bff_proxy::proxy::ProxyServer::start(Arc::clone(&bff))
+        .await
+        .map_err(|e| format!("server.listen {}: {e}", bff.config().server.listen))?;
+    tracing::info!(
+        listen = %server.addr(),
+        admin = ?server.admin_addr(),
+        public_url = %bff.config().resolved.public_url,
+        engine = "hyper",
+        "bff-proxy serving"
     );
-    ExitCode::from(EXIT_BAD_CONFIG)
+    wait_for_signal().await;
+    tracing::info!(
+        timeout = ?bff.config().server.shutdown_timeout,
+        "shutting down: finishing open requests"
+    );
+    server.shutdown().await;
+    dev.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
 }

@@ -73,6 +73,13 @@ pub struct ServerConfig {
     pub tls_key: Option<SecretSource>,
     /// Worker threads (default: the number of cores).
     pub threads: Option<usize>,
+    /// Time allowed to connect to an upstream (then 502).
+    #[serde(with = "duration")]
+    pub upstream_connect_timeout: Duration,
+    /// Time allowed for an upstream's response head (then 504). Bodies stream
+    /// without a limit.
+    #[serde(with = "duration")]
+    pub upstream_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +94,8 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             threads: None,
+            upstream_connect_timeout: Duration::from_secs(5),
+            upstream_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -516,6 +525,8 @@ const SETTINGS: &[(&str, &[(&str, Kind)])] = &[
             ("tls_cert", Kind::Str),
             ("tls_key", Kind::Str),
             ("threads", Kind::Int),
+            ("upstream_connect_timeout", Kind::Str),
+            ("upstream_timeout", Kind::Str),
         ],
     ),
     (
@@ -664,6 +675,24 @@ impl Config {
             }),
             _ => Err(ConfigError { problems }),
         }
+    }
+
+    /// Problems that matter only when this config runs the proxy binary rather than
+    /// the tower layer: a route with neither `upstream` nor `static_dir` has nowhere to
+    /// go in a proxy.
+    #[must_use]
+    pub fn proxy_problems(&self) -> Vec<Problem> {
+        self.routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.upstream.is_none() && r.static_dir.is_none())
+            .map(|(i, _)| {
+                Problem::new(
+                    format!("routes[{i}].upstream"),
+                    "the proxy needs an upstream URL or a static_dir for every route (routes without either are for the tower layer)",
+                )
+            })
+            .collect()
     }
 
     /// The session key ring (first key seals, all open).

@@ -204,6 +204,17 @@ fn check_server(c: &Sections, problems: &mut Vec<Problem>) -> Option<(Url, Url)>
             "must be more than zero",
         ));
     }
+    for (d, at) in [
+        (
+            s.upstream_connect_timeout,
+            "server.upstream_connect_timeout",
+        ),
+        (s.upstream_timeout, "server.upstream_timeout"),
+    ] {
+        if d.is_zero() {
+            problems.push(Problem::new(at, "must be more than zero"));
+        }
+    }
     if s.threads == Some(0) {
         problems.push(Problem::new("server.threads", "must be at least 1"));
     }
@@ -585,13 +596,9 @@ fn check_routes(
                 ));
                 None
             }
-            (None, None) => {
-                problems.push(Problem::new(
-                    at("upstream"),
-                    "a route needs an upstream URL or a static_dir",
-                ));
-                None
-            }
+            // Served by the application behind the tower layer; the proxy binary
+            // refuses such routes at start (it has nowhere to send them).
+            (None, None) => None,
             (Some(text), None) => http_url(text, &at("upstream"), problems, UrlRules::ABSOLUTE),
             (None, Some(_)) => None,
         };

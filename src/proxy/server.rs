@@ -1,0 +1,233 @@
+//! The hyper engine's listeners: the proxy itself (the tower layer over the upstream
+//! proxy, HTTP/1.1 with upgrades, graceful shutdown) and the admin listener
+//! (`/metrics`, `/healthz`, `/readyz`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::ServiceExt as _;
+
+use super::{ClientInfo, UpstreamProxy};
+use crate::bff::Bff;
+use crate::tower::BffLayer;
+
+/// A running hyper engine.
+pub struct ProxyServer {
+    addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ProxyServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyServer")
+            .field("addr", &self.addr)
+            .field("admin_addr", &self.admin_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxyServer {
+    /// Binds `server.listen` (and `server.admin_listen`) and serves.
+    pub async fn start(bff: Arc<Bff>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(bff.config().server.listen).await?;
+        let admin = match bff.config().server.admin_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        Self::start_with(bff, listener, admin)
+    }
+
+    /// Serves on listeners already bound (tests bind port 0).
+    pub fn start_with(
+        bff: Arc<Bff>,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+    ) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
+        let server = &bff.config().server;
+        let upstream = UpstreamProxy::new(
+            server.upstream_connect_timeout,
+            server.upstream_timeout,
+            bff.metrics().clone(),
+        )
+        .map_err(std::io::Error::other)?;
+        let shutdown_timeout = server.shutdown_timeout;
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = vec![tokio::spawn(warm_up(Arc::clone(&bff), stop_rx.clone()))];
+        if let Some(admin) = admin {
+            tasks.push(tokio::spawn(serve_admin(
+                Arc::clone(&bff),
+                admin,
+                stop_rx.clone(),
+            )));
+        }
+        let service = tower::ServiceBuilder::new()
+            .layer(BffLayer::new(bff))
+            .service(upstream);
+        tasks.push(tokio::spawn(async move {
+            serve(listener, service, stop_rx, shutdown_timeout).await;
+        }));
+        Ok(Self {
+            addr,
+            admin_addr,
+            stop,
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    /// The proxy's address.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin listener's address.
+    #[must_use]
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Stops accepting, lets open requests finish within `server.shutdown_timeout`,
+    /// then closes what is left.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let tasks: Vec<JoinHandle<()>> = self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(..)
+            .collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+type Service = crate::tower::BffService<UpstreamProxy>;
+
+async fn serve(
+    listener: TcpListener,
+    service: Service,
+    mut stop: watch::Receiver<bool>,
+    shutdown_timeout: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a moment.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = service.clone();
+                let hyper_service = service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(ClientInfo { peer, https: false });
+                    service.clone().oneshot(req)
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(shutdown_timeout) => {
+            tracing::warn!("shutdown_timeout reached: closing the connections still open");
+        }
+    }
+}
+
+/// Loads discovery and the JWKS until it works, so `/readyz` turns ready.
+async fn warm_up(bff: Arc<Bff>, mut stop: watch::Receiver<bool>) {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match bff.warm_up().await {
+            Ok(()) => {
+                tracing::info!("discovery and JWKS loaded: ready");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "IdP not reachable yet; retrying"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        wait = (wait * 2).min(Duration::from_secs(10));
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    resp
+}
+
+async fn serve_admin(bff: Arc<Bff>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let bff = Arc::clone(&bff);
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let bff = Arc::clone(&bff);
+                        async move { Ok::<_, Infallible>(admin(&bff, &req)) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+fn admin(bff: &Bff, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/metrics" => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            bff.metrics().render(),
+        ),
+        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" if bff.ready() => text(StatusCode::OK, "text/plain", "ready\n".into()),
+        "/readyz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready: discovery and JWKS not loaded yet\n".into(),
+        ),
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}

@@ -45,7 +45,11 @@ impl std::fmt::Debug for DevEcho {
 impl DevEcho {
     /// Binds and serves.
     pub async fn start(addr: SocketAddr) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+        Self::start_with_listener(TcpListener::bind(addr).await?)
+    }
+
+    /// Serves on a listener already bound.
+    pub fn start_with_listener(listener: TcpListener) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let (stop, mut stop_rx) = watch::channel(false);
         let task = tokio::spawn(async move {
@@ -157,6 +161,34 @@ fn bearer_summary(value: &str) -> Value {
     json!({ "fingerprint": fingerprint, "claims": claims, "expires_in": expires_in })
 }
 
+/// The JSON account of a request the echo gives (also used by tests that echo from
+/// an application behind the tower layer).
+#[must_use]
+pub fn describe(parts: &http::request::Parts, body_bytes: u64) -> Value {
+    let mut headers = Map::new();
+    for (name, value) in &parts.headers {
+        let shown = if name == AUTHORIZATION {
+            "<redacted>".to_owned()
+        } else {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        };
+        headers.insert(name.as_str().to_owned(), Value::String(shown));
+    }
+    let bearer = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map_or(Value::Null, bearer_summary);
+    json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body_bytes": body_bytes,
+        "bearer": bearer,
+    })
+}
+
 async fn echo(req: Request<Incoming>) -> Result<Response<EchoBody>, Infallible> {
     let (parts, body) = req.into_parts();
     let stream = parts.uri.query().and_then(|q| {
@@ -181,28 +213,7 @@ async fn echo(req: Request<Incoming>) -> Result<Response<EchoBody>, Infallible> 
         );
         return Ok(resp);
     }
-    let mut headers = Map::new();
-    for (name, value) in &parts.headers {
-        let shown = if name == AUTHORIZATION {
-            "<redacted>".to_owned()
-        } else {
-            String::from_utf8_lossy(value.as_bytes()).into_owned()
-        };
-        headers.insert(name.as_str().to_owned(), Value::String(shown));
-    }
-    let bearer = parts
-        .headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map_or(Value::Null, bearer_summary);
-    let answer = json!({
-        "method": parts.method.as_str(),
-        "path": parts.uri.path(),
-        "query": parts.uri.query(),
-        "headers": headers,
-        "body_bytes": body_bytes,
-        "bearer": bearer,
-    });
+    let answer = describe(&parts, body_bytes);
     let mut resp = Response::new(EchoBody::Full(Some(Bytes::from(answer.to_string()))));
     *resp.status_mut() = StatusCode::OK;
     resp.headers_mut().insert(

@@ -293,6 +293,15 @@ impl DevIdp {
     /// Binds, generates the first signing key and starts serving.
     pub async fn start(settings: DevIdpSettings) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+        Self::start_with_listener(settings, listener).await
+    }
+
+    /// Like [`DevIdp::start`] on a listener already bound (its address wins over
+    /// `settings.listen`).
+    pub async fn start_with_listener(
+        settings: DevIdpSettings,
+        listener: tokio::net::TcpListener,
+    ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let issuer = format!("http://{addr}");
         let bits = settings.key_bits;

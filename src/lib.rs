@@ -18,6 +18,7 @@
 //! assert!(KeyRing::parse_key(&key).is_ok());
 //! ```
 
+pub mod admin;
 pub mod bff;
 pub mod clock;
 pub mod config;
@@ -30,12 +31,15 @@ pub mod headers;
 pub mod login;
 pub mod metrics;
 pub mod oidc;
+#[cfg(feature = "pingora")]
+pub mod pingora;
 #[cfg(feature = "tower")]
 pub mod proxy;
 pub mod refresh;
 pub mod revocation;
 pub mod seal;
 pub mod session;
+pub mod static_files;
 #[cfg(feature = "tower")]
 pub mod tower;
 

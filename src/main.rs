@@ -127,15 +127,16 @@ fn run(path: &std::path::Path, engine: Option<EngineArg>) -> ExitCode {
             EngineArg::Hyper => Engine::Hyper,
         };
     }
-    if config.server.engine == Engine::Pingora {
-        eprintln!(
-            "bff-proxy: server.engine = \"pingora\": not supported yet in this build; use engine = \"hyper\" (or --engine hyper)"
-        );
-        return ExitCode::from(EXIT_BAD_CONFIG);
-    }
     for w in &config.warnings {
         tracing::warn!(setting = %w.path, "{}", w.message);
     }
+    match config.server.engine {
+        Engine::Hyper => run_hyper(config),
+        Engine::Pingora => run_pingora(config),
+    }
+}
+
+fn run_hyper(config: Config) -> ExitCode {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if let Some(threads) = config.server.threads {
@@ -155,6 +156,72 @@ fn run(path: &std::path::Path, engine: Option<EngineArg>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// pingora runs its own runtimes; the dev services, the admin listener and the
+/// readiness warm-up run on a small runtime of their own beside it.
+fn run_pingora(config: Config) -> ExitCode {
+    let side = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bff-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let started = side.block_on(async {
+        let dev = bff_proxy::dev::DevServices::start(&config).await?;
+        let admin = match config.server.admin_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("server.admin_listen {addr}: {e}"))?,
+            ),
+            None => None,
+        };
+        // Bound here, so a taken port is one clear line rather than pingora's panic.
+        let probe = std::net::TcpListener::bind(config.server.listen)
+            .map_err(|e| format!("server.listen {}: {e}", config.server.listen))?;
+        drop(probe);
+        Ok::<_, String>((dev, admin))
+    });
+    let (dev, admin) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bff-proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bff = match bff_proxy::Bff::new(config) {
+        Ok(b) => Arc::new(b),
+        Err(e) => {
+            eprintln!("bff-proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    side.spawn(bff_proxy::admin::warm_up(Arc::clone(&bff), stop_rx.clone()));
+    if let Some(admin) = admin {
+        side.spawn(bff_proxy::admin::serve_admin(
+            Arc::clone(&bff),
+            admin,
+            stop_rx,
+        ));
+    }
+    tracing::info!(
+        listen = %bff.config().server.listen,
+        admin = ?bff.config().server.admin_listen,
+        public_url = %bff.config().resolved.public_url,
+        engine = "pingora",
+        "bff-proxy serving"
+    );
+    bff_proxy::pingora::run_blocking(bff);
+    let _ = stop.send(true);
+    side.block_on(dev.shutdown());
+    ExitCode::SUCCESS
 }
 
 /// Starts the dev services the config asks for, the core and the hyper engine, and

@@ -4,7 +4,6 @@
 //! upgrades tunnelled) or a static folder.
 
 mod server;
-mod static_files;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -138,7 +137,7 @@ impl UpstreamProxy {
                 }
             }
             Some(Target::Static { dir, path }) => {
-                static_files::serve(&dir, &path, req.method(), req.headers())
+                crate::static_files::serve(&dir, &path, req.method(), req.headers())
                     .await
                     .map(full)
             }

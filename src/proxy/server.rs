@@ -2,15 +2,11 @@
 //! proxy, HTTP/1.1 with upgrades, graceful shutdown) and the admin listener
 //! (`/metrics`, `/healthz`, `/readyz`).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::CONTENT_TYPE;
-use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -70,9 +66,12 @@ impl ProxyServer {
         .map_err(std::io::Error::other)?;
         let shutdown_timeout = server.shutdown_timeout;
         let (stop, stop_rx) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(warm_up(Arc::clone(&bff), stop_rx.clone()))];
+        let mut tasks = vec![tokio::spawn(crate::admin::warm_up(
+            Arc::clone(&bff),
+            stop_rx.clone(),
+        ))];
         if let Some(admin) = admin {
-            tasks.push(tokio::spawn(serve_admin(
+            tasks.push(tokio::spawn(crate::admin::serve_admin(
                 Arc::clone(&bff),
                 admin,
                 stop_rx.clone(),
@@ -163,71 +162,5 @@ async fn serve(
         () = tokio::time::sleep(shutdown_timeout) => {
             tracing::warn!("shutdown_timeout reached: closing the connections still open");
         }
-    }
-}
-
-/// Loads discovery and the JWKS until it works, so `/readyz` turns ready.
-async fn warm_up(bff: Arc<Bff>, mut stop: watch::Receiver<bool>) {
-    let mut wait = Duration::from_millis(200);
-    loop {
-        match bff.warm_up().await {
-            Ok(()) => {
-                tracing::info!("discovery and JWKS loaded: ready");
-                return;
-            }
-            Err(e) => tracing::warn!(error = %e, "IdP not reachable yet; retrying"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return,
-        }
-        wait = (wait * 2).min(Duration::from_secs(10));
-    }
-}
-
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
-    resp
-}
-
-async fn serve_admin(bff: Arc<Bff>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let bff = Arc::clone(&bff);
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let bff = Arc::clone(&bff);
-                        async move { Ok::<_, Infallible>(admin(&bff, &req)) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-            _ = stop.changed() => break,
-        }
-    }
-}
-
-fn admin(bff: &Bff, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    match req.uri().path() {
-        "/metrics" => text(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            bff.metrics().render(),
-        ),
-        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
-        "/readyz" if bff.ready() => text(StatusCode::OK, "text/plain", "ready\n".into()),
-        "/readyz" => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "not ready: discovery and JWKS not loaded yet\n".into(),
-        ),
-        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }

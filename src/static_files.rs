@@ -1,4 +1,4 @@
-//! Static files for `static_dir` routes: GET and HEAD only, no path may leave the
+//! Static files for `static_dir` routes, shared by both engines: GET and HEAD only, no path may leave the
 //! folder, `index.html` for folders, and for page loads (`Accept: text/html`) of a
 //! path that is no file, the folder's `index.html` (client-side routing of a SPA).
 
@@ -58,12 +58,7 @@ fn percent_decode(text: &str) -> Option<String> {
 }
 
 /// Serves one static file.
-pub(super) async fn serve(
-    dir: &Path,
-    rel: &str,
-    method: &Method,
-    headers: &HeaderMap,
-) -> Response<Bytes> {
+pub async fn serve(dir: &Path, rel: &str, method: &Method, headers: &HeaderMap) -> Response<Bytes> {
     if method != Method::GET && method != Method::HEAD {
         let mut resp = error_response(&Error::new(ErrorKind::MethodNotAllowed), Vec::new());
         resp.headers_mut()

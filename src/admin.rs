@@ -1,0 +1,86 @@
+//! The admin listener (`/metrics`, `/healthz`, `/readyz`) and the readiness
+//! warm-up, shared by both engines.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::bff::Bff;
+
+/// Loads discovery and the JWKS until it works, so `/readyz` turns ready; stops
+/// trying when `stop` changes.
+pub async fn warm_up(bff: Arc<Bff>, mut stop: watch::Receiver<bool>) {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match bff.warm_up().await {
+            Ok(()) => {
+                tracing::info!("discovery and JWKS loaded: ready");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "IdP not reachable yet; retrying"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        wait = (wait * 2).min(Duration::from_secs(10));
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    resp
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `stop` changes.
+pub async fn serve_admin(bff: Arc<Bff>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let bff = Arc::clone(&bff);
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let bff = Arc::clone(&bff);
+                        async move { Ok::<_, Infallible>(admin(&bff, &req)) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+fn admin(bff: &Bff, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/metrics" => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            bff.metrics().render(),
+        ),
+        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" if bff.ready() => text(StatusCode::OK, "text/plain", "ready\n".into()),
+        "/readyz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready: discovery and JWKS not loaded yet\n".into(),
+        ),
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}

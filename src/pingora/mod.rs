@@ -1,0 +1,271 @@
+//! The pingora front door: a [`ProxyHttp`] over the core.
+//!
+//! - `request_filter` hands the request head to [`Bff::handle`]; a decision to
+//!   respond (the `/bff/*` endpoints, 401/403/302/503, static files) is written here
+//!   and ends the request (`Ok(true)`); a forward is kept in the per-request `CTX`.
+//! - `upstream_peer` picks the route's upstream.
+//! - `upstream_request_filter` applies the shared header rules and the Bearer token.
+//! - `response_filter` cleans the upstream's headers and adds the session
+//!   `Set-Cookie`.
+//!
+//! The difference from the hyper engine is only this adapter: routes, outcomes and
+//! header rules come from the core.
+
+mod server;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderMap, Response};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::{HttpPeer, ProxyHttp, Session};
+use pingora::proxy::FailToProxy;
+use pingora::{Error as PingoraError, ErrorType, Result};
+
+pub use server::{PingoraServer, run_blocking, server_conf};
+
+use crate::bff::{Bff, Decision, Forward, MAX_BACKCHANNEL_BODY, Target, error_response};
+use crate::error::{Error, ErrorKind};
+use crate::headers;
+
+/// The per-request state.
+#[derive(Debug, Default)]
+pub struct Ctx {
+    forward: Option<Box<Forward>>,
+    upstream_started: Option<Instant>,
+}
+
+/// The BFF as a pingora proxy.
+#[derive(Debug)]
+pub struct BffPingora {
+    bff: Arc<Bff>,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    https: bool,
+}
+
+impl BffPingora {
+    /// The proxy over one core.
+    #[must_use]
+    pub fn new(bff: Arc<Bff>) -> Self {
+        let server = &bff.config().server;
+        Self {
+            connect_timeout: server.upstream_connect_timeout,
+            response_timeout: server.upstream_timeout,
+            https: false,
+            bff,
+        }
+    }
+}
+
+/// Writes a whole response from the core.
+async fn write(session: &mut Session, resp: Response<Bytes>) -> Result<()> {
+    let (parts, body) = resp.into_parts();
+    let mut head = ResponseHeader::build(parts.status, Some(parts.headers.len() + 1))?;
+    for (name, value) in &parts.headers {
+        head.append_header(name.clone(), value.clone())?;
+    }
+    head.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    let empty = body.is_empty();
+    session.write_response_header(Box::new(head), empty).await?;
+    if !empty {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+fn error_of(kind: ErrorKind) -> Response<Bytes> {
+    error_response(&Error::new(kind), Vec::new())
+}
+
+/// Replaces a pingora header map's contents with `headers` (after the shared rules
+/// ran on a plain `HeaderMap`).
+fn replace_request_headers(req: &mut RequestHeader, headers: &HeaderMap) -> Result<()> {
+    let names: Vec<http::HeaderName> = req.headers.keys().cloned().collect();
+    for name in names {
+        req.remove_header(&name);
+    }
+    for (name, value) in headers {
+        req.append_header(name.clone(), value.clone())?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ProxyHttp for BffPingora {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let body = if self.bff.wants_body(session.req_header()) {
+            let mut body = Vec::new();
+            while let Some(chunk) = session.read_request_body().await? {
+                if body.len() + chunk.len() > MAX_BACKCHANNEL_BODY {
+                    write(session, error_of(ErrorKind::BadRequest("body too large"))).await?;
+                    return Ok(true);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Some(Bytes::from(body))
+        } else {
+            None
+        };
+        let decision = self.bff.handle(session.req_header(), body).await;
+        match decision {
+            Decision::Respond(resp) => {
+                write(session, resp).await?;
+                Ok(true)
+            }
+            Decision::Forward(forward) => match &forward.target {
+                Target::Upstream(_) => {
+                    ctx.forward = Some(forward);
+                    Ok(false)
+                }
+                Target::Static { dir, path } => {
+                    let req = session.req_header();
+                    let mut resp =
+                        crate::static_files::serve(dir, path, &req.method, &req.headers).await;
+                    headers::add_set_cookies(resp.headers_mut(), &forward);
+                    write(session, resp).await?;
+                    Ok(true)
+                }
+                Target::Application => {
+                    write(session, error_of(ErrorKind::NotFound)).await?;
+                    Ok(true)
+                }
+            },
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(Target::Upstream(uri)) = ctx.forward.as_ref().map(|f| &f.target) else {
+            return Err(PingoraError::explain(
+                ErrorType::InternalError,
+                "no upstream chosen for this request",
+            ));
+        };
+        let tls = uri.scheme_str() == Some("https");
+        let host = uri.host().unwrap_or_default().to_owned();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        // Resolved here, asynchronously: HttpPeer::new would block (and panic) on DNS.
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| {
+                PingoraError::explain(ErrorType::ConnectNoRoute, "cannot resolve the upstream")
+            })?;
+        let mut peer = HttpPeer::new(addr, tls, host);
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.read_timeout = Some(self.response_timeout);
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(forward) = ctx.forward.as_ref() else {
+            return Ok(());
+        };
+        let Target::Upstream(uri) = &forward.target else {
+            return Ok(());
+        };
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map_or(
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            std::net::SocketAddr::ip,
+        );
+        let mut h = upstream_request.headers.clone();
+        headers::apply_to_request(&mut h, forward, peer, self.https);
+        if let Some(authority) = uri.authority() {
+            if let Ok(v) = http::HeaderValue::from_str(authority.as_str()) {
+                h.insert(http::header::HOST, v);
+            }
+        }
+        replace_request_headers(upstream_request, &h)?;
+        let path = uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str);
+        if let Ok(p) = path.parse::<http::Uri>() {
+            upstream_request.set_uri(p);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(started) = ctx.upstream_started.take() {
+            self.bff
+                .metrics()
+                .upstream_duration(started.elapsed().as_secs_f64());
+        }
+        let Some(forward) = ctx.forward.as_ref() else {
+            return Ok(());
+        };
+        let switching = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        let mut h = upstream_response.headers.clone();
+        headers::clean_response(&mut h, switching);
+        let names: Vec<http::HeaderName> = upstream_response.headers.keys().cloned().collect();
+        for name in names {
+            if !h.contains_key(&name) {
+                upstream_response.remove_header(&name);
+            }
+        }
+        for c in &forward.set_cookies {
+            upstream_response.append_header(http::header::SET_COOKIE, c.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &PingoraError,
+        _ctx: &mut Ctx,
+    ) -> FailToProxy
+    where
+        Self::CTX: Send + Sync,
+    {
+        let kind = match e.etype() {
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                Some(ErrorKind::GatewayTimeout)
+            }
+            _ => match e.esource() {
+                pingora::ErrorSource::Upstream => Some(ErrorKind::BadGateway),
+                pingora::ErrorSource::Downstream => None,
+                _ => Some(ErrorKind::Internal("proxy failure")),
+            },
+        };
+        let code = match kind {
+            Some(kind) => {
+                let resp = error_of(kind);
+                let status = resp.status().as_u16();
+                if write(session, resp).await.is_err() {
+                    0
+                } else {
+                    status
+                }
+            }
+            None => 0,
+        };
+        if code >= 500 {
+            tracing::warn!(error = %e, status = code, "upstream request failed");
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+}

@@ -19,6 +19,7 @@ use bff_proxy::Bff;
 use bff_proxy::config::{Config, Env};
 use bff_proxy::devecho::{DevEcho, EchoBody};
 use bff_proxy::devidp::{DevClient, DevClientAuth, DevIdp, DevIdpSettings};
+use bff_proxy::pingora::PingoraServer;
 use bff_proxy::proxy::ProxyServer;
 use bff_proxy::tower::{BffLayer, BffSession};
 use common::browser::Browser;
@@ -33,7 +34,22 @@ const SECRET: &str = "s3cret";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Front {
     Hyper,
+    Pingora,
     Axum,
+}
+
+enum Server {
+    Hyper(ProxyServer),
+    Pingora(PingoraServer),
+}
+
+impl Server {
+    async fn shutdown(&self) {
+        match self {
+            Server::Hyper(s) => s.shutdown().await,
+            Server::Pingora(s) => s.shutdown().await,
+        }
+    }
 }
 
 struct Stack {
@@ -41,7 +57,7 @@ struct Stack {
     bff: Arc<Bff>,
     base: String,
     admin: Option<String>,
-    server: Option<ProxyServer>,
+    server: Option<Server>,
     _echo: DevEcho,
 }
 
@@ -152,7 +168,7 @@ async fn stack(front: Front, env: &[(&str, &str)]) -> Stack {
     .unwrap();
     let spa = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/spa");
     let routes = match front {
-        Front::Hyper => format!(
+        Front::Hyper | Front::Pingora => format!(
             r#"
 [[routes]]
 path = "/api/"
@@ -211,13 +227,24 @@ timeout = "1s"
     let config =
         Config::from_toml(&text, ".".as_ref(), &Env::from_pairs(env.iter().copied())).unwrap();
     match front {
-        Front::Hyper => {
+        Front::Hyper | Front::Pingora => {
             let bff = Arc::new(Bff::new(config).unwrap());
             let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let server = ProxyServer::start_with(Arc::clone(&bff), listener, Some(admin)).unwrap();
+            let (server, admin) = if front == Front::Hyper {
+                let server =
+                    ProxyServer::start_with(Arc::clone(&bff), listener, Some(admin)).unwrap();
+                let admin = server.admin_addr();
+                (Server::Hyper(server), admin)
+            } else {
+                let std_listener = listener.into_std().unwrap();
+                let server =
+                    PingoraServer::start_with(Arc::clone(&bff), std_listener, Some(admin)).unwrap();
+                let admin = server.admin_addr();
+                (Server::Pingora(server), admin)
+            };
             Stack {
                 idp,
-                admin: server.admin_addr().map(|a| format!("http://{a}")),
+                admin: admin.map(|a| format!("http://{a}")),
                 bff,
                 base,
                 server: Some(server),
@@ -316,7 +343,7 @@ async fn outcome_table(front: Front) {
     assert!(!sets_session(&r));
     let first = fingerprint(&r);
     match front {
-        Front::Hyper => {
+        Front::Hyper | Front::Pingora => {
             assert!(
                 seen["headers"].get("x-remove-me").is_none(),
                 "hop-by-hop removed"
@@ -402,6 +429,11 @@ async fn hyper_engine_outcome_table() {
 }
 
 #[tokio::test]
+async fn pingora_engine_outcome_table() {
+    outcome_table(Front::Pingora).await;
+}
+
+#[tokio::test]
 async fn axum_layer_outcome_table() {
     outcome_table(Front::Axum).await;
 }
@@ -431,6 +463,11 @@ async fn refresh_storm(front: Front) {
 #[tokio::test]
 async fn hyper_engine_refresh_storm() {
     refresh_storm(Front::Hyper).await;
+}
+
+#[tokio::test]
+async fn pingora_engine_refresh_storm() {
+    refresh_storm(Front::Pingora).await;
 }
 
 #[tokio::test]
@@ -491,13 +528,17 @@ async fn hyper_engine_streams_50mb_with_flat_memory() {
 }
 
 #[tokio::test]
+async fn pingora_engine_streams_50mb_with_flat_memory() {
+    streams_50mb_with_flat_memory(Front::Pingora).await;
+}
+
+#[tokio::test]
 async fn axum_layer_streams_50mb_with_flat_memory() {
     streams_50mb_with_flat_memory(Front::Axum).await;
 }
 
-#[tokio::test]
-async fn hyper_engine_websocket_echo() {
-    let s = stack(Front::Hyper, &[]).await;
+async fn websocket_echo(front: Front) {
+    let s = stack(front, &[]).await;
     let b = s.browser();
     b.login("/").await;
     let addr = s.base.trim_start_matches("http://").to_owned();
@@ -547,8 +588,17 @@ async fn hyper_engine_websocket_echo() {
 }
 
 #[tokio::test]
-async fn hyper_engine_upstream_failures_static_files_and_metrics() {
-    let s = stack(Front::Hyper, &[]).await;
+async fn hyper_engine_websocket_echo() {
+    websocket_echo(Front::Hyper).await;
+}
+
+#[tokio::test]
+async fn pingora_engine_websocket_echo() {
+    websocket_echo(Front::Pingora).await;
+}
+
+async fn upstream_failures_static_files_and_metrics(front: Front) {
+    let s = stack(front, &[]).await;
     let b = s.browser();
     let r = b.request("GET", "/down/x", &[]).await;
     assert_eq!(
@@ -608,8 +658,17 @@ async fn hyper_engine_upstream_failures_static_files_and_metrics() {
 }
 
 #[tokio::test]
-async fn hyper_engine_shuts_down_within_its_timeout() {
-    let s = stack(Front::Hyper, &[("BFF_SERVER_SHUTDOWN_TIMEOUT", "1s")]).await;
+async fn hyper_engine_upstream_failures_static_files_and_metrics() {
+    upstream_failures_static_files_and_metrics(Front::Hyper).await;
+}
+
+#[tokio::test]
+async fn pingora_engine_upstream_failures_static_files_and_metrics() {
+    upstream_failures_static_files_and_metrics(Front::Pingora).await;
+}
+
+async fn shuts_down_within_its_timeout(front: Front) {
+    let s = stack(front, &[("BFF_SERVER_SHUTDOWN_TIMEOUT", "1s")]).await;
     // A request that hangs (the silent upstream) must not hold the shutdown.
     let b = s.browser();
     let hanging = tokio::spawn(async move { b.try_request("GET", "/slow/x", &[]).await });
@@ -629,4 +688,14 @@ async fn hyper_engine_shuts_down_within_its_timeout() {
         .await;
     assert!(refused.is_err(), "no longer accepting");
     s.idp.shutdown().await;
+}
+
+#[tokio::test]
+async fn hyper_engine_shuts_down_within_its_timeout() {
+    shuts_down_within_its_timeout(Front::Hyper).await;
+}
+
+#[tokio::test]
+async fn pingora_engine_shuts_down_within_its_timeout() {
+    shuts_down_within_its_timeout(Front::Pingora).await;
 }

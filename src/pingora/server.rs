@@ -26,15 +26,16 @@ const KEEPALIVE_POOL: usize = 1024;
 #[must_use]
 pub fn server_conf(bff: &Bff) -> ServerConf {
     let server = &bff.config().server;
-    let mut conf = ServerConf::default();
-    conf.threads = server
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    conf.grace_period_seconds = Some(0);
-    conf.graceful_shutdown_timeout_seconds = Some(server.shutdown_timeout.as_secs().max(1));
-    conf.upstream_keepalive_pool_size = KEEPALIVE_POOL;
-    conf.work_stealing = true;
-    conf
+    ServerConf {
+        threads: server
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(server.shutdown_timeout.as_secs().max(1)),
+        upstream_keepalive_pool_size: KEEPALIVE_POOL,
+        work_stealing: true,
+        ..ServerConf::default()
+    }
 }
 
 /// SIGINT and SIGTERM both ask for a graceful shutdown (bounded by

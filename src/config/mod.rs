@@ -80,6 +80,9 @@ pub struct ServerConfig {
     /// without a limit.
     #[serde(with = "duration")]
     pub upstream_timeout: Duration,
+    /// Idle upstream connections kept for reuse (pingora's keep-alive pool; the hyper
+    /// engine's idle connections per upstream).
+    pub upstream_keepalive: usize,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +99,7 @@ impl Default for ServerConfig {
             threads: None,
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(60),
+            upstream_keepalive: 1024,
         }
     }
 }
@@ -527,6 +531,7 @@ const SETTINGS: &[(&str, &[(&str, Kind)])] = &[
             ("threads", Kind::Int),
             ("upstream_connect_timeout", Kind::Str),
             ("upstream_timeout", Kind::Str),
+            ("upstream_keepalive", Kind::Int),
         ],
     ),
     (

@@ -17,9 +17,6 @@ use tokio::task::JoinHandle;
 use super::BffPingora;
 use crate::bff::Bff;
 
-/// Idle upstream connections kept for reuse.
-const KEEPALIVE_POOL: usize = 1024;
-
 /// pingora's server configuration from ours (no second YAML file): threads, a
 /// graceful shutdown bounded by `server.shutdown_timeout` (pingora's own default
 /// waits 5 minutes), the upstream keep-alive pool.
@@ -32,7 +29,7 @@ pub fn server_conf(bff: &Bff) -> ServerConf {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(server.shutdown_timeout.as_secs().max(1)),
-        upstream_keepalive_pool_size: KEEPALIVE_POOL,
+        upstream_keepalive_pool_size: server.upstream_keepalive,
         work_stealing: true,
         ..ServerConf::default()
     }

@@ -71,6 +71,7 @@ impl UpstreamProxy {
     pub fn new(
         connect_timeout: Duration,
         response_timeout: Duration,
+        keepalive: usize,
         metrics: Metrics,
     ) -> Result<Self, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -95,7 +96,7 @@ impl UpstreamProxy {
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
+            .pool_max_idle_per_host(keepalive)
             .build(connector.clone());
         let upgrade_client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Self {

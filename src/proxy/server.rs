@@ -61,6 +61,7 @@ impl ProxyServer {
         let upstream = UpstreamProxy::new(
             server.upstream_connect_timeout,
             server.upstream_timeout,
+            server.upstream_keepalive,
             bff.metrics().clone(),
         )
         .map_err(std::io::Error::other)?;

@@ -36,7 +36,7 @@ use crate::cookies::{CookieSettings, SameSite, SessionSealer};
 use crate::seal::{KeyError, KeyRing};
 
 pub use secret::{Secret, SecretSource};
-pub use validate::Resolved;
+pub use validate::{Resolved, TlsFiles};
 
 /// Which proxy engine the binary runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

@@ -34,6 +34,17 @@ pub struct Resolved {
     pub upstreams: Vec<Option<Url>>,
     /// Per route, in file order: its static folder, made absolute.
     pub static_dirs: Vec<Option<PathBuf>>,
+    /// `server.tls_cert` and `server.tls_key` as file paths, when TLS is on.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The certificate chain and key files of TLS termination (checked at load).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 impl fmt::Debug for Resolved {
@@ -52,6 +63,7 @@ impl fmt::Debug for Resolved {
             )
             .field("upstreams", &self.upstreams)
             .field("static_dirs", &self.static_dirs)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -65,14 +77,6 @@ fn not_supported_yet(c: &Sections, problems: &mut Vec<Problem>) {
     }
     if c.session.mode == SessionMode::Server {
         problems.push(Problem::new("session.mode", format!("\"server\": {WHY}")));
-    }
-    if c.server.tls_cert.is_some() || c.server.tls_key.is_some() {
-        let at = if c.server.tls_cert.is_some() {
-            "server.tls_cert"
-        } else {
-            "server.tls_key"
-        };
-        problems.push(Problem::new(at, format!("TLS termination: {WHY}")));
     }
 }
 
@@ -92,6 +96,7 @@ pub(super) fn check(
     check_store(c, problems);
     check_dev(c, issuer.as_ref(), problems);
     let (upstreams, static_dirs) = check_routes(c, base_dir, problems, warnings);
+    let tls = check_tls(c, base_dir, problems, warnings);
     not_supported_yet(c, problems);
 
     let post_logout_redirect_uri = match &c.oidc.post_logout_redirect_uri {
@@ -121,6 +126,61 @@ pub(super) fn check(
         post_logout_redirect_uri,
         upstreams,
         static_dirs,
+        tls,
+    })
+}
+
+/// TLS files must be `file:` paths (the engines load them from disk) holding a PEM
+/// certificate chain and a PEM private key.
+fn check_tls(
+    c: &Sections,
+    base_dir: &Path,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+) -> Option<TlsFiles> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert), Some(key)) = (&c.server.tls_cert, &c.server.tls_key) else {
+        return None;
+    };
+    let path_of = |source: &SecretSource, at: &str, problems: &mut Vec<Problem>| match source {
+        SecretSource::File(p) => Some(base_dir.join(p)),
+        _ => {
+            problems.push(Problem::new(
+                at,
+                "must be a file:/path (the engines read PEM files from disk)",
+            ));
+            None
+        }
+    };
+    let cert_path = path_of(cert, "server.tls_cert", problems)?;
+    let key_path = path_of(key, "server.tls_key", problems)?;
+    let certs = CertificateDer::pem_file_iter(&cert_path)
+        .map(|it| it.filter_map(Result::ok).count())
+        .unwrap_or(0);
+    if certs == 0 {
+        problems.push(Problem::new(
+            "server.tls_cert",
+            format!("{} holds no PEM certificate", cert_path.display()),
+        ));
+    }
+    if PrivateKeyDer::from_pem_file(&key_path).is_err() {
+        problems.push(Problem::new(
+            "server.tls_key",
+            format!("{} holds no PEM private key", key_path.display()),
+        ));
+    }
+    if let Some(public) = &c.server.public_url {
+        if public.starts_with("http://") {
+            warnings.push(Problem::new(
+                "server.public_url",
+                "is http:// while the proxy terminates TLS: redirects and cookies will name the wrong scheme",
+            ));
+        }
+    }
+    (certs > 0).then_some(TlsFiles {
+        cert: cert_path,
+        key: key_path,
     })
 }
 

@@ -54,7 +54,7 @@ impl BffPingora {
         Self {
             connect_timeout: server.upstream_connect_timeout,
             response_timeout: server.upstream_timeout,
-            https: false,
+            https: bff.config().resolved.tls.is_some(),
             bff,
         }
     }

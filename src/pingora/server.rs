@@ -65,13 +65,38 @@ pub fn run_blocking(bff: Arc<Bff>) {
     let listen = bff.config().server.listen.to_string();
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    let tls = bff.config().resolved.tls.clone();
     let mut service =
         pingora::proxy::http_proxy_service(&server.configuration, BffPingora::new(bff));
-    service.add_tcp(&listen);
+    if let Err(e) = add_listener(&mut service, &listen, tls.as_ref()) {
+        tracing::error!(error = %e, "cannot listen");
+        return;
+    }
     server.add_service(service);
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals),
     });
+}
+
+/// Adds the proxy's listener: TLS when `server.tls_cert`/`tls_key` are set.
+fn add_listener<A: pingora::apps::ServerApp + Send + Sync + 'static>(
+    service: &mut pingora::services::listening::Service<A>,
+    addr: &str,
+    tls: Option<&crate::config::TlsFiles>,
+) -> Result<(), String> {
+    match tls {
+        Some(files) => service
+            .add_tls(
+                addr,
+                &files.cert.to_string_lossy(),
+                &files.key.to_string_lossy(),
+            )
+            .map_err(|e| format!("server.tls_cert / server.tls_key: {e}")),
+        None => {
+            service.add_tcp(addr);
+            Ok(())
+        }
+    }
 }
 
 /// A pingora engine running in-process.
@@ -106,7 +131,8 @@ impl PingoraServer {
         let mut service =
             pingora::proxy::http_proxy_service(&conf, BffPingora::new(Arc::clone(&bff)));
         let key = addr.to_string();
-        service.add_tcp(&key);
+        let tls = bff.config().resolved.tls.clone();
+        add_listener(&mut service, &key, tls.as_ref()).map_err(std::io::Error::other)?;
         // pingora takes listeners it finds in its fd table (made for graceful
         // upgrades) instead of binding: that is how it gets our port-0 listener.
         listener.set_nonblocking(true)?;

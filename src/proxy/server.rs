@@ -78,11 +78,15 @@ impl ProxyServer {
                 stop_rx.clone(),
             )));
         }
+        let tls = match &bff.config().resolved.tls {
+            Some(files) => Some(tls_acceptor(files).map_err(std::io::Error::other)?),
+            None => None,
+        };
         let service = tower::ServiceBuilder::new()
             .layer(BffLayer::new(bff))
             .service(upstream);
         tasks.push(tokio::spawn(async move {
-            serve(listener, service, stop_rx, shutdown_timeout).await;
+            serve(listener, service, tls, stop_rx, shutdown_timeout).await;
         }));
         Ok(Self {
             addr,
@@ -122,14 +126,38 @@ impl ProxyServer {
 
 type Service = crate::tower::BffService<UpstreamProxy>;
 
+/// A TLS acceptor for the certificate chain and key of `server.tls_cert`/`tls_key`.
+pub fn tls_acceptor(files: &crate::config::TlsFiles) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| format!("server.tls_cert: {e}"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("server.tls_cert: {e}"))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&files.key).map_err(|e| format!("server.tls_key: {e}"))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("server.tls_cert / server.tls_key: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+}
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn serve(
     listener: TcpListener,
     service: Service,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
     shutdown_timeout: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -144,14 +172,32 @@ async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let service = service.clone();
+                let https = tls.is_some();
                 let hyper_service = service_fn(move |mut req: Request<Incoming>| {
-                    req.extensions_mut().insert(ClientInfo { peer, https: false });
+                    req.extensions_mut().insert(ClientInfo { peer, https });
                     service.clone().oneshot(req)
                 });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_service);
-                let conn = graceful.watch(conn.into_owned());
+                let watcher = graceful.watcher();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    let builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+                    match tls {
+                        Some(acceptor) => {
+                            let Ok(Ok(stream)) =
+                                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                            else {
+                                return;
+                            };
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service);
+                            let _ = watcher.watch(conn.into_owned()).await;
+                        }
+                        None => {
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service);
+                            let _ = watcher.watch(conn.into_owned()).await;
+                        }
+                    }
                 });
             }
             _ = stop.changed() => break,

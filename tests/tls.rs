@@ -1,0 +1,181 @@
+//! TLS termination (`server.tls_cert`/`tls_key`) in both engines: a client that
+//! trusts only the test's own self-signed certificate gets through, and upstreams
+//! see `X-Forwarded-Proto: https`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bff_proxy::Bff;
+use bff_proxy::config::{Config, Env};
+use bff_proxy::devecho::DevEcho;
+use bff_proxy::pingora::PingoraServer;
+use bff_proxy::proxy::ProxyServer;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+const KEY: &str = "vUqhFABZp5xGtuGc//zqNm1RE5BdmW8dWI70Hto8GV8=";
+
+fn client(
+    cert_pem: &str,
+) -> Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Empty<Bytes>,
+> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
+        .unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(https)
+}
+
+async fn terminates_tls(pingora: bool) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert_pem = certified.cert.pem();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), &cert_pem).unwrap();
+    std::fs::write(
+        dir.path().join("key.pem"),
+        certified.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let echo = DevEcho::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let text = format!(
+        r#"
+[server]
+public_url = "https://{addr}"
+tls_cert = "file:cert.pem"
+tls_key = "file:key.pem"
+[oidc]
+issuer = "http://127.0.0.1:1"
+client_id = "bff"
+client_secret = "s"
+[session]
+keys = ["{KEY}"]
+[[routes]]
+path = "/pub/"
+upstream = "http://{echo}"
+auth = "none"
+"#,
+        echo = echo.addr()
+    );
+    let config = Config::from_toml(&text, dir.path(), &Env::default()).unwrap();
+    assert!(config.resolved.tls.is_some());
+    let bff = Arc::new(Bff::new(config).unwrap());
+    let (hyper, pingora_server) = if pingora {
+        (
+            None,
+            Some(
+                PingoraServer::start_with(Arc::clone(&bff), listener.into_std().unwrap(), None)
+                    .unwrap(),
+            ),
+        )
+    } else {
+        (
+            Some(ProxyServer::start_with(Arc::clone(&bff), listener, None).unwrap()),
+            None,
+        )
+    };
+    let client = client(&cert_pem);
+    let url = format!("https://127.0.0.1:{}/pub/x", addr.port());
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.get(url.parse().unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
+    // Plain http on the TLS port gets nowhere.
+    let plain = common_plain_get(addr).await;
+    assert!(plain.is_err() || plain.is_ok_and(|s| s != 200));
+    if let Some(s) = hyper {
+        s.shutdown().await;
+    }
+    if let Some(s) = pingora_server {
+        s.shutdown().await;
+    }
+}
+
+async fn common_plain_get(addr: std::net::SocketAddr) -> Result<u16, String> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let req = http::Request::get(format!("http://{addr}/pub/x"))
+        .body(Empty::new())
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
+        Ok(Ok(resp)) => Ok(resp.status().as_u16()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+#[tokio::test]
+async fn hyper_engine_terminates_tls() {
+    terminates_tls(false).await;
+}
+
+#[tokio::test]
+async fn pingora_engine_terminates_tls() {
+    terminates_tls(true).await;
+}
+
+#[test]
+fn tls_files_must_be_files_with_pem() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("junk.pem"), "not a certificate").unwrap();
+    let base = format!(
+        r#"
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "bff"
+client_secret = "s"
+[session]
+keys = ["{KEY}"]
+"#
+    );
+    let with = |server: &str| format!("[server]\n{server}\n{base}");
+    let err = Config::from_toml(
+        &with("tls_cert = \"file:junk.pem\"\ntls_key = \"file:junk.pem\""),
+        dir.path(),
+        &Env::default(),
+    )
+    .unwrap_err();
+    let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    assert!(
+        paths.contains(&"server.tls_cert") && paths.contains(&"server.tls_key"),
+        "{paths:?}"
+    );
+    let err = Config::from_toml(
+        &with("tls_cert = \"literal\"\ntls_key = \"file:junk.pem\""),
+        dir.path(),
+        &Env::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.problems
+            .iter()
+            .any(|p| p.path == "server.tls_cert" && p.message.contains("file:"))
+    );
+}

@@ -42,40 +42,82 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// What the header rules need from a header collection: `http::HeaderMap` here, and
+/// the pingora adapter's request and response headers, which keep their own
+/// case-preserving maps and must be edited through their own methods.
+pub trait HeaderEdit {
+    /// The first value of a header.
+    fn get(&self, name: &str) -> Option<&HeaderValue>;
+    /// Every value of a header.
+    fn get_all(&self, name: &str) -> Vec<&HeaderValue>;
+    /// Replaces a header's values with one.
+    fn set(&mut self, name: HeaderName, value: HeaderValue);
+    /// Adds a value to a header.
+    fn append(&mut self, name: HeaderName, value: HeaderValue);
+    /// Removes a header.
+    fn remove(&mut self, name: &str);
+}
+
+impl HeaderEdit for HeaderMap {
+    fn get(&self, name: &str) -> Option<&HeaderValue> {
+        HeaderMap::get(self, name)
+    }
+
+    fn get_all(&self, name: &str) -> Vec<&HeaderValue> {
+        HeaderMap::get_all(self, name).iter().collect()
+    }
+
+    fn set(&mut self, name: HeaderName, value: HeaderValue) {
+        self.insert(name, value);
+    }
+
+    fn append(&mut self, name: HeaderName, value: HeaderValue) {
+        HeaderMap::append(self, name, value);
+    }
+
+    fn remove(&mut self, name: &str) {
+        HeaderMap::remove(self, name);
+    }
+}
+
 /// Whether a request asks to switch protocols (a WebSocket upgrade).
 #[must_use]
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE)
-        && headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+pub fn is_upgrade<H: HeaderEdit + ?Sized>(headers: &H) -> bool {
+    headers.get(UPGRADE.as_str()).is_some() && connection_has(headers, "upgrade")
+}
+
+fn connection_tokens<H: HeaderEdit + ?Sized>(headers: &H) -> Vec<String> {
+    headers
+        .get_all(CONNECTION.as_str())
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+fn connection_has<H: HeaderEdit + ?Sized>(headers: &H, token: &str) -> bool {
+    connection_tokens(headers).iter().any(|t| t == token)
 }
 
 /// Removes hop-by-hop headers (RFC 9110 7.6.1), including those a `Connection`
 /// header names. With `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay, for a
 /// protocol switch that must reach the other side.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let upgrade = headers.get(UPGRADE).cloned();
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+pub fn remove_hop_by_hop<H: HeaderEdit + ?Sized>(headers: &mut H, keep_upgrade: bool) {
+    let upgrade = headers.get(UPGRADE.as_str()).cloned();
+    for name in connection_tokens(headers) {
+        headers.remove(&name);
     }
     for name in HOP_BY_HOP {
-        headers.remove(*name);
+        if headers.get(name).is_some() {
+            headers.remove(name);
+        }
     }
     if keep_upgrade {
         if let Some(up) = upgrade {
-            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-            headers.insert(UPGRADE, up);
+            headers.set(CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.set(UPGRADE, up);
         }
     }
 }
@@ -83,7 +125,12 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// Applies a [`Forward`] decision to the headers of the request going upstream:
 /// the session part ([`apply_session`]) and the proxy part ([`apply_proxy`]).
 /// `peer` is the client's address, `https` whether it reached us over TLS.
-pub fn apply_to_request(headers: &mut HeaderMap, forward: &Forward, peer: IpAddr, https: bool) {
+pub fn apply_to_request<H: HeaderEdit + ?Sized>(
+    headers: &mut H,
+    forward: &Forward,
+    peer: IpAddr,
+    https: bool,
+) {
     apply_proxy(headers, peer, https);
     apply_session(headers, forward);
 }
@@ -91,63 +138,67 @@ pub fn apply_to_request(headers: &mut HeaderMap, forward: &Forward, peer: IpAddr
 /// The session part, which the tower layer applies in front of any application:
 /// the `Cookie` header without our cookies, a client `Authorization` dropped on
 /// authenticated routes, the Bearer token set.
-pub fn apply_session(headers: &mut HeaderMap, forward: &Forward) {
+pub fn apply_session<H: HeaderEdit + ?Sized>(headers: &mut H, forward: &Forward) {
     match &forward.cookie {
-        Some(c) => {
-            headers.insert(COOKIE, c.clone());
-        }
+        Some(c) => headers.set(COOKIE, c.clone()),
         None => {
-            headers.remove(COOKIE);
+            if headers.get(COOKIE.as_str()).is_some() {
+                headers.remove(COOKIE.as_str());
+            }
         }
-    }
-    if forward.strip_authorization {
-        headers.remove(AUTHORIZATION);
     }
     if let Some(bearer) = &forward.authorization {
-        headers.insert(AUTHORIZATION, bearer.clone());
+        headers.set(AUTHORIZATION, bearer.clone());
+    } else if forward.strip_authorization && headers.get(AUTHORIZATION.as_str()).is_some() {
+        headers.remove(AUTHORIZATION.as_str());
     }
 }
 
 /// The proxy part, for a request that crosses to an upstream: hop-by-hop headers
-/// removed (an upgrade's kept), `X-Forwarded-For/Proto/Host` set, `Host` left to the
-/// client to fill from the upstream URI.
-pub fn apply_proxy(headers: &mut HeaderMap, peer: IpAddr, https: bool) {
+/// removed (an upgrade's kept), `X-Forwarded-For/Proto/Host` set, `Host` removed
+/// (the client fills it from the upstream URI; pingora's adapter sets it).
+pub fn apply_proxy<H: HeaderEdit + ?Sized>(headers: &mut H, peer: IpAddr, https: bool) {
     let upgrade = is_upgrade(headers);
-    let original_host = headers.get(HOST).cloned();
+    let original_host = headers.get(HOST.as_str()).cloned();
     remove_hop_by_hop(headers, upgrade);
     // Appended to what the client sent, as proxies chain it; upstreams decide how far
     // back to trust.
     let peer = peer.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+    let xff = match headers
+        .get(X_FORWARDED_FOR.as_str())
+        .and_then(|v| v.to_str().ok())
+    {
         Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer}"),
         _ => peer,
     };
     if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+        headers.set(X_FORWARDED_FOR.clone(), v);
     }
-    headers.insert(
+    headers.set(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if https { "https" } else { "http" }),
     );
     match original_host {
-        Some(host) => {
-            headers.insert(X_FORWARDED_HOST.clone(), host);
-        }
+        Some(host) => headers.set(X_FORWARDED_HOST.clone(), host),
         None => {
-            headers.remove(&X_FORWARDED_HOST);
+            if headers.get(X_FORWARDED_HOST.as_str()).is_some() {
+                headers.remove(X_FORWARDED_HOST.as_str());
+            }
         }
     }
-    headers.remove(HOST);
+    if headers.get(HOST.as_str()).is_some() {
+        headers.remove(HOST.as_str());
+    }
 }
 
 /// Cleans an upstream's response headers: hop-by-hop headers removed (kept on a
 /// 101 switch).
-pub fn clean_response(headers: &mut HeaderMap, switching: bool) {
+pub fn clean_response<H: HeaderEdit + ?Sized>(headers: &mut H, switching: bool) {
     remove_hop_by_hop(headers, switching);
 }
 
 /// Adds the session's `Set-Cookie` values to a response.
-pub fn add_set_cookies(headers: &mut HeaderMap, forward: &Forward) {
+pub fn add_set_cookies<H: HeaderEdit + ?Sized>(headers: &mut H, forward: &Forward) {
     for c in &forward.set_cookies {
         headers.append(SET_COOKIE, c.clone());
     }

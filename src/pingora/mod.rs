@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{HeaderMap, Response};
+use http::Response;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
@@ -80,18 +80,37 @@ fn error_of(kind: ErrorKind) -> Response<Bytes> {
     error_response(&Error::new(kind), Vec::new())
 }
 
-/// Replaces a pingora header map's contents with `headers` (after the shared rules
-/// ran on a plain `HeaderMap`).
-fn replace_request_headers(req: &mut RequestHeader, headers: &HeaderMap) -> Result<()> {
-    let names: Vec<http::HeaderName> = req.headers.keys().cloned().collect();
-    for name in names {
-        req.remove_header(&name);
-    }
-    for (name, value) in headers {
-        req.append_header(name.clone(), value.clone())?;
-    }
-    Ok(())
+/// pingora's headers keep a case-preserving map beside the `HeaderMap`: edits go
+/// through their own methods.
+macro_rules! header_edit {
+    ($t:ty) => {
+        impl headers::HeaderEdit for $t {
+            fn get(&self, name: &str) -> Option<&http::HeaderValue> {
+                self.headers.get(name)
+            }
+
+            fn get_all(&self, name: &str) -> Vec<&http::HeaderValue> {
+                self.headers.get_all(name).iter().collect()
+            }
+
+            fn set(&mut self, name: http::HeaderName, value: http::HeaderValue) {
+                // Fails only for invalid names or values, which typed ones are not.
+                let _ = self.insert_header(name, value);
+            }
+
+            fn append(&mut self, name: http::HeaderName, value: http::HeaderValue) {
+                let _ = self.append_header(name, value);
+            }
+
+            fn remove(&mut self, name: &str) {
+                self.remove_header(name);
+            }
+        }
+    };
 }
+
+header_edit!(RequestHeader);
+header_edit!(ResponseHeader);
 
 #[async_trait]
 impl ProxyHttp for BffPingora {
@@ -100,6 +119,10 @@ impl ProxyHttp for BffPingora {
     fn new_ctx(&self) -> Ctx {
         Ctx::default()
     }
+
+    /// No modules: the BFF never compresses (pingora's default adds a disabled
+    /// compression module, a cost on every request).
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let body = if self.bff.wants_body(session.req_header()) {
@@ -183,14 +206,12 @@ impl ProxyHttp for BffPingora {
             std::net::IpAddr::from([127, 0, 0, 1]),
             std::net::SocketAddr::ip,
         );
-        let mut h = upstream_request.headers.clone();
-        headers::apply_to_request(&mut h, forward, peer, self.https);
+        headers::apply_to_request(upstream_request, forward, peer, self.https);
         if let Some(authority) = uri.authority() {
             if let Ok(v) = http::HeaderValue::from_str(authority.as_str()) {
-                h.insert(http::header::HOST, v);
+                headers::HeaderEdit::set(upstream_request, http::header::HOST, v);
             }
         }
-        replace_request_headers(upstream_request, &h)?;
         let path = uri
             .path_and_query()
             .map_or("/", http::uri::PathAndQuery::as_str);
@@ -215,17 +236,8 @@ impl ProxyHttp for BffPingora {
             return Ok(());
         };
         let switching = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
-        let mut h = upstream_response.headers.clone();
-        headers::clean_response(&mut h, switching);
-        let names: Vec<http::HeaderName> = upstream_response.headers.keys().cloned().collect();
-        for name in names {
-            if !h.contains_key(&name) {
-                upstream_response.remove_header(&name);
-            }
-        }
-        for c in &forward.set_cookies {
-            upstream_response.append_header(http::header::SET_COOKIE, c.clone())?;
-        }
+        headers::clean_response(upstream_response, switching);
+        headers::add_set_cookies(upstream_response, forward);
         Ok(())
     }
 

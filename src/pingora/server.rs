@@ -30,7 +30,7 @@ pub fn server_conf(bff: &Bff) -> ServerConf {
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(server.shutdown_timeout.as_secs().max(1)),
         upstream_keepalive_pool_size: server.upstream_keepalive,
-        work_stealing: true,
+        work_stealing: false,
         ..ServerConf::default()
     }
 }

@@ -373,20 +373,12 @@ impl Bff {
         let Some(route) = self.routes.iter().find(|r| path.starts_with(&r.path)) else {
             if self.pass_unmatched {
                 self.metrics.request("none", "passed");
-                return Decision::Forward(Box::new(Forward {
-                    route: None,
-                    target: Target::Application,
-                    authorization: None,
-                    strip_authorization: false,
-                    cookie: strip_own_cookies(
-                        &parts.headers,
-                        self.sealer.cookie().name(),
-                        &self.chunk_prefix,
-                        &self.login_prefix,
-                    ),
-                    set_cookies: Vec::new(),
-                    id_token: None,
-                }));
+                return Decision::Forward(Box::new(self.plain_forward(
+                    parts,
+                    None,
+                    Target::Application,
+                    false,
+                )));
             }
             self.metrics.request("none", "not_found");
             return Decision::Respond(error_response(&Error::new(ErrorKind::NotFound), Vec::new()));
@@ -398,6 +390,30 @@ impl Bff {
             self.metrics.request(&route.label, outcome);
         }
         decision
+    }
+
+    /// A forward with our cookies stripped and no token yet.
+    fn plain_forward(
+        &self,
+        parts: &Parts,
+        route: Option<usize>,
+        target: Target,
+        strip_authorization: bool,
+    ) -> Forward {
+        Forward {
+            route,
+            target,
+            authorization: None,
+            strip_authorization,
+            cookie: strip_own_cookies(
+                &parts.headers,
+                self.sealer.cookie().name(),
+                &self.chunk_prefix,
+                &self.login_prefix,
+            ),
+            set_cookies: Vec::new(),
+            id_token: None,
+        }
     }
 
     fn csrf_ok(&self, headers: &HeaderMap) -> bool {
@@ -504,20 +520,12 @@ impl Bff {
                 "bad_request",
             );
         };
-        let mut forward = Forward {
-            route: Some(route.index),
+        let mut forward = self.plain_forward(
+            parts,
+            Some(route.index),
             target,
-            authorization: None,
-            strip_authorization: route.auth != RouteAuth::None,
-            cookie: strip_own_cookies(
-                &parts.headers,
-                self.sealer.cookie().name(),
-                &self.chunk_prefix,
-                &self.login_prefix,
-            ),
-            set_cookies: Vec::new(),
-            id_token: None,
-        };
+            route.auth != RouteAuth::None,
+        );
         if route.auth == RouteAuth::None {
             if route.csrf && !self.csrf_ok(&parts.headers) {
                 return (respond(ErrorKind::Csrf, Vec::new()), "csrf");

@@ -12,6 +12,7 @@ use bff_proxy::config::{Config, Env};
 use bff_proxy::devidp::{DevClient, DevClientAuth, DevIdp, DevIdpSettings, RefreshPolicy};
 use bff_proxy::{Bff, Decision, Forward};
 use bytes::Bytes;
+use common::browser::Jar;
 use common::{Http, jwt_claims};
 use http::header::{COOKIE, HeaderMap, LOCATION, SET_COOKIE};
 use http::request::Parts;
@@ -20,38 +21,6 @@ use http::{Request, Response};
 const KEY: &str = "vUqhFABZp5xGtuGc//zqNm1RE5BdmW8dWI70Hto8GV8=";
 const SECRET: &str = "s3cret";
 const PUBLIC: &str = "http://127.0.0.1:8080";
-
-/// A browser's cookie jar, as far as the BFF's cookies go.
-#[derive(Clone, Default, Debug)]
-struct Jar(Vec<(String, String)>);
-
-impl Jar {
-    fn apply(&mut self, headers: &HeaderMap) {
-        for sc in headers.get_all(SET_COOKIE) {
-            let c = cookie::Cookie::parse(sc.to_str().unwrap().to_owned()).unwrap();
-            self.0.retain(|(n, _)| n != c.name());
-            if c.max_age() != Some(cookie::time::Duration::ZERO) {
-                self.0.push((c.name().to_owned(), c.value().to_owned()));
-            }
-        }
-    }
-
-    fn header(&self) -> Option<String> {
-        (!self.0.is_empty()).then(|| {
-            self.0
-                .iter()
-                .map(|(n, v)| format!("{n}={v}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-    }
-
-    fn has_session(&self) -> bool {
-        self.0
-            .iter()
-            .any(|(n, _)| n.starts_with("__Host-Http-bff") && !n.contains("-login-"))
-    }
-}
 
 fn parts(method: &str, uri: &str, jar: &Jar, extra: &[(&str, &str)]) -> Parts {
     let mut b = Request::builder().method(method).uri(uri);

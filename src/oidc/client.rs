@@ -44,6 +44,23 @@ pub enum FetchError {
     BadUrl(String),
 }
 
+/// The TLS client configuration for IdPs and upstreams: rustls with the `ring`
+/// provider, trusting the system's root certificates and the Mozilla roots.
+pub fn client_tls_config() -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A system certificate rustls cannot parse is skipped, as browsers do.
+        let _ = roots.add(cert);
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// HTTP(S) client to the IdP.
 #[derive(Clone)]
 pub struct IdpHttp {
@@ -59,19 +76,7 @@ impl std::fmt::Debug for IdpHttp {
 impl IdpHttp {
     /// A client trusting the system's root certificates and the Mozilla roots.
     pub fn new() -> Result<Self, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let native = rustls_native_certs::load_native_certs();
-        for cert in native.certs {
-            // A system certificate rustls cannot parse is skipped, as browsers do.
-            let _ = roots.add(cert);
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup failed: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = client_tls_config()?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()

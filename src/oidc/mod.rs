@@ -29,7 +29,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use client::{FetchError, IdpHttp, IdpResponse, MAX_IDP_BODY};
+pub use client::{FetchError, IdpHttp, IdpResponse, MAX_IDP_BODY, client_tls_config};
 
 use crate::config::{ClientAuth, Config};
 use crate::metrics::Metrics;

@@ -13,12 +13,22 @@ use bff_proxy::Bff;
 use bff_proxy::config::{Config, Env};
 use bff_proxy::devecho::DevEcho;
 use bff_proxy::devidp::{DevIdp, DevIdpSettings};
+use bff_proxy::pingora::PingoraServer;
 use bff_proxy::proxy::ProxyServer;
 use common::browser::Browser;
 use tokio::net::TcpListener;
 
 #[tokio::test]
-async fn the_demo_config_end_to_end() {
+async fn the_demo_config_end_to_end_pingora() {
+    demo(true).await;
+}
+
+#[tokio::test]
+async fn the_demo_config_end_to_end_hyper() {
+    demo(false).await;
+}
+
+async fn demo(pingora: bool) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -42,8 +52,22 @@ async fn the_demo_config_end_to_end() {
             .unwrap();
     let lifetime = config.dev.access_token_lifetime;
     let bff = Arc::new(Bff::new(config).unwrap());
-    let server = ProxyServer::start_with(Arc::clone(&bff), proxy, Some(admin)).unwrap();
-    let base = format!("http://{}", server.addr());
+    assert_eq!(
+        bff.config().server.engine,
+        bff_proxy::config::Engine::Pingora,
+        "the demo's engine"
+    );
+    let (hyper, pingora_server, addr) = if pingora {
+        let s = PingoraServer::start_with(Arc::clone(&bff), proxy.into_std().unwrap(), Some(admin))
+            .unwrap();
+        let addr = s.addr();
+        (None, Some(s), addr)
+    } else {
+        let s = ProxyServer::start_with(Arc::clone(&bff), proxy, Some(admin)).unwrap();
+        let addr = s.addr();
+        (Some(s), None, addr)
+    };
+    let base = format!("http://{addr}");
     let b = Browser::new(&base);
 
     // The SPA, then the login it starts.
@@ -97,7 +121,12 @@ async fn the_demo_config_end_to_end() {
     assert_eq!(idp.stats().revocations, 1);
     assert_eq!(b.api("/api/echo").await.status, 401);
 
-    server.shutdown().await;
+    if let Some(s) = hyper {
+        s.shutdown().await;
+    }
+    if let Some(s) = pingora_server {
+        s.shutdown().await;
+    }
     idp.shutdown().await;
     echo.shutdown().await;
 }

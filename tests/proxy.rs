@@ -672,7 +672,15 @@ async fn shuts_down_within_its_timeout(front: Front) {
     // A request that hangs (the silent upstream) must not hold the shutdown.
     let b = s.browser();
     let hanging = tokio::spawn(async move { b.try_request("GET", "/slow/x", &[]).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let bff = Arc::clone(&s.bff);
+    assert!(
+        eventually(Duration::from_secs(10), || bff
+            .metrics()
+            .request_count("/slow/", "forwarded")
+            == 1)
+        .await,
+        "the hanging request reached the proxy"
+    );
     let started = std::time::Instant::now();
     if let Some(server) = &s.server {
         server.shutdown().await;

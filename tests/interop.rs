@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,55 +18,14 @@ use bff_proxy::pingora::PingoraServer;
 use bff_proxy::proxy::ProxyServer;
 use bytes::Bytes;
 use common::browser::Browser;
+use common::provider::{Provider, start_provider};
 use common::{Http, Reply};
 use http::Request;
 use http::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use http_body_util::Full;
-use tokio::io::AsyncBufReadExt as _;
 use tokio::net::TcpListener;
 
 const KEY: &str = "vUqhFABZp5xGtuGc//zqNm1RE5BdmW8dWI70Hto8GV8=";
-
-struct Provider {
-    issuer: String,
-    _child: tokio::process::Child,
-}
-
-async fn start_provider(proxy_base: &str) -> Provider {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-    assert!(
-        dir.join("node_modules/oidc-provider").is_dir(),
-        "oidc-provider is not installed: run `npm ci --prefix tests/interop` (.ci/run does)"
-    );
-    let mut child = tokio::process::Command::new("node")
-        .arg("provider.mjs")
-        .current_dir(&dir)
-        .env("PROXY_BASE", proxy_base)
-        .env("ACCESS_TTL", "60")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node is needed for the interop tests");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let issuer = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(issuer) = line.strip_prefix("ISSUER ") {
-                return issuer.to_owned();
-            }
-        }
-        panic!("oidc-provider exited without printing its issuer");
-    })
-    .await
-    .expect("oidc-provider did not start within 30 s");
-    // Keep draining its output so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Provider {
-        issuer,
-        _child: child,
-    }
-}
 
 enum Server {
     Hyper(ProxyServer),
@@ -85,7 +43,7 @@ struct Stack {
 async fn stack(pingora: bool) -> Stack {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let provider = start_provider(&base).await;
+    let provider = start_provider(&base, 60).await;
     let echo = DevEcho::start("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();

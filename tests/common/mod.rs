@@ -165,6 +165,7 @@ pub fn jwt_header(jwt: &str) -> Value {
 }
 
 pub mod browser;
+pub mod provider;
 
 /// Waits until `cond` holds, checking every 10 ms, for at most `limit`.
 pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {

@@ -40,6 +40,7 @@ pub mod revocation;
 pub mod seal;
 pub mod session;
 pub mod static_files;
+pub mod store;
 #[cfg(feature = "tower")]
 pub mod tower;
 

@@ -306,6 +306,14 @@ impl Bff {
         })
     }
 
+    /// Coordinates refreshes with other replicas through a shared store (one token
+    /// request per rotation across all of them).
+    #[must_use]
+    pub fn with_store(mut self, store: Arc<dyn crate::store::SharedStore>) -> Self {
+        self.refresher = self.refresher.with_store(store, self.sealer.ring().clone());
+        self
+    }
+
     /// Paths no route matches pass to the application, with the BFF's cookies
     /// stripped and no token, instead of getting 404: how the tower layer protects
     /// some paths of an app and leaves the rest alone.

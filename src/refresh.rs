@@ -27,7 +27,9 @@ use crate::config::{Config, OnReuse};
 use crate::metrics::Metrics;
 use crate::oidc::{Oidc, TokenError, TokenResponse};
 use crate::revocation::RevocationList;
+use crate::seal::KeyRing;
 use crate::session::Session;
+use crate::store::{SharedStore, StoreError};
 
 /// Requests that arrive this soon after a rotation are treated as part of the same
 /// burst even with `refresh.grace = 0`: they were in flight when it happened.
@@ -74,7 +76,7 @@ impl RefreshSettings {
 }
 
 /// Tokens from one refresh, with the access token's absolute expiry.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewTokens {
     access_token: String,
     access_expires_at: u64,
@@ -97,7 +99,7 @@ impl fmt::Debug for NewTokens {
 
 /// The result of one refresh, shared by every request that waited for it and kept
 /// for the grace window.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Rotation {
     tokens: NewTokens,
     at_ms: u64,
@@ -189,6 +191,8 @@ struct Inner {
     tombstones: moka::sync::Cache<[u8; 32], u64>,
     /// Refreshes under way, by hash of the refresh token.
     inflight: Mutex<HashMap<[u8; 32], watch::Receiver<Option<Shared>>>>,
+    /// The store replicas coordinate through, with the ring that seals what goes in.
+    shared: Option<(Arc<dyn SharedStore>, KeyRing)>,
 }
 
 /// The refresh engine. Cheap to clone.
@@ -285,7 +289,28 @@ impl TokenRefresher {
                     .time_to_live(lifetime)
                     .build(),
                 inflight: Mutex::new(HashMap::new()),
+                shared: None,
                 settings,
+            }),
+        }
+    }
+
+    /// Coordinates refreshes with other replicas through `store`: one token request
+    /// per rotation across all of them. Results go into the store sealed with `ring`.
+    #[must_use]
+    pub fn with_store(self, store: Arc<dyn SharedStore>, ring: KeyRing) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                oidc: Arc::clone(&inner.oidc),
+                settings: inner.settings.clone(),
+                metrics: inner.metrics.clone(),
+                revocations: Arc::clone(&inner.revocations),
+                clock: Arc::clone(&inner.clock),
+                results: inner.results.clone(),
+                tombstones: inner.tombstones.clone(),
+                inflight: Mutex::new(HashMap::new()),
+                shared: Some((store, ring)),
             }),
         }
     }
@@ -341,7 +366,11 @@ impl TokenRefresher {
                 }
                 None => {}
             }
-            if let Some(rotated_at) = self.inner.tombstones.get(&key) {
+            let rotated_at = match self.inner.tombstones.get(&key) {
+                Some(at) => Some(at),
+                None => self.shared_tombstone(&key).await,
+            };
+            if let Some(rotated_at) = rotated_at {
                 if now_ms.saturating_sub(rotated_at) > self.window_ms() {
                     return self.reuse_detected(&current).await;
                 }
@@ -519,10 +548,26 @@ impl TokenRefresher {
     }
 
     /// One refresh at the IdP, with retries, counted once.
-    async fn run_refresh(&self, _key: [u8; 32], token: &str) -> Shared {
+    async fn run_refresh(&self, key: [u8; 32], token: &str) -> Shared {
         let inner = &self.inner;
         let started = Instant::now();
-        let result = self.refresh_with_retries(token).await;
+        let result = match &inner.shared {
+            Some((store, ring)) => {
+                match self.shared_refresh(store.as_ref(), ring, key, token).await {
+                    Ok(SharedOutcome::Done(result)) => result,
+                    Ok(SharedOutcome::ByAnotherReplica(rotation)) => {
+                        inner.metrics.refresh("coalesced");
+                        return Ok(rotation);
+                    }
+                    Err(e) => {
+                        inner.metrics.refresh("store_fallback");
+                        tracing::warn!(error = %e, "shared store unavailable: refreshing with local single-flight only");
+                        self.refresh_with_retries(token).await
+                    }
+                }
+            }
+            None => self.refresh_with_retries(token).await,
+        };
         inner
             .metrics
             .refresh_duration(started.elapsed().as_secs_f64());
@@ -543,6 +588,96 @@ impl TokenRefresher {
             }
         }
         result
+    }
+
+    /// A tombstone another replica left for this token.
+    async fn shared_tombstone(&self, key: &[u8; 32]) -> Option<u64> {
+        let (store, _) = self.inner.shared.as_ref()?;
+        let bytes = store.get(&format!("tomb:{}", hex(key))).await.ok()??;
+        let at = u64::from_be_bytes(bytes.try_into().ok()?);
+        self.inner.tombstones.insert(*key, at);
+        Some(at)
+    }
+
+    /// The refresh across replicas: a result another replica stored is used as it
+    /// is; otherwise whoever takes the lock asks the IdP (renewing the lock while the
+    /// request is in flight, so a slow IdP never lets a second replica in) and
+    /// stores the sealed result; the others wait for it.
+    async fn shared_refresh(
+        &self,
+        store: &dyn SharedStore,
+        ring: &KeyRing,
+        key: [u8; 32],
+        token: &str,
+    ) -> Result<SharedOutcome, StoreError> {
+        let inner = &self.inner;
+        let name = hex(&key);
+        let result_name = format!("rotation:{name}");
+        let lock_name = format!("lock:{name}");
+        let deadline = Instant::now() + inner.settings.timeout + LOCK_TTL;
+        loop {
+            if let Some(bytes) = store.get(&result_name).await? {
+                if let Some(rotation) = open_rotation(ring, &bytes) {
+                    let rotation = Arc::new(rotation);
+                    if rotation.rotated {
+                        inner.tombstones.insert(key, rotation.at_ms);
+                    }
+                    return Ok(SharedOutcome::ByAnotherReplica(rotation));
+                }
+            }
+            let owner = crate::devidp::random_text(12);
+            if store.try_lock(&lock_name, &owner, LOCK_TTL).await? {
+                let renewer = {
+                    let (store, _) = inner
+                        .shared
+                        .clone()
+                        .ok_or_else(|| StoreError::Unavailable("no store".into()))?;
+                    let (lock_name, owner) = (lock_name.clone(), owner.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(LOCK_TTL / 3).await;
+                            if !store
+                                .renew_lock(&lock_name, &owner, LOCK_TTL)
+                                .await
+                                .unwrap_or(false)
+                            {
+                                break;
+                            }
+                        }
+                    })
+                };
+                let result = self.refresh_with_retries(token).await;
+                if let Ok(rotation) = &result {
+                    let keep = inner.settings.grace + Duration::from_millis(BURST_WINDOW_MS);
+                    let sealed = seal_rotation(ring, rotation);
+                    if let Err(e) = store.put(&result_name, &sealed, keep).await {
+                        tracing::warn!(error = %e, "could not share a refresh result");
+                    }
+                    if rotation.rotated {
+                        let lifetime = inner.settings.absolute_lifetime.max(Duration::from_secs(1));
+                        let _ = store
+                            .put(
+                                &format!("tomb:{name}"),
+                                &rotation.at_ms.to_be_bytes(),
+                                lifetime,
+                            )
+                            .await;
+                    }
+                }
+                renewer.abort();
+                let _ = store.unlock(&lock_name, &owner).await;
+                return Ok(SharedOutcome::Done(result));
+            }
+            // Another replica holds the lock: its result will appear. Never fall back
+            // to asking the IdP ourselves while it may still be in flight.
+            if Instant::now() >= deadline {
+                return Ok(SharedOutcome::Done(Err(TokenError::Transient {
+                    why: "another replica's refresh did not finish in time".into(),
+                    retry_after: None,
+                })));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn refresh_with_retries(&self, token: &str) -> Shared {
@@ -610,6 +745,38 @@ impl TokenRefresher {
 enum Joined {
     Hit(Arc<Rotation>),
     Wait(watch::Receiver<Option<Shared>>, bool),
+}
+
+/// How the shared path ended.
+enum SharedOutcome {
+    /// This replica asked the IdP (or gave up waiting): the result.
+    Done(Shared),
+    /// Another replica refreshed: its result.
+    ByAnotherReplica(Arc<Rotation>),
+}
+
+/// How long a replica's refresh lock lives unless renewed (renewed every third of
+/// it while the token request is in flight).
+const LOCK_TTL: Duration = Duration::from_secs(2);
+/// The name refresh results are sealed under (associated data of the seal).
+const ROTATION_SEAL_NAME: &str = "bff-shared-rotation";
+
+fn hex(key: &[u8; 32]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn seal_rotation(ring: &KeyRing, rotation: &Rotation) -> Vec<u8> {
+    let bytes = postcard::to_allocvec(rotation).unwrap_or_default();
+    ring.seal(ROTATION_SEAL_NAME, &bytes).into_bytes()
+}
+
+fn open_rotation(ring: &KeyRing, sealed: &[u8]) -> Option<Rotation> {
+    let text = std::str::from_utf8(sealed).ok()?;
+    ring.open_map(ROTATION_SEAL_NAME, text, |plain| {
+        postcard::from_bytes(plain).ok()
+    })
+    .ok()
+    .flatten()
 }
 
 /// Exponential backoff with ±50 % jitter.

@@ -1,0 +1,169 @@
+//! Several replicas behave as one through Redis (127.0.0.1:6379): three BFF
+//! instances in one process share a store; a storm spread over them causes exactly
+//! one token request, even when the IdP is slower than the lock's first TTL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bff_proxy::config::{Config, Env};
+use bff_proxy::devidp::{DevClient, DevClientAuth, DevIdp, DevIdpSettings};
+use bff_proxy::store::RedisStore;
+use bff_proxy::{Bff, Decision};
+use common::Http;
+use common::browser::Jar;
+use http::Request;
+use http::header::{COOKIE, LOCATION};
+use http::request::Parts;
+
+const KEY: &str = "vUqhFABZp5xGtuGc//zqNm1RE5BdmW8dWI70Hto8GV8=";
+const PUBLIC: &str = "http://127.0.0.1:8080";
+
+fn parts(uri: &str, jar: &Jar, extra: &[(&str, &str)]) -> Parts {
+    let mut b = Request::get(uri);
+    if let Some(c) = jar.header() {
+        b = b.header(COOKIE, c);
+    }
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    b.body(()).unwrap().into_parts().0
+}
+
+fn respond(d: Decision) -> http::Response<bytes::Bytes> {
+    match d {
+        Decision::Respond(r) => r,
+        Decision::Forward(_) => panic!("expected a response"),
+    }
+}
+
+fn bearer(d: Decision) -> String {
+    match d {
+        Decision::Forward(f) => f.authorization.unwrap().to_str().unwrap().to_owned(),
+        Decision::Respond(r) => panic!("{} {}", r.status(), String::from_utf8_lossy(r.body())),
+    }
+}
+
+async fn replicas(n: usize) -> (DevIdp, Vec<Arc<Bff>>) {
+    let client = DevClient::new(
+        "bff",
+        DevClientAuth::SecretBasic("s".into()),
+        &format!("{PUBLIC}/bff/callback"),
+    );
+    let idp = DevIdp::start(DevIdpSettings {
+        clients: vec![client],
+        ..DevIdpSettings::default()
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        r#"
+[server]
+public_url = "{PUBLIC}"
+[oidc]
+issuer = "{issuer}"
+client_id = "bff"
+client_secret = "s"
+scopes = ["openid", "offline_access"]
+[session]
+keys = ["{KEY}"]
+[refresh]
+timeout = "10s"
+[[routes]]
+path = "/api/"
+upstream = "http://127.0.0.1:9"
+"#,
+        issuer = idp.issuer()
+    );
+    let prefix = format!("bff-test:{}:", bff_proxy::devidp::random_text(6));
+    let store = Arc::new(
+        RedisStore::connect("redis://127.0.0.1:6379", &prefix, Duration::from_secs(2))
+            .await
+            .unwrap_or_else(|e| panic!("{e}: start Redis with: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\"")),
+    );
+    let bffs = (0..n)
+        .map(|_| {
+            let config = Config::from_toml(&text, ".".as_ref(), &Env::default()).unwrap();
+            Arc::new(Bff::new(config).unwrap().with_store(store.clone()))
+        })
+        .collect();
+    (idp, bffs)
+}
+
+/// Logs in through replica 0.
+async fn login(bff: &Bff) -> Jar {
+    let mut jar = Jar::default();
+    let r = respond(
+        bff.handle(&parts("/bff/login?returnUrl=%2F", &jar, &[]), None)
+            .await,
+    );
+    jar.apply(r.headers());
+    let at_idp = Http::new()
+        .get(r.headers()[LOCATION].to_str().unwrap())
+        .await;
+    let cb = at_idp.location();
+    let r = respond(
+        bff.handle(
+            &parts(&format!("{}?{}", cb.path(), cb.query().unwrap()), &jar, &[]),
+            None,
+        )
+        .await,
+    );
+    assert_eq!(r.status(), 302);
+    jar.apply(r.headers());
+    jar
+}
+
+async fn storm(bffs: &[Arc<Bff>], jar: &Jar, requests: usize) -> std::collections::HashSet<String> {
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..requests {
+        let bff = Arc::clone(&bffs[i % bffs.len()]);
+        let jar = jar.clone();
+        set.spawn(async move {
+            bearer(
+                bff.handle(&parts("/api/x", &jar, &[("x-csrf", "1")]), None)
+                    .await,
+            )
+        });
+    }
+    let mut tokens = std::collections::HashSet::new();
+    while let Some(t) = set.join_next().await {
+        tokens.insert(t.unwrap());
+    }
+    tokens
+}
+
+#[tokio::test]
+async fn a_storm_over_three_replicas_causes_one_token_request() {
+    let (idp, bffs) = replicas(3).await;
+    let jar = login(&bffs[0]).await;
+    idp.set_token_latency(Duration::from_millis(300));
+    for b in &bffs {
+        b.clock().advance(Duration::from_secs(301));
+    }
+    let tokens = storm(&bffs, &jar, 300).await;
+    assert_eq!(tokens.len(), 1, "all 300 got the same new token");
+    assert_eq!(
+        idp.stats().token_refresh,
+        1,
+        "one token request across the replicas"
+    );
+    assert_eq!(idp.stats().reuse_detected, 0);
+}
+
+#[tokio::test]
+async fn an_idp_slower_than_the_lock_ttl_still_gets_one_token_request() {
+    let (idp, bffs) = replicas(3).await;
+    let jar = login(&bffs[0]).await;
+    // The lock lives 2 s unless renewed; the IdP takes 5 s.
+    idp.set_token_latency(Duration::from_secs(5));
+    for b in &bffs {
+        b.clock().advance(Duration::from_secs(301));
+    }
+    let tokens = storm(&bffs, &jar, 30).await;
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(idp.stats().token_refresh, 1);
+}

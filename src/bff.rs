@@ -310,6 +310,7 @@ impl Bff {
     /// request per rotation across all of them).
     #[must_use]
     pub fn with_store(mut self, store: Arc<dyn crate::store::SharedStore>) -> Self {
+        self.revocations.set_store(Arc::clone(&store));
         self.refresher = self.refresher.with_store(store, self.sealer.ring().clone());
         self
     }
@@ -553,7 +554,10 @@ impl Bff {
         // An unreadable cookie is no session (401 unauthenticated); a readable one
         // that was revoked is an ended session (401 session_expired). Either way a
         // cookie that is there gets cleared.
-        let revoked = read.session.as_ref().is_some_and(|s| self.is_revoked(s));
+        let revoked = match read.session.as_ref() {
+            Some(s) => self.is_revoked(s).await,
+            None => false,
+        };
         let session = read.session.filter(|_| !revoked);
         let clear = if session.is_none() && !present.is_empty() {
             self.sealer.clear_cookies(&present)
@@ -617,7 +621,7 @@ impl Bff {
                 );
             }
             Outcome::Ended(reason) => {
-                self.end_session(&session, reason);
+                self.end_session(&session, reason).await;
                 let clear = self.sealer.clear_cookies(&present);
                 if route.auth == RouteAuth::Optional {
                     forward.set_cookies = clear;
@@ -642,19 +646,20 @@ impl Bff {
         (Decision::Forward(Box::new(forward)), "forwarded")
     }
 
-    fn is_revoked(&self, s: &Session) -> bool {
+    async fn is_revoked(&self, s: &Session) -> bool {
         self.revocations
-            .is_revoked(s.sid, s.idp_sid.as_deref(), &s.sub, s.created_at)
+            .is_revoked_anywhere(s.sid, s.idp_sid.as_deref(), &s.sub, s.created_at)
+            .await
     }
 
     /// Records an ended session so copies of its cookie are refused too.
-    fn end_session(&self, session: &Session, reason: EndReason) {
+    async fn end_session(&self, session: &Session, reason: EndReason) {
         match reason {
             // Counted where they are detected.
             EndReason::Reuse | EndReason::InvalidGrant => {}
             other => self.metrics.session_ended(other.label()),
         }
-        self.revocations.revoke_sid(session.sid);
+        self.revocations.revoke_sid_everywhere(session.sid).await;
     }
 
     fn session_cookies(
@@ -675,7 +680,7 @@ impl Bff {
         let result = match (name, method) {
             ("login", &Method::GET) => self.login(parts).await,
             ("callback", &Method::GET) => self.callback(parts).await,
-            ("user", &Method::GET) => self.user(parts),
+            ("user", &Method::GET) => self.user(parts).await,
             ("logout", &Method::GET | &Method::POST) => self.logout(parts).await,
             ("backchannel-logout", &Method::POST) => self.backchannel_logout(body).await,
             ("login" | "callback" | "user" | "logout" | "backchannel-logout", _) => {
@@ -852,20 +857,25 @@ impl Bff {
     /// The request's session if it opens and is not revoked or over its lifetime.
     /// The request's session if it opens and is neither revoked nor over its
     /// lifetime; the flag says whether one opened but was over.
-    fn current_session(&self, parts: &Parts) -> Result<(Option<Session>, Present, bool), Error> {
+    async fn current_session(
+        &self,
+        parts: &Parts,
+    ) -> Result<(Option<Session>, Present, bool), Error> {
         let read = self.sealer.read(&parts.headers)?;
         let now = self.clock.now_secs();
         let lifetime = self.config.session.absolute_lifetime.as_secs();
-        let over = |s: &Session| self.is_revoked(s) || now >= s.created_at.saturating_add(lifetime);
-        let ended = read.session.as_ref().is_some_and(over);
+        let ended = match read.session.as_ref() {
+            Some(s) => now >= s.created_at.saturating_add(lifetime) || self.is_revoked(s).await,
+            None => false,
+        };
         Ok((read.session.filter(|_| !ended), read.present, ended))
     }
 
-    fn user(&self, parts: &Parts) -> Result<Response<Bytes>, Error> {
+    async fn user(&self, parts: &Parts) -> Result<Response<Bytes>, Error> {
         if !self.csrf_ok(&parts.headers) {
             return Err(Error::new(ErrorKind::Csrf));
         }
-        let (session, present, revoked) = self.current_session(parts)?;
+        let (session, present, revoked) = self.current_session(parts).await?;
         let Some(session) = session else {
             let kind = if revoked {
                 ErrorKind::SessionExpired
@@ -900,7 +910,7 @@ impl Bff {
         }
         let return_url = check_return_url(param(&params, "returnUrl").unwrap_or(""))
             .map_err(|why| Error::new(ErrorKind::BadRequest(why)))?;
-        let (session, present, _) = self.current_session(parts)?;
+        let (session, present, _) = self.current_session(parts).await?;
         let clear = self.sealer.clear_cookies(&present);
         let Some(session) = session else {
             return Ok(redirect(&return_url, clear));
@@ -916,7 +926,7 @@ impl Bff {
                 )));
             }
         }
-        self.revocations.revoke_sid(session.sid);
+        self.revocations.revoke_sid_everywhere(session.sid).await;
         self.metrics.session_ended("logout");
         if let Some(rt) = &session.refresh_token {
             // Never rely on end-session to revoke refresh tokens.
@@ -967,10 +977,12 @@ impl Bff {
             Error::new(ErrorKind::BadRequest("invalid logout_token"))
         })?;
         match &claims.sid {
-            Some(sid) => self.revocations.revoke_idp_sid(sid),
-            None => self
-                .revocations
-                .revoke_sub(&claims.sub, self.clock.now_secs()),
+            Some(sid) => self.revocations.revoke_idp_sid_everywhere(sid).await,
+            None => {
+                self.revocations
+                    .revoke_sub_everywhere(&claims.sub, self.clock.now_secs())
+                    .await
+            }
         }
         self.metrics.session_ended("backchannel_logout");
         tracing::info!(idp_sid = ?claims.sid, "back-channel logout");

@@ -493,7 +493,7 @@ impl TokenRefresher {
         let inner = &self.inner;
         inner.metrics.reuse_detected();
         inner.metrics.session_ended(EndReason::Reuse.label());
-        inner.revocations.revoke_sid(session.sid);
+        inner.revocations.revoke_sid_everywhere(session.sid).await;
         tracing::warn!(sid = %session.sid, "rotated refresh token presented after the grace window: session revoked");
         if inner.settings.on_reuse == OnReuse::RevokeAtIdp {
             if let Some(stale) = session.refresh_token.clone() {

@@ -51,6 +51,14 @@ pub trait SharedStore: Send + Sync {
     async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Deletes a value.
     async fn delete(&self, name: &str) -> Result<(), StoreError>;
+    /// Reads several values at once (one round trip where the store allows).
+    async fn get_many(&self, names: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            out.push(self.get(name).await?);
+        }
+        Ok(out)
+    }
 }
 
 struct Entry {
@@ -282,5 +290,13 @@ impl SharedStore for RedisStore {
         self.run::<i64>(redis::cmd("DEL").arg(self.key(name)))
             .await
             .map(|_| ())
+    }
+
+    async fn get_many(&self, names: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let mut cmd = redis::cmd("MGET");
+        for name in names {
+            cmd.arg(self.key(name));
+        }
+        self.run(&cmd).await
     }
 }

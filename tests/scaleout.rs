@@ -167,3 +167,111 @@ async fn an_idp_slower_than_the_lock_ttl_still_gets_one_token_request() {
     assert_eq!(tokens.len(), 1);
     assert_eq!(idp.stats().token_refresh, 1);
 }
+
+fn status(d: Decision) -> u16 {
+    match d {
+        Decision::Forward(_) => 200,
+        Decision::Respond(r) => r.status().as_u16(),
+    }
+}
+
+#[tokio::test]
+async fn a_logout_on_one_replica_holds_on_the_others_at_once() {
+    let (_idp, bffs) = replicas(3).await;
+    let jar = login(&bffs[0]).await;
+    for b in &bffs {
+        assert_eq!(
+            status(
+                b.handle(&parts("/api/x", &jar, &[("x-csrf", "1")]), None)
+                    .await
+            ),
+            200
+        );
+    }
+    let r = respond(
+        bffs[0]
+            .handle(
+                &parts("/bff/logout", &jar, &[("x-csrf", "1")]).tap_post(),
+                None,
+            )
+            .await,
+    );
+    assert_eq!(r.status(), 302);
+    // No waiting: the very next request on B and C is refused.
+    for b in &bffs[1..] {
+        let r = respond(
+            b.handle(&parts("/api/x", &jar, &[("x-csrf", "1")]), None)
+                .await,
+        );
+        assert_eq!(r.status(), 401);
+    }
+}
+
+/// Sends the IdP's back-channel logout to replica B through a minimal front door.
+async fn front_door(bff: Arc<Bff>) -> std::net::SocketAddr {
+    use http_body_util::BodyExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let bff = Arc::clone(&bff);
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let bff = Arc::clone(&bff);
+                        async move {
+                            let (p, body) = req.into_parts();
+                            let body = body.collect().await.unwrap().to_bytes();
+                            let resp = match bff.handle(&p, Some(body)).await {
+                                Decision::Respond(r) => r.map(http_body_util::Full::new),
+                                Decision::Forward(_) => {
+                                    http::Response::new(http_body_util::Full::default())
+                                }
+                            };
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_backchannel_logout_received_by_one_replica_revokes_on_all() {
+    let (idp, bffs) = replicas(3).await;
+    let door = front_door(Arc::clone(&bffs[1])).await;
+    let jar = login(&bffs[0]).await;
+    let user = respond(
+        bffs[2]
+            .handle(&parts("/bff/user", &jar, &[("x-csrf", "1")]), None)
+            .await,
+    );
+    let user: serde_json::Value = serde_json::from_slice(user.body()).unwrap();
+    let idp_sid = user["claims"]["sid"].as_str().unwrap().to_owned();
+    let delivered = idp
+        .backchannel_logout_to(&idp_sid, &format!("http://{door}/bff/backchannel-logout"))
+        .await;
+    assert!(delivered, "replica B accepted the logout token");
+    for b in [&bffs[0], &bffs[2]] {
+        let r = respond(
+            b.handle(&parts("/api/x", &jar, &[("x-csrf", "1")]), None)
+                .await,
+        );
+        assert_eq!(r.status(), 401);
+    }
+}
+
+trait TapPost {
+    fn tap_post(self) -> Self;
+}
+
+impl TapPost for Parts {
+    fn tap_post(mut self) -> Self {
+        self.method = http::Method::POST;
+        self
+    }
+}

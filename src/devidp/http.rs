@@ -642,22 +642,7 @@ pub(crate) async fn end_idp_session(inner: &Inner, sid: &str) -> usize {
         else {
             continue;
         };
-        let token = {
-            let state = inner.state();
-            let iat = state.unix_now();
-            state.sign(
-                &json!({
-                    "iss": inner.issuer, "aud": client_id, "iat": iat, "exp": iat + 120,
-                    "jti": random_token(12), "sub": session.sub, "sid": sid,
-                    "events": { BACKCHANNEL_EVENT: {} },
-                }),
-                "logout+jwt",
-            )
-        };
-        let ok = match token {
-            Ok(token) => inner.backchannel.deliver(&uri, &token).await,
-            Err(_) => false,
-        };
+        let ok = send_logout_token(inner, client_id, &session.sub, sid, &uri).await;
         let mut state = inner.state();
         if ok {
             state.stats.backchannel_sent += 1;
@@ -667,6 +652,33 @@ pub(crate) async fn end_idp_session(inner: &Inner, sid: &str) -> usize {
         }
     }
     delivered
+}
+
+/// Signs a back-channel logout token for (`sub`, `sid`) and posts it to `uri`;
+/// true when the client answered 2xx.
+pub(crate) async fn send_logout_token(
+    inner: &Inner,
+    client_id: &str,
+    sub: &str,
+    sid: &str,
+    uri: &str,
+) -> bool {
+    let token = {
+        let state = inner.state();
+        let iat = state.unix_now();
+        state.sign(
+            &json!({
+                "iss": inner.issuer, "aud": client_id, "iat": iat, "exp": iat + 120,
+                "jti": random_token(12), "sub": sub, "sid": sid,
+                "events": { BACKCHANNEL_EVENT: {} },
+            }),
+            "logout+jwt",
+        )
+    };
+    match token {
+        Ok(token) => inner.backchannel.deliver(uri, &token).await,
+        Err(_) => false,
+    }
 }
 
 /// Sends back-channel logout tokens (plain http, loopback).

@@ -443,6 +443,17 @@ impl DevIdp {
         http::end_idp_session(&self.inner, sid).await
     }
 
+    /// Sends a back-channel logout token for the IdP session `sid` to `uri` on behalf
+    /// of the first registered client (tests of replicas point it at one of them).
+    /// True when it answered 2xx.
+    pub async fn backchannel_logout_to(&self, sid: &str, uri: &str) -> bool {
+        let Some(client) = self.inner.settings.clients.first() else {
+            return false;
+        };
+        let sub = self.inner.settings.user.sub.clone();
+        http::send_logout_token(&self.inner, &client.client_id, &sub, sid, uri).await
+    }
+
     /// Stops serving and waits for the server task.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);

@@ -275,3 +275,133 @@ impl TapPost for Parts {
         self
     }
 }
+
+/// A TCP relay in front of Redis that the test can cut and restore.
+struct Relay {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+async fn relay() -> Relay {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (cut, cut_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            if *cut_rx.borrow() {
+                continue; // dropped: the connection closes at once
+            }
+            let mut cut_rx = cut_rx.clone();
+            tokio::spawn(async move {
+                let Ok(mut redis) = tokio::net::TcpStream::connect("127.0.0.1:6379").await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut redis) => {}
+                    _ = cut_rx.wait_for(|c| *c) => {}
+                }
+            });
+        }
+    });
+    Relay { addr, cut }
+}
+
+#[tokio::test]
+async fn a_redis_outage_falls_back_to_local_and_recovers() {
+    let relay = relay().await;
+    let client = DevClient::new(
+        "bff",
+        DevClientAuth::SecretBasic("s".into()),
+        &format!("{PUBLIC}/bff/callback"),
+    );
+    let idp = DevIdp::start(DevIdpSettings {
+        clients: vec![client],
+        ..DevIdpSettings::default()
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "[server]\npublic_url = \"{PUBLIC}\"\n[oidc]\nissuer = \"{}\"\nclient_id = \"bff\"\nclient_secret = \"s\"\nscopes = [\"openid\", \"offline_access\"]\n[session]\nkeys = [\"{KEY}\"]\n[[routes]]\npath = \"/api/\"\nupstream = \"http://127.0.0.1:9\"\n",
+        idp.issuer()
+    );
+    let prefix = format!("bff-test:{}:", bff_proxy::devidp::random_text(6));
+    let store = Arc::new(
+        RedisStore::connect(
+            &format!("redis://{}", relay.addr),
+            &prefix,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap(),
+    );
+    let bffs: Vec<Arc<Bff>> = (0..3)
+        .map(|_| {
+            let config = Config::from_toml(&text, ".".as_ref(), &Env::default()).unwrap();
+            Arc::new(Bff::new(config).unwrap().with_store(store.clone()))
+        })
+        .collect();
+    let jar = login(&bffs[0]).await;
+
+    // Redis goes away: fresh sessions keep being served, on every replica.
+    relay.cut.send_replace(true);
+    for b in &bffs {
+        assert_eq!(
+            status(
+                b.handle(&parts("/api/x", &jar, &[("x-csrf", "1")]), None)
+                    .await
+            ),
+            200
+        );
+    }
+    // An expired token is still refreshed, on the local path, and says so.
+    bffs[0].clock().advance(Duration::from_secs(301));
+    let r = bffs[0]
+        .handle(&parts("/api/x", &jar, &[("x-csrf", "1")]), None)
+        .await;
+    let new_cookie = match r {
+        Decision::Forward(f) => {
+            assert!(!f.set_cookies.is_empty());
+            f.set_cookies
+        }
+        Decision::Respond(r) => panic!("{} {}", r.status(), String::from_utf8_lossy(r.body())),
+    };
+    assert_eq!(bffs[0].metrics().refresh_count("store_fallback"), 1);
+    assert_eq!(idp.stats().token_refresh, 1);
+
+    // Redis is back: the shared path works again by itself.
+    relay.cut.send_replace(false);
+    let mut jar = jar.clone();
+    let mut headers = http::HeaderMap::new();
+    for c in new_cookie {
+        headers.append(http::header::SET_COOKIE, c);
+    }
+    jar.apply(&headers);
+    let probe = store.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        use bff_proxy::store::SharedStore as _;
+        if probe
+            .put("probe", b"1", Duration::from_secs(5))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the store never reconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for b in &bffs {
+        b.clock().advance(Duration::from_secs(301 * 2));
+    }
+    idp.set_token_latency(Duration::from_millis(300));
+    let tokens = storm(&bffs, &jar, 60).await;
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(
+        idp.stats().token_refresh,
+        2,
+        "one more token request, shared again"
+    );
+}

@@ -306,6 +306,32 @@ impl Bff {
         })
     }
 
+    /// Connects the store `[store]` names (Redis) and shares state through it; a
+    /// no-op for the memory store.
+    pub async fn connect_store(self) -> Result<Self, String> {
+        if self.config.store.kind != crate::config::StoreKind::Redis {
+            return Ok(self);
+        }
+        let url = self
+            .config
+            .resolved
+            .store_url
+            .as_ref()
+            .ok_or("store.url: required by store.kind = \"redis\"")?;
+        let store = crate::store::RedisStore::connect(
+            url.expose(),
+            &self.config.store.key_prefix,
+            self.config
+                .store
+                .timeout
+                .max(std::time::Duration::from_secs(1)),
+        )
+        .await
+        .map_err(|e| format!("store.url: {e}"))?;
+        let store = store.with_command_timeout(self.config.store.timeout);
+        Ok(self.with_store(Arc::new(store)))
+    }
+
     /// Coordinates refreshes with other replicas through a shared store (one token
     /// request per rotation across all of them).
     #[must_use]

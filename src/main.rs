@@ -196,6 +196,13 @@ fn run_pingora(config: Config) -> ExitCode {
         }
     };
     let bff = match bff_proxy::Bff::new(config) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("bff-proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bff = match side.block_on(bff.connect_store()) {
         Ok(b) => Arc::new(b),
         Err(e) => {
             eprintln!("bff-proxy: {e}");
@@ -228,7 +235,7 @@ fn run_pingora(config: Config) -> ExitCode {
 /// runs until SIGINT or SIGTERM.
 async fn serve(config: Config) -> Result<(), String> {
     let dev = bff_proxy::dev::DevServices::start(&config).await?;
-    let bff = Arc::new(bff_proxy::Bff::new(config)?);
+    let bff = Arc::new(bff_proxy::Bff::new(config)?.connect_store().await?);
     let server = bff_proxy::proxy::ProxyServer::start(Arc::clone(&bff))
         .await
         .map_err(|e| format!("server.listen {}: {e}", bff.config().server.listen))?;

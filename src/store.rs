@@ -7,9 +7,6 @@
 //! carry tokens are sealed with the key ring before they get here: nothing in the
 //! store is a token in clear. Every key has a time-to-live.
 //!
-//! (Wiring into the refresh engine and the revocation list is the next step; until
-//! then `store.kind = "redis"` is refused at load.)
-//!
 //! ```
 //! use std::time::Duration;
 //! use bff_proxy::store::{MemoryStore, SharedStore};
@@ -210,6 +207,14 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             timeout,
         })
+    }
+
+    /// The same store with another time limit per command (the connection itself
+    /// was made within the limit given to [`RedisStore::connect`]).
+    #[must_use]
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     fn key(&self, name: &str) -> String {

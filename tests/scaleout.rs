@@ -48,6 +48,11 @@ fn bearer(d: Decision) -> String {
 }
 
 async fn replicas(n: usize) -> (DevIdp, Vec<Arc<Bff>>) {
+    let (idp, bffs, _) = replicas_with_prefix(n).await;
+    (idp, bffs)
+}
+
+async fn replicas_with_prefix(n: usize) -> (DevIdp, Vec<Arc<Bff>>, String) {
     let client = DevClient::new(
         "bff",
         DevClientAuth::SecretBasic("s".into()),
@@ -90,7 +95,7 @@ upstream = "http://127.0.0.1:9"
             Arc::new(Bff::new(config).unwrap().with_store(store.clone()))
         })
         .collect();
-    (idp, bffs)
+    (idp, bffs, prefix)
 }
 
 /// Logs in through replica 0.
@@ -138,7 +143,7 @@ async fn storm(bffs: &[Arc<Bff>], jar: &Jar, requests: usize) -> std::collection
 
 #[tokio::test]
 async fn a_storm_over_three_replicas_causes_one_token_request() {
-    let (idp, bffs) = replicas(3).await;
+    let (idp, bffs, prefix) = replicas_with_prefix(3).await;
     let jar = login(&bffs[0]).await;
     idp.set_token_latency(Duration::from_millis(300));
     for b in &bffs {
@@ -152,6 +157,55 @@ async fn a_storm_over_three_replicas_causes_one_token_request() {
         "one token request across the replicas"
     );
     assert_eq!(idp.stats().reuse_detected, 0);
+
+    // What the replicas left in Redis: every key has a TTL, and no key or value holds
+    // a token in clear (neither the new access token nor the rotated refresh token).
+    let access = tokens
+        .into_iter()
+        .next()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned();
+    let session = bffs[0]
+        .sealer()
+        .read(&parts("/", &jar, &[]).headers)
+        .unwrap()
+        .session
+        .unwrap();
+    let old_refresh = session.refresh_token.unwrap();
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        keys.len() >= 2,
+        "a result and a tombstone at least: {keys:?}"
+    );
+    for key in &keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 0, "{key} has no TTL");
+        let value: Vec<u8> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&value);
+        for secret in [&access, &old_refresh] {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{key} holds a token in clear"
+            );
+            assert!(!key.contains(secret.as_str()), "{key} names a token");
+        }
+    }
 }
 
 #[tokio::test]

@@ -292,6 +292,10 @@ pub struct StoreConfig {
     pub url: Option<SecretSource>,
     /// Prefix of every key the BFF writes.
     pub key_prefix: String,
+    /// Time allowed for one store command; past it the store counts as down for
+    /// that request (sessions keep working, refreshes go local).
+    #[serde(with = "duration")]
+    pub timeout: Duration,
 }
 
 impl Default for StoreConfig {
@@ -300,6 +304,7 @@ impl Default for StoreConfig {
             kind: StoreKind::default(),
             url: None,
             key_prefix: "bff:".into(),
+            timeout: Duration::from_millis(250),
         }
     }
 }
@@ -575,6 +580,7 @@ const SETTINGS: &[(&str, &[(&str, Kind)])] = &[
             ("kind", Kind::Str),
             ("url", Kind::Str),
             ("key_prefix", Kind::Str),
+            ("timeout", Kind::Str),
         ],
     ),
     (

@@ -72,9 +72,6 @@ impl fmt::Debug for Resolved {
 /// load, never silently ignored; the list shrinks as the features land.
 fn not_supported_yet(c: &Sections, problems: &mut Vec<Problem>) {
     const WHY: &str = "not supported yet in this build";
-    if c.store.kind == StoreKind::Redis {
-        problems.push(Problem::new("store.kind", format!("\"redis\": {WHY}")));
-    }
     if c.session.mode == SessionMode::Server {
         problems.push(Problem::new("session.mode", format!("\"server\": {WHY}")));
     }
@@ -565,6 +562,19 @@ fn check_csrf(c: &Sections, problems: &mut Vec<Problem>) {
 }
 
 fn check_store(c: &Sections, problems: &mut Vec<Problem>) {
+    if let Some(SecretSource::Literal(url)) = &c.store.url {
+        if url.starts_with("rediss://") {
+            problems.push(Problem::new(
+                "store.url",
+                "rediss:// (Redis over TLS): not supported yet in this build",
+            ));
+        } else if !url.starts_with("redis://") {
+            problems.push(Problem::new("store.url", "must be a redis:// URL"));
+        }
+    }
+    if c.store.timeout.is_zero() {
+        problems.push(Problem::new("store.timeout", "must be more than zero"));
+    }
     match (c.store.kind, &c.store.url) {
         (StoreKind::Redis, None) => problems.push(Problem::new(
             "store.url",

@@ -2,9 +2,10 @@
 # Load benchmark: one small fast upstream (nginx answering "ok"), measured
 #   direct, through nginx as a plain reverse proxy (keep-alive to the upstream),
 #   through bff-proxy with the pingora engine and with the hyper engine,
-# the last two with a valid session cookie and the CSRF header on every request, so
-# each request does the full open-session + Bearer work. Same connections and
-# duration for each. Then a refresh storm: 1000 concurrent connections on one
+#   through three pingora replicas sharing Redis (a third of the connections each),
+# the bff-proxy rows with a valid session cookie and the CSRF header on every
+# request, so each request does the full open-session + Bearer work. Same total
+# connections and duration for each. Then a refresh storm: 1000 concurrent connections on one
 # session whose access token has just expired, counting the token requests.
 #
 #   bash benches/load/run.sh            # DUR=10s CONNS=64 THREADS=1 by default
@@ -24,6 +25,8 @@ BASE_PORT=${BASE_PORT:-18080}
 UP=$((BASE_PORT + 1)) NGX=$((BASE_PORT + 2)) PG=$((BASE_PORT + 3)) HY=$((BASE_PORT + 4))
 IDP=$((BASE_PORT + 10)) ADM_PG=$((BASE_PORT + 13)) ADM_HY=$((BASE_PORT + 14))
 ST=$((BASE_PORT + 5)) IDP_ST=$((BASE_PORT + 15)) ADM_ST=$((BASE_PORT + 16))
+R1=$((BASE_PORT + 6)) R2=$((BASE_PORT + 7)) R3=$((BASE_PORT + 8))
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)
@@ -79,7 +82,7 @@ EOF
 "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/nginx-error.log"
 
 KEY=$("$BIN" keygen)
-config() { # listen admin engine dev_idp issuer_port access_lifetime skew
+config() { # listen admin engine dev_idp issuer_port access_lifetime skew [store lines]
   cat <<EOF
 [server]
 listen = "127.0.0.1:$1"
@@ -99,6 +102,7 @@ skew = "$7"
 [dev]
 idp = $4
 access_token_lifetime = "$6"
+${8:-}
 [[routes]]
 path = "/api/"
 upstream = "http://127.0.0.1:$UP"
@@ -148,6 +152,30 @@ run direct "http://127.0.0.1:$UP/api/bench"
 run nginx "http://127.0.0.1:$NGX/api/bench"
 run bff-pingora "http://127.0.0.1:$PG/api/bench" "Cookie: $COOKIE" "X-CSRF: 1"
 run bff-hyper "http://127.0.0.1:$HY/api/bench" "Cookie: $COOKIE" "X-CSRF: 1"
+
+# Three pingora replicas sharing Redis, each with a third of the connections; the
+# session cookie from the first instance works on all of them (same keys).
+redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 || ./scripts/setup
+STORE=$(printf '[store]\nkind = "redis"\nurl = "%s"\nkey_prefix = "bff-bench:"' "$REDIS_URL")
+for i in 1 2 3; do
+  port_var="R$i"; port=${!port_var}
+  config "$port" $((BASE_PORT + 20 + i)) pingora false "$IDP" 1h 30s "$STORE" > "$WORK/replica$i.toml"
+  RUST_LOG=warn "$BIN" --config "$WORK/replica$i.toml" 2>"$WORK/replica$i.log" & PIDS+=($!)
+  wait_http "http://127.0.0.1:$((BASE_PORT + 20 + i))/healthz" || { cat "$WORK/replica$i.toml" "$WORK/replica$i.log" >&2; exit 1; }
+done
+per=$(( CONNS / 3 )); [ "$per" -ge 1 ] || per=1
+WRK_PIDS=()
+for i in 1 2 3; do
+  port_var="R$i"
+  wrk -t1 -c"$per" -d"$DUR" --latency -H "Cookie: $COOKIE" -H "X-CSRF: 1" "http://127.0.0.1:${!port_var}/api/bench" > "$WORK/replica$i.wrk" &
+  WRK_PIDS+=($!)
+done
+for p in "${WRK_PIDS[@]}"; do wait "$p"; done
+rps3=$(awk '/^Requests\/sec:/ {s += $2} END {printf "%.2f", s}' "$WORK"/replica*.wrk)
+p50_3=$(awk '$1 == "50%" {print $2}' "$WORK"/replica*.wrk | sort -h | tail -1)
+p99_3=$(awk '$1 == "99%" {print $2}' "$WORK"/replica*.wrk | sort -h | tail -1)
+err3=$(awk '/Non-2xx/ {s += $5} END {print s + 0}' "$WORK"/replica*.wrk)
+echo "bff-3x+redis $rps3 $p50_3 $p99_3 $err3" >> "$WORK/results"
 
 refreshes_before=$(curl -s "http://127.0.0.1:$ADM_PG/metrics" | awk '/^bff_refresh_total\{result="ok"\}/ {print $2}')
 

@@ -92,6 +92,27 @@ impl Forward {
     }
 }
 
+/// The first byte of a server-mode cookie's plaintext (then a 16-byte handle); a
+/// session payload never starts with it.
+const SERVER_HANDLE_TAG: u8 = 0xA5;
+/// The name server-mode sessions are sealed under in the store.
+const SERVER_SESSION_SEAL: &str = "bff-server-session";
+
+fn server_key(handle: &[u8; 16]) -> String {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(handle);
+    let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+    format!("session:{hex}")
+}
+
+/// A session as read from a request.
+struct Loaded {
+    session: Option<Session>,
+    present: Present,
+    /// Server mode: the handle the cookie holds.
+    handle: Option<[u8; 16]>,
+}
+
 struct Route {
     index: usize,
     path: String,
@@ -123,6 +144,8 @@ pub struct Bff {
     prefix: String,
     /// A path no route matches goes to the application (tower layer) instead of 404.
     pass_unmatched: bool,
+    /// `session.mode = "server"`: where sessions live (the cookie holds a handle).
+    server_sessions: Option<Arc<dyn crate::store::SharedStore>>,
     /// `<session cookie>.`: the chunks' names start with it.
     chunk_prefix: String,
     /// `<session cookie>-login-`: login attempts' names start with it.
@@ -290,6 +313,9 @@ impl Bff {
         Ok(Self {
             chunk_prefix: format!("{}.", config.session.cookie_name),
             pass_unmatched: false,
+            server_sessions: (config.session.mode == crate::config::SessionMode::Server).then(
+                || Arc::new(crate::store::MemoryStore::new()) as Arc<dyn crate::store::SharedStore>,
+            ),
             login_prefix: login_cookies.prefix(),
             login_cookies,
             csrf_value: config.csrf.value.as_bytes().to_vec(),
@@ -337,6 +363,9 @@ impl Bff {
     #[must_use]
     pub fn with_store(mut self, store: Arc<dyn crate::store::SharedStore>) -> Self {
         self.revocations.set_store(Arc::clone(&store));
+        if self.server_sessions.is_some() {
+            self.server_sessions = Some(Arc::clone(&store));
+        }
         self.refresher = self.refresher.with_store(store, self.sealer.ring().clone());
         self
     }
@@ -567,15 +596,18 @@ impl Bff {
             }
             return (Decision::Forward(Box::new(forward)), "forwarded");
         }
-        let read = match self.sealer.read(&parts.headers) {
+        let read = match self.load(&parts.headers).await {
             Ok(read) => read,
             Err(e) => {
-                return (
-                    Decision::Respond(error_response(&e, Vec::new())),
-                    "cookie_header_too_large",
-                );
+                let outcome = if e.kind() == &ErrorKind::StoreUnavailable {
+                    "store_unavailable"
+                } else {
+                    "cookie_header_too_large"
+                };
+                return (Decision::Respond(error_response(&e, Vec::new())), outcome);
             }
         };
+        let handle = read.handle;
         let present = read.present;
         // An unreadable cookie is no session (401 unauthenticated); a readable one
         // that was revoked is an ended session (401 session_expired). Either way a
@@ -620,7 +652,7 @@ impl Bff {
         let (session, set_cookies) = match self.refresher.refresh(&session).await {
             Outcome::Fresh | Outcome::KeepCurrent => (session, Vec::new()),
             Outcome::Updated { session: next, .. } => {
-                let cookies = match self.session_cookies(&next, &present) {
+                let cookies = match self.save(&next, &present, handle).await {
                     Ok(c) => c,
                     Err(e) => {
                         return (
@@ -648,6 +680,7 @@ impl Bff {
             }
             Outcome::Ended(reason) => {
                 self.end_session(&session, reason).await;
+                self.forget(handle).await;
                 let clear = self.sealer.clear_cookies(&present);
                 if route.auth == RouteAuth::Optional {
                     forward.set_cookies = clear;
@@ -670,6 +703,111 @@ impl Bff {
         forward.set_cookies = set_cookies;
         forward.id_token = session.id_token.as_deref().map(Arc::from);
         (Decision::Forward(Box::new(forward)), "forwarded")
+    }
+
+    /// Reads the request's session: from the cookie, or in server mode from the
+    /// store under the handle the cookie holds.
+    async fn load(&self, headers: &HeaderMap) -> Result<Loaded, Error> {
+        let Some(store) = &self.server_sessions else {
+            let read = self.sealer.read(headers)?;
+            return Ok(Loaded {
+                session: read.session,
+                present: read.present,
+                handle: None,
+            });
+        };
+        let read = self.sealer.cookie().read(headers)?;
+        let name = self.sealer.cookie().name();
+        let handle = [read.whole, read.chunked.as_deref()]
+            .into_iter()
+            .flatten()
+            .find_map(|sealed| {
+                self.sealer
+                    .ring()
+                    .open_map(name, sealed, |plain| match plain {
+                        [SERVER_HANDLE_TAG, rest @ ..] => <[u8; 16]>::try_from(rest).ok(),
+                        _ => None,
+                    })
+                    .ok()
+                    .flatten()
+            });
+        let session = match handle {
+            None => None,
+            Some(h) => {
+                let stored = store.get(&server_key(&h)).await.map_err(|e| {
+                    tracing::warn!(error = %e, "session store unavailable");
+                    Error::new(ErrorKind::StoreUnavailable)
+                })?;
+                stored.and_then(|bytes| {
+                    let text = String::from_utf8(bytes).ok()?;
+                    self.sealer
+                        .ring()
+                        .open_map(SERVER_SESSION_SEAL, &text, |p| Session::decode(p).ok())
+                        .ok()
+                        .flatten()
+                })
+            }
+        };
+        Ok(Loaded {
+            session,
+            present: read.present,
+            handle,
+        })
+    }
+
+    /// Stores a session: sealed into the cookie, or in server mode sealed into the
+    /// store (the cookie, a handle, is only set when the handle is new).
+    async fn save(
+        &self,
+        session: &Session,
+        present: &Present,
+        handle: Option<[u8; 16]>,
+    ) -> Result<Vec<HeaderValue>, Error> {
+        let Some(store) = &self.server_sessions else {
+            return self.session_cookies(session, present);
+        };
+        let now = self.clock.now_secs();
+        let end = session
+            .created_at
+            .saturating_add(self.config.session.absolute_lifetime.as_secs());
+        let ttl = Duration::from_secs(end.saturating_sub(now).max(1));
+        let (h, new) = match handle {
+            Some(h) => (h, false),
+            None => {
+                use rand::RngCore as _;
+                let mut h = [0u8; 16];
+                rand::rngs::OsRng.fill_bytes(&mut h);
+                (h, true)
+            }
+        };
+        let sealed = self
+            .sealer
+            .ring()
+            .seal(SERVER_SESSION_SEAL, &session.encode());
+        store
+            .put(&server_key(&h), sealed.as_bytes(), ttl)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "session store unavailable");
+                Error::new(ErrorKind::StoreUnavailable)
+            })?;
+        if !new {
+            return Ok(Vec::new());
+        }
+        let mut payload = vec![SERVER_HANDLE_TAG];
+        payload.extend_from_slice(&h);
+        let cookie = self
+            .sealer
+            .ring()
+            .seal(self.sealer.cookie().name(), &payload);
+        self.sealer.cookie().write(&cookie, Some(ttl), present)
+    }
+
+    /// Drops a server-side session from the store (logout, ended sessions).
+    async fn forget(&self, handle: Option<[u8; 16]>) {
+        if let (Some(store), Some(h)) = (&self.server_sessions, handle) {
+            let _ = store.delete(&server_key(&h)).await;
+        }
     }
 
     async fn is_revoked(&self, s: &Session) -> bool {
@@ -871,10 +1009,11 @@ impl Bff {
             .unwrap_or_else(|| self.config.oidc.scopes.join(" "));
         let present = self
             .sealer
+            .cookie()
             .read(&parts.headers)
             .map(|r| r.present)
             .unwrap_or_default();
-        let mut cookies = self.session_cookies(&session, &present)?;
+        let mut cookies = self.save(&session, &present, None).await?;
         cookies.extend(clear_login);
         tracing::info!(sid = %session.sid, "login");
         Ok(redirect(&login.return_url, cookies))
@@ -887,7 +1026,7 @@ impl Bff {
         &self,
         parts: &Parts,
     ) -> Result<(Option<Session>, Present, bool), Error> {
-        let read = self.sealer.read(&parts.headers)?;
+        let read = self.load(&parts.headers).await?;
         let now = self.clock.now_secs();
         let lifetime = self.config.session.absolute_lifetime.as_secs();
         let ended = match read.session.as_ref() {
@@ -953,6 +1092,10 @@ impl Bff {
             }
         }
         self.revocations.revoke_sid_everywhere(session.sid).await;
+        if self.server_sessions.is_some() {
+            let handle = self.load(&parts.headers).await.ok().and_then(|l| l.handle);
+            self.forget(handle).await;
+        }
         self.metrics.session_ended("logout");
         if let Some(rt) = &session.refresh_token {
             // Never rely on end-session to revoke refresh tokens.

@@ -52,6 +52,8 @@ pub enum ErrorKind {
     NotFound,
     /// The request's cookie header is too large or holds too many cookies to read.
     CookieHeaderTooLarge,
+    /// The session store (server-side sessions) did not answer.
+    StoreUnavailable,
     /// The upstream could not be reached.
     BadGateway,
     /// The upstream did not answer in time.
@@ -86,9 +88,9 @@ impl Error {
         match *self.0 {
             ErrorKind::Unauthenticated | ErrorKind::SessionExpired => StatusCode::UNAUTHORIZED,
             ErrorKind::Csrf => StatusCode::FORBIDDEN,
-            ErrorKind::IdpUnavailable { .. } | ErrorKind::Misconfigured(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ErrorKind::IdpUnavailable { .. }
+            | ErrorKind::Misconfigured(_)
+            | ErrorKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::BadRequest(_) => StatusCode::BAD_REQUEST,
             ErrorKind::LoginRefused { ref code } => match code.as_str() {
                 "access_denied"
@@ -121,6 +123,7 @@ impl Error {
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::NotFound => "not_found",
             ErrorKind::CookieHeaderTooLarge => "cookie_header_too_large",
+            ErrorKind::StoreUnavailable => "session_store_unavailable",
             ErrorKind::BadGateway => "bad_gateway",
             ErrorKind::GatewayTimeout => "gateway_timeout",
             ErrorKind::Misconfigured(_) => "misconfigured",
@@ -140,6 +143,7 @@ impl Error {
     pub fn retry_after_secs(&self) -> Option<u64> {
         match *self.0 {
             ErrorKind::IdpUnavailable { retry_after } => Some(retry_after.as_secs().max(1)),
+            ErrorKind::StoreUnavailable => Some(1),
             _ => None,
         }
     }
@@ -177,6 +181,7 @@ impl fmt::Display for Error {
             ErrorKind::CookieHeaderTooLarge => {
                 f.write_str("the cookie header is too large to read")
             }
+            ErrorKind::StoreUnavailable => f.write_str("the session store did not answer"),
             ErrorKind::BadGateway => f.write_str("the upstream could not be reached"),
             ErrorKind::GatewayTimeout => f.write_str("the upstream did not answer in time"),
             ErrorKind::Misconfigured(why) => write!(f, "misconfiguration: {why}"),

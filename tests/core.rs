@@ -998,3 +998,36 @@ async fn reuse_with_revoke_at_idp_kills_the_token_family_at_the_idp() {
     );
     assert_eq!(h.idp.stats().families_revoked, 1);
 }
+
+#[tokio::test]
+async fn server_side_sessions_with_the_memory_store() {
+    let h = Harness::start(Setup {
+        env: vec![("BFF_SESSION_MODE".into(), "server".into())],
+        ..Setup::default()
+    })
+    .await;
+    let jar = h.login().await;
+    let cookie = jar.header().unwrap();
+    assert!(
+        cookie.len() < 120,
+        "a sealed handle, not the tokens: {cookie}"
+    );
+    let first = bearer(&forward(h.api(&jar).await));
+    h.expire_access_token();
+    let f = forward(h.api(&jar).await);
+    assert!(
+        f.set_cookies.is_empty(),
+        "the handle stays; the stored session changed"
+    );
+    assert_ne!(bearer(&f), first);
+    // The same old cookie now carries the new token: the session lives server-side.
+    assert_eq!(bearer(&forward(h.api(&jar).await)), bearer(&f));
+    assert_eq!(h.idp.stats().token_refresh, 1);
+    let r = respond(
+        h.handle(parts("POST", "/bff/logout", &jar, &[("x-csrf", "1")]))
+            .await,
+    );
+    assert_eq!(r.status(), 302);
+    let r = respond(h.api(&jar).await);
+    assert_eq!(r.status(), 401);
+}

@@ -48,11 +48,15 @@ fn bearer(d: Decision) -> String {
 }
 
 async fn replicas(n: usize) -> (DevIdp, Vec<Arc<Bff>>) {
-    let (idp, bffs, _) = replicas_with_prefix(n).await;
+    let (idp, bffs, _) = replicas_with(n, &[]).await;
     (idp, bffs)
 }
 
 async fn replicas_with_prefix(n: usize) -> (DevIdp, Vec<Arc<Bff>>, String) {
+    replicas_with(n, &[]).await
+}
+
+async fn replicas_with(n: usize, env: &[(&str, &str)]) -> (DevIdp, Vec<Arc<Bff>>, String) {
     let client = DevClient::new(
         "bff",
         DevClientAuth::SecretBasic("s".into()),
@@ -91,7 +95,9 @@ upstream = "http://127.0.0.1:9"
     );
     let bffs = (0..n)
         .map(|_| {
-            let config = Config::from_toml(&text, ".".as_ref(), &Env::default()).unwrap();
+            let config =
+                Config::from_toml(&text, ".".as_ref(), &Env::from_pairs(env.iter().copied()))
+                    .unwrap();
             Arc::new(Bff::new(config).unwrap().with_store(store.clone()))
         })
         .collect();
@@ -458,4 +464,91 @@ async fn a_redis_outage_falls_back_to_local_and_recovers() {
         2,
         "one more token request, shared again"
     );
+}
+
+#[tokio::test]
+async fn server_side_sessions_work_across_replicas() {
+    let (idp, bffs, prefix) = replicas_with(3, &[("BFF_SESSION_MODE", "server")]).await;
+    let jar = login(&bffs[0]).await;
+    // The cookie is a sealed handle: small, and no token inside even sealed.
+    let cookie = jar.header().unwrap();
+    assert!(cookie.len() < 120, "{} bytes: {cookie}", cookie.len());
+    let mut tokens = std::collections::HashSet::new();
+    for b in &bffs {
+        tokens.insert(bearer(
+            b.handle(&parts("/api/x", &jar, &[("x-csrf", "1")]), None)
+                .await,
+        ));
+    }
+    assert_eq!(
+        tokens.len(),
+        1,
+        "every replica reads the one stored session"
+    );
+    // A refresh on one replica updates the stored session for all, without a new cookie.
+    for b in &bffs {
+        b.clock().advance(Duration::from_secs(301));
+    }
+    let d = bffs[1]
+        .handle(&parts("/api/x", &jar, &[("x-csrf", "1")]), None)
+        .await;
+    let refreshed = match d {
+        Decision::Forward(f) => {
+            assert!(f.set_cookies.is_empty(), "the handle does not change");
+            f.authorization.unwrap().to_str().unwrap().to_owned()
+        }
+        Decision::Respond(r) => panic!("{}", r.status()),
+    };
+    assert!(!tokens.contains(&refreshed));
+    for b in [&bffs[0], &bffs[2]] {
+        assert_eq!(
+            bearer(
+                b.handle(&parts("/api/x", &jar, &[("x-csrf", "1")]), None)
+                    .await
+            ),
+            refreshed
+        );
+    }
+    assert_eq!(idp.stats().token_refresh, 1);
+    // The stored session is sealed: no token in clear in Redis.
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}session:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1);
+    let value: Vec<u8> = redis::cmd("GET")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let access = refreshed.strip_prefix("Bearer ").unwrap();
+    assert!(!String::from_utf8_lossy(&value).contains(access));
+    // Logout on C removes it: A and B refuse the handle.
+    let r = respond(
+        bffs[2]
+            .handle(
+                &parts("/bff/logout", &jar, &[("x-csrf", "1")]).tap_post(),
+                None,
+            )
+            .await,
+    );
+    assert_eq!(r.status(), 302);
+    for b in [&bffs[0], &bffs[1]] {
+        assert_eq!(
+            status(
+                b.handle(&parts("/api/x", &jar, &[("x-csrf", "1")]), None)
+                    .await
+            ),
+            401
+        );
+    }
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}session:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "the stored session is gone");
 }

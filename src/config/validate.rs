@@ -68,12 +68,13 @@ impl fmt::Debug for Resolved {
     }
 }
 
-/// Settings this build parses and checks but cannot act on yet. Each is refused at
-/// load, never silently ignored; the list shrinks as the features land.
-fn not_supported_yet(c: &Sections, problems: &mut Vec<Problem>) {
-    const WHY: &str = "not supported yet in this build";
-    if c.session.mode == SessionMode::Server {
-        problems.push(Problem::new("session.mode", format!("\"server\": {WHY}")));
+/// Advice on combinations that work but may not be what was meant.
+fn advise(c: &Sections, warnings: &mut Vec<Problem>) {
+    if c.session.mode == SessionMode::Server && c.store.kind == StoreKind::Memory {
+        warnings.push(Problem::new(
+            "session.mode",
+            "\"server\" with store.kind = \"memory\" keeps sessions in this process: they end when it restarts, and replicas need store.kind = \"redis\"",
+        ));
     }
 }
 
@@ -94,7 +95,7 @@ pub(super) fn check(
     check_dev(c, issuer.as_ref(), problems);
     let (upstreams, static_dirs) = check_routes(c, base_dir, problems, warnings);
     let tls = check_tls(c, base_dir, problems, warnings);
-    not_supported_yet(c, problems);
+    advise(c, warnings);
 
     let post_logout_redirect_uri = match &c.oidc.post_logout_redirect_uri {
         None => None,

@@ -35,8 +35,8 @@ pub const MAX_BACKCHANNEL_BODY: usize = 64 * 1024;
 /// Time allowed for the code exchange at the IdP.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What a front door does with a request.
-#[derive(Debug)]
+/// What a front door does with a request. `Debug` shows the status or the forward,
+/// never a header value (Set-Cookie carries the sealed session).
 pub enum Decision {
     /// Answer with this response.
     Respond(Response<Bytes>),
@@ -61,8 +61,8 @@ pub enum Target {
     },
 }
 
-/// How to forward a request.
-#[derive(Debug, Clone)]
+/// How to forward a request. `Debug` redacts the token, the cookies and the ID token.
+#[derive(Clone)]
 pub struct Forward {
     /// Index of the route in `config.routes` (None: no route matched and the layer
     /// passes the request to the application).
@@ -82,6 +82,32 @@ pub struct Forward {
     /// its claims to the application; see [`Forward::claims`]. Parsed only on
     /// demand, to keep it off the hot path.
     pub id_token: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Respond(r) => f.debug_tuple("Respond").field(&r.status()).finish(),
+            Self::Forward(fw) => f.debug_tuple("Forward").field(fw).finish(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forward")
+            .field("route", &self.route)
+            .field("target", &self.target)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .field("strip_authorization", &self.strip_authorization)
+            .field("cookie", &self.cookie.as_ref().map(|_| "<redacted>"))
+            .field("set_cookies", &self.set_cookies.len())
+            .field("id_token", &self.id_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Forward {
@@ -1162,6 +1188,31 @@ impl Bff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_no_token_or_cookie() {
+        let forward = Forward {
+            route: Some(0),
+            target: Target::Application,
+            authorization: Some(HeaderValue::from_static("Bearer SECRET-AT")),
+            strip_authorization: true,
+            cookie: Some(HeaderValue::from_static("other=SECRET-COOKIE")),
+            set_cookies: vec![HeaderValue::from_static("__Host-Http-bff=SECRET-SEALED")],
+            id_token: Some(Arc::from("SECRET-ID")),
+        };
+        let mut resp = Response::new(Bytes::new());
+        resp.headers_mut().insert(
+            SET_COOKIE,
+            HeaderValue::from_static("__Host-Http-bff=SECRET-SEALED"),
+        );
+        for shown in [
+            format!("{forward:?}"),
+            format!("{:?}", Decision::Forward(Box::new(forward.clone()))),
+            format!("{:?}", Decision::Respond(resp)),
+        ] {
+            assert!(!shown.contains("SECRET"), "{shown}");
+        }
+    }
 
     #[test]
     fn own_cookies_are_stripped_and_others_kept() {

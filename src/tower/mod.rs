@@ -49,10 +49,19 @@ use crate::headers;
 /// The response body of a [`BffService`]: the inner service's, or the BFF's own.
 pub type BffBody<B> = Either<B, Full<Bytes>>;
 
-/// The session of a request that passed the BFF, as a request extension.
-#[derive(Debug, Clone)]
+/// The session of a request that passed the BFF, as a request extension. `Debug`
+/// does not show the ID token.
+#[derive(Clone)]
 pub struct BffSession {
     id_token: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for BffSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BffSession")
+            .field("id_token", &self.id_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl BffSession {

@@ -272,11 +272,7 @@ async fn near_expiry_is_refreshed_with_rotation_and_a_new_cookie() {
     assert_ne!(before, after);
     assert!(!f.set_cookies.is_empty(), "rotated session cookie");
     let old_jar = jar.clone();
-    let mut headers = HeaderMap::new();
-    for c in f.set_cookies {
-        headers.append(SET_COOKIE, c);
-    }
-    jar.apply(&headers);
+    jar.apply_values(&f.set_cookies);
     assert_ne!(jar.header(), old_jar.header());
     assert_eq!(h.idp.stats().token_refresh, 1);
     // The new cookie carries the new token without another refresh.
@@ -323,11 +319,7 @@ async fn the_old_cookie_inside_the_grace_window_gets_the_new_tokens_and_after_it
     h.expire_access_token();
     let first = forward(h.api(&old).await);
     let mut new = old.clone();
-    let mut headers = HeaderMap::new();
-    for c in first.set_cookies.clone() {
-        headers.append(SET_COOKIE, c);
-    }
-    new.apply(&headers);
+    new.apply_values(&first.set_cookies.clone());
     // 30 s later the browser still sends the old cookie: grace (60 s).
     h.bff.clock().advance(Duration::from_secs(30));
     let again = forward(h.api(&old).await);
@@ -384,11 +376,7 @@ async fn with_the_harshest_idp_a_storm_leaves_the_session_alive() {
         while let Some(d) = set.join_next().await {
             last = Some(forward(d.unwrap()));
         }
-        let mut headers = HeaderMap::new();
-        for c in last.unwrap().set_cookies {
-            headers.append(SET_COOKIE, c);
-        }
-        jar.apply(&headers);
+        jar.apply_values(&last.unwrap().set_cookies);
         assert_eq!(h.idp.stats().token_refresh, round + 1);
     }
     assert_eq!(h.idp.stats().reuse_detected, 0);
@@ -518,11 +506,7 @@ async fn absolute_lifetime_and_max_refreshes_end_the_session() {
     for _ in 0..2 {
         h.expire_access_token();
         let f = forward(h.api(&jar).await);
-        let mut headers = HeaderMap::new();
-        for c in f.set_cookies {
-            headers.append(SET_COOKIE, c);
-        }
-        jar.apply(&headers);
+        jar.apply_values(&f.set_cookies);
     }
     h.expire_access_token();
     let r = respond(h.api(&jar).await);
@@ -547,11 +531,7 @@ async fn an_idp_without_rotation_keeps_the_refresh_token() {
         for round in 1..=3 {
             h.expire_access_token();
             let f = forward(h.api(&jar).await);
-            let mut headers = HeaderMap::new();
-            for c in f.set_cookies {
-                headers.append(SET_COOKIE, c);
-            }
-            jar.apply(&headers);
+            jar.apply_values(&f.set_cookies);
             assert_eq!(h.idp.stats().refresh_ok, round);
         }
     }
@@ -864,37 +844,8 @@ async fn user_and_logout() {
 /// Back-channel logout arrives over HTTP from the IdP, through a minimal front door.
 #[tokio::test]
 async fn backchannel_logout_revokes_the_session() {
-    use http_body_util::BodyExt as _;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let slot: Arc<OnceLock<Arc<Bff>>> = Arc::new(OnceLock::new());
-    let door = Arc::clone(&slot);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let door = Arc::clone(&door);
-            tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let door = Arc::clone(&door);
-                        async move {
-                            let (p, body) = req.into_parts();
-                            let body = body.collect().await.unwrap().to_bytes();
-                            let bff = door.get().unwrap();
-                            let resp = match bff.handle(&p, Some(body)).await {
-                                Decision::Respond(r) => r.map(http_body_util::Full::new),
-                                Decision::Forward(_) => {
-                                    http::Response::new(http_body_util::Full::default())
-                                }
-                            };
-                            Ok::<_, std::convert::Infallible>(resp)
-                        }
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    let addr = common::front_door(Arc::clone(&slot)).await;
     let h = Harness::start(Setup {
         backchannel: Some(format!("http://{addr}/bff/backchannel-logout")),
         ..Setup::default()
@@ -961,11 +912,7 @@ async fn a_refresh_updates_the_scope_and_the_id_token() {
     h.expire_access_token();
     let f = forward(h.api(&jar).await);
     let mut after_jar = jar.clone();
-    let mut headers = HeaderMap::new();
-    for c in f.set_cookies {
-        headers.append(SET_COOKIE, c);
-    }
-    after_jar.apply(&headers);
+    after_jar.apply_values(&f.set_cookies);
     let after = open(&after_jar);
     assert_eq!(after.scope, "openid offline_access", "narrower scope kept");
     let id_token = after.id_token.unwrap();

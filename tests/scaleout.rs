@@ -57,6 +57,18 @@ async fn replicas_with_prefix(n: usize) -> (DevIdp, Vec<Arc<Bff>>, String) {
 }
 
 async fn replicas_with(n: usize, env: &[(&str, &str)]) -> (DevIdp, Vec<Arc<Bff>>, String) {
+    let (idp, bffs, prefix, _) =
+        replicas_on(n, env, "redis://127.0.0.1:6379", Duration::from_secs(2)).await;
+    (idp, bffs, prefix)
+}
+
+/// `n` replicas sharing the Redis at `redis_url` under a fresh key prefix.
+async fn replicas_on(
+    n: usize,
+    env: &[(&str, &str)],
+    redis_url: &str,
+    timeout: Duration,
+) -> (DevIdp, Vec<Arc<Bff>>, String, Arc<RedisStore>) {
     let client = DevClient::new(
         "bff",
         DevClientAuth::SecretBasic("s".into()),
@@ -89,7 +101,7 @@ upstream = "http://127.0.0.1:9"
     );
     let prefix = format!("bff-test:{}:", bff_proxy::devidp::random_text(6));
     let store = Arc::new(
-        RedisStore::connect("redis://127.0.0.1:6379", &prefix, Duration::from_secs(2))
+        RedisStore::connect(redis_url, &prefix, timeout)
             .await
             .unwrap_or_else(|e| panic!("{e}: start Redis with: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\"")),
     );
@@ -101,7 +113,7 @@ upstream = "http://127.0.0.1:9"
             Arc::new(Bff::new(config).unwrap().with_store(store.clone()))
         })
         .collect();
-    (idp, bffs, prefix)
+    (idp, bffs, prefix, store)
 }
 
 /// Logs in through replica 0.
@@ -269,35 +281,9 @@ async fn a_logout_on_one_replica_holds_on_the_others_at_once() {
 
 /// Sends the IdP's back-channel logout to replica B through a minimal front door.
 async fn front_door(bff: Arc<Bff>) -> std::net::SocketAddr {
-    use http_body_util::BodyExt as _;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let bff = Arc::clone(&bff);
-            tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let bff = Arc::clone(&bff);
-                        async move {
-                            let (p, body) = req.into_parts();
-                            let body = body.collect().await.unwrap().to_bytes();
-                            let resp = match bff.handle(&p, Some(body)).await {
-                                Decision::Respond(r) => r.map(http_body_util::Full::new),
-                                Decision::Forward(_) => {
-                                    http::Response::new(http_body_util::Full::default())
-                                }
-                            };
-                            Ok::<_, std::convert::Infallible>(resp)
-                        }
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    let slot = Arc::new(std::sync::OnceLock::new());
+    let _ = slot.set(bff);
+    common::front_door(slot).await
 }
 
 #[tokio::test]
@@ -369,37 +355,13 @@ async fn relay() -> Relay {
 #[tokio::test]
 async fn a_redis_outage_falls_back_to_local_and_recovers() {
     let relay = relay().await;
-    let client = DevClient::new(
-        "bff",
-        DevClientAuth::SecretBasic("s".into()),
-        &format!("{PUBLIC}/bff/callback"),
-    );
-    let idp = DevIdp::start(DevIdpSettings {
-        clients: vec![client],
-        ..DevIdpSettings::default()
-    })
-    .await
-    .unwrap();
-    let text = format!(
-        "[server]\npublic_url = \"{PUBLIC}\"\n[oidc]\nissuer = \"{}\"\nclient_id = \"bff\"\nclient_secret = \"s\"\nscopes = [\"openid\", \"offline_access\"]\n[session]\nkeys = [\"{KEY}\"]\n[[routes]]\npath = \"/api/\"\nupstream = \"http://127.0.0.1:9\"\n",
-        idp.issuer()
-    );
-    let prefix = format!("bff-test:{}:", bff_proxy::devidp::random_text(6));
-    let store = Arc::new(
-        RedisStore::connect(
-            &format!("redis://{}", relay.addr),
-            &prefix,
-            Duration::from_secs(1),
-        )
-        .await
-        .unwrap(),
-    );
-    let bffs: Vec<Arc<Bff>> = (0..3)
-        .map(|_| {
-            let config = Config::from_toml(&text, ".".as_ref(), &Env::default()).unwrap();
-            Arc::new(Bff::new(config).unwrap().with_store(store.clone()))
-        })
-        .collect();
+    let (idp, bffs, _, store) = replicas_on(
+        3,
+        &[],
+        &format!("redis://{}", relay.addr),
+        Duration::from_secs(1),
+    )
+    .await;
     let jar = login(&bffs[0]).await;
 
     // Redis goes away: fresh sessions keep being served, on every replica.
@@ -431,11 +393,7 @@ async fn a_redis_outage_falls_back_to_local_and_recovers() {
     // Redis is back: the shared path works again by itself.
     relay.cut.send_replace(false);
     let mut jar = jar.clone();
-    let mut headers = http::HeaderMap::new();
-    for c in new_cookie {
-        headers.append(http::header::SET_COOKIE, c);
-    }
-    jar.apply(&headers);
+    jar.apply_values(&new_cookie);
     let probe = store.clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {

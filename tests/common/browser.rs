@@ -24,6 +24,15 @@ impl Jar {
         }
     }
 
+    /// Applies `Set-Cookie` values given on their own (a forward's `set_cookies`).
+    pub fn apply_values(&mut self, values: &[http::HeaderValue]) {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(SET_COOKIE, v.clone());
+        }
+        self.apply(&headers);
+    }
+
     pub fn header(&self) -> Option<String> {
         (!self.0.is_empty()).then(|| {
             self.0

@@ -189,3 +189,36 @@ pub fn rss_bytes() -> u64 {
         .unwrap_or(0);
     pages * 4096
 }
+
+/// A minimal front door for engine-level tests: serves the `Bff` that `slot` holds
+/// (set once it exists) with bodies, so an IdP can deliver back-channel logouts.
+pub async fn front_door(
+    slot: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<bff_proxy::Bff>>>,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let slot = std::sync::Arc::clone(&slot);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let slot = std::sync::Arc::clone(&slot);
+                    async move {
+                        let (p, body) = req.into_parts();
+                        let body = body.collect().await.unwrap().to_bytes();
+                        let bff = slot.get().unwrap();
+                        let resp = match bff.handle(&p, Some(body)).await {
+                            bff_proxy::Decision::Respond(r) => r.map(Full::new),
+                            bff_proxy::Decision::Forward(_) => http::Response::new(Full::default()),
+                        };
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}

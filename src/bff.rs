@@ -168,6 +168,8 @@ pub struct Bff {
     csrf_header: HeaderName,
     csrf_value: Vec<u8>,
     prefix: String,
+    /// `<prefix>/backchannel-logout`, the one endpoint that reads a body.
+    backchannel_path: String,
     /// A path no route matches goes to the application (tower layer) instead of 404.
     pass_unmatched: bool,
     /// `session.mode = "server"`: where sessions live (the cookie holds a handle).
@@ -338,6 +340,7 @@ impl Bff {
         let login_cookies = LoginCookies::new(&config.session.cookie_name, config.session.secure);
         Ok(Self {
             chunk_prefix: format!("{}.", config.session.cookie_name),
+            backchannel_path: format!("{}/backchannel-logout", config.server.prefix),
             pass_unmatched: false,
             server_sessions: (config.session.mode == crate::config::SessionMode::Server).then(
                 || Arc::new(crate::store::MemoryStore::new()) as Arc<dyn crate::store::SharedStore>,
@@ -444,8 +447,7 @@ impl Bff {
     /// passed to [`Bff::handle`]: only the back-channel logout.
     #[must_use]
     pub fn wants_body(&self, parts: &Parts) -> bool {
-        parts.method == Method::POST
-            && parts.uri.path() == format!("{}/backchannel-logout", self.prefix)
+        parts.method == Method::POST && parts.uri.path() == self.backchannel_path
     }
 
     /// Decides what to do with a request.

@@ -31,7 +31,7 @@ use super::{DevClient, DevClientAuth, Inner};
 /// The largest request body the IdP reads.
 const MAX_BODY: usize = 64 * 1024;
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+pub(crate) const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
 type Body = Full<Bytes>;
 
@@ -111,6 +111,17 @@ async fn handle(inner: &Inner, req: Request<Incoming>) -> Response<Body> {
     match (&parts.method, parts.uri.path()) {
         (&Method::GET, "/.well-known/openid-configuration") => {
             inner.state().stats.discovery += 1;
+            let mut meta = discovery(&inner.issuer);
+            if inner.settings.revocation_in_rfc8414_only {
+                if let Some(m) = meta.as_object_mut() {
+                    m.remove("revocation_endpoint");
+                }
+            }
+            json_response(StatusCode::OK, &meta)
+        }
+        (&Method::GET, "/.well-known/oauth-authorization-server")
+            if inner.settings.revocation_in_rfc8414_only =>
+        {
             json_response(StatusCode::OK, &discovery(&inner.issuer))
         }
         (&Method::GET, "/jwks") => {
@@ -384,13 +395,18 @@ async fn token(inner: &Inner, headers: &http::HeaderMap, body: &Bytes) -> Respon
             None => Err(OAuthError::invalid_request("grant_type is required")),
         }
     });
+    let result = result.and_then(|body| {
+        let quirk = inner.state().faults.take_quirk();
+        apply_quirk(inner, body, quirk)
+    });
     match result {
-        Ok(body) => {
+        Ok(TokenBody::Json(body)) => {
             let mut resp = json_response(StatusCode::OK, &body);
             resp.headers_mut()
                 .insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
             resp
         }
+        Ok(TokenBody::Text(text)) => text_response(StatusCode::OK, "application/json", text),
         Err(e) => {
             if e.error == "invalid_client" {
                 inner.state().stats.invalid_client += 1;
@@ -405,6 +421,43 @@ async fn token(inner: &Inner, headers: &http::HeaderMap, body: &Bytes) -> Respon
             resp
         }
     }
+}
+
+/// A token response body: JSON, or (a quirk) text that is not.
+enum TokenBody {
+    Json(Value),
+    Text(String),
+}
+
+/// Changes a successful token response as the quirk says.
+fn apply_quirk(
+    inner: &Inner,
+    mut body: Value,
+    quirk: Option<super::TokenQuirk>,
+) -> Result<TokenBody, OAuthError> {
+    use super::TokenQuirk;
+    match quirk {
+        None => {}
+        Some(TokenQuirk::EmptyRefreshToken) => body["refresh_token"] = json!(""),
+        Some(TokenQuirk::ExpiresInString) => {
+            let secs = body["expires_in"].as_u64().unwrap_or(300);
+            body["expires_in"] = json!(secs.to_string());
+        }
+        Some(TokenQuirk::Unreadable(text)) => return Ok(TokenBody::Text(text)),
+        Some(TokenQuirk::OtherSub(sub)) => {
+            if let Some(id_token) = body["id_token"].as_str() {
+                let payload = id_token.split('.').nth(1).unwrap_or_default();
+                let mut claims: Value = URL_SAFE_NO_PAD
+                    .decode(payload)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or(Value::Null);
+                claims["sub"] = json!(sub);
+                body["id_token"] = json!(inner.state().sign(&claims, "JWT")?);
+            }
+        }
+    }
+    Ok(TokenBody::Json(body))
 }
 
 fn revoke(inner: &Inner, headers: &http::HeaderMap, body: &Bytes) -> Response<Body> {

@@ -188,6 +188,13 @@ pub struct DevIdpSettings {
     pub refresh: RefreshPolicy,
     /// RSA modulus size of the signing keys.
     pub key_bits: usize,
+    /// Publish JWKS keys without `kid` and `alg` and sign without a `kid` header, as
+    /// some single-key providers do.
+    pub anonymous_keys: bool,
+    /// Leave `revocation_endpoint` out of OIDC discovery and list it only in RFC 8414
+    /// authorization-server metadata (`/.well-known/oauth-authorization-server`), as
+    /// django-oauth-toolkit and others do.
+    pub revocation_in_rfc8414_only: bool,
 }
 
 impl Default for DevIdpSettings {
@@ -203,8 +210,26 @@ impl Default for DevIdpSettings {
             id_token_on_refresh: true,
             refresh: RefreshPolicy::default(),
             key_bits: 2048,
+            anonymous_keys: false,
+            revocation_in_rfc8414_only: false,
         }
     }
+}
+
+/// Odd but real answers a token endpoint gives; see
+/// [`DevIdp::quirk_next_token_responses`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenQuirk {
+    /// `"refresh_token": ""` in place of the token (the grant itself goes on as the
+    /// policy says).
+    EmptyRefreshToken,
+    /// `expires_in` as a string, as Azure AD v1 and ADFS send it.
+    ExpiresInString,
+    /// The grant is processed (a refresh token is consumed and rotated) but the body
+    /// is replaced by this text: a 200 the client cannot read.
+    Unreadable(String),
+    /// The ID token names this other subject.
+    OtherSub(String),
 }
 
 impl DevIdpSettings {
@@ -377,6 +402,35 @@ impl DevIdp {
         state.faults.fail_next = n;
         state.faults.fail_status = status;
         state.faults.fail_body = body.to_owned();
+    }
+
+    /// The next `n` successful token responses (any grant) come with `quirk`.
+    pub fn quirk_next_token_responses(&self, n: u32, quirk: TokenQuirk) {
+        let mut state = self.inner.state();
+        state.faults.quirk_next = n;
+        state.faults.quirk = Some(quirk);
+    }
+
+    /// A back-channel logout token for the IdP session `sid`, signed like the ones
+    /// the IdP sends, after `edit` changed its claims (tests of replay, age and
+    /// `sub`-only tokens).
+    pub fn logout_token(&self, sid: &str, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        let client_id = self
+            .inner
+            .settings
+            .clients
+            .first()
+            .map(|c| c.client_id.clone())
+            .unwrap_or_default();
+        let state = self.inner.state();
+        let iat = state.unix_now();
+        let mut claims = serde_json::json!({
+            "iss": self.inner.issuer, "aud": client_id, "iat": iat, "exp": iat + 120,
+            "jti": random_text(12), "sub": self.inner.settings.user.sub, "sid": sid,
+            "events": { (http::BACKCHANNEL_EVENT): {} },
+        });
+        edit(&mut claims);
+        state.sign(&claims, "logout+jwt").unwrap_or_default()
     }
 
     /// Every token request waits this long before it is handled.

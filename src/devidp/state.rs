@@ -78,7 +78,10 @@ impl SigningKey {
         })
     }
 
-    fn jwk(&self) -> Value {
+    fn jwk(&self, anonymous: bool) -> Value {
+        if anonymous {
+            return json!({"kty": "RSA", "use": "sig", "n": self.n, "e": self.e});
+        }
         json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid, "n": self.n, "e": self.e})
     }
 }
@@ -90,6 +93,19 @@ pub(crate) struct Faults {
     pub(crate) fail_status: u16,
     pub(crate) fail_body: String,
     pub(crate) latency: Duration,
+    pub(crate) quirk_next: u32,
+    pub(crate) quirk: Option<super::TokenQuirk>,
+}
+
+impl Faults {
+    /// The quirk for the next successful token response, if one is due.
+    pub(crate) fn take_quirk(&mut self) -> Option<super::TokenQuirk> {
+        if self.quirk_next == 0 {
+            return None;
+        }
+        self.quirk_next -= 1;
+        self.quirk.clone()
+    }
 }
 
 pub(crate) struct CodeGrant {
@@ -175,6 +191,8 @@ pub(crate) struct State {
     pub(crate) clock_offset: Duration,
     pub(crate) listening: bool,
     pub(crate) stats: DevIdpStats,
+    /// Keys without `kid`/`alg` (`DevIdpSettings::anonymous_keys`).
+    anonymous_keys: bool,
 }
 
 /// Random URL-safe text of `bytes` random bytes.
@@ -208,6 +226,7 @@ impl State {
             clock_offset: Duration::ZERO,
             listening: true,
             stats: DevIdpStats::default(),
+            anonymous_keys: settings.anonymous_keys,
         }
     }
 
@@ -223,7 +242,8 @@ impl State {
     }
 
     pub(crate) fn jwks(&self) -> Value {
-        json!({"keys": self.keys.iter().map(SigningKey::jwk).collect::<Vec<_>>()})
+        let anonymous = self.anonymous_keys;
+        json!({"keys": self.keys.iter().map(|k| k.jwk(anonymous)).collect::<Vec<_>>()})
     }
 
     /// Signs claims with the newest key.
@@ -233,7 +253,7 @@ impl State {
             .last()
             .ok_or_else(|| OAuthError::new(500, "server_error", "no signing key"))?;
         let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(key.kid.clone());
+        header.kid = (!self.anonymous_keys).then(|| key.kid.clone());
         header.typ = Some(typ.to_owned());
         jsonwebtoken::encode(&header, claims, &key.encoding)
             .map_err(|e| OAuthError::new(500, "server_error", format!("signing failed: {e}")))

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
-    ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, HeaderValue,
-    LOCATION, RETRY_AFTER, SET_COOKIE,
+    ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION,
+    RETRY_AFTER, SET_COOKIE,
 };
 use http::request::Parts;
 use http::{Method, Response, StatusCode, Uri};
@@ -21,13 +21,14 @@ use subtle::ConstantTimeEq as _;
 
 use crate::clock::Clock;
 use crate::config::{Config, RouteAuth};
-use crate::cookies::{MAX_COOKIE_HEADER_BYTES, Present, SessionSealer};
+use crate::cookies::{CookieNames, Present, RequestCookies, SessionSealer};
 use crate::error::{Error, ErrorKind};
 use crate::login::{LoginCookies, LoginState, check_return_url};
 use crate::metrics::Metrics;
 use crate::oidc::{Oidc, TokenError};
+use crate::paths::check_path;
 use crate::refresh::{EndReason, Outcome, RefreshSettings, TokenRefresher};
-use crate::revocation::RevocationList;
+use crate::revocation::{RevocationList, Standing};
 use crate::session::{Session, SessionId};
 
 /// The largest back-channel logout body read.
@@ -131,6 +132,14 @@ fn server_key(handle: &[u8; 16]) -> String {
     format!("session:{hex}")
 }
 
+/// The current session of an endpoint request.
+struct Current {
+    session: Option<Session>,
+    present: Present,
+    handle: Option<[u8; 16]>,
+    ended: bool,
+}
+
 /// A session as read from a request.
 struct Loaded {
     session: Option<Session>,
@@ -174,10 +183,8 @@ pub struct Bff {
     pass_unmatched: bool,
     /// `session.mode = "server"`: where sessions live (the cookie holds a handle).
     server_sessions: Option<Arc<dyn crate::store::SharedStore>>,
-    /// `<session cookie>.`: the chunks' names start with it.
-    chunk_prefix: String,
-    /// `<session cookie>-login-`: login attempts' names start with it.
-    login_prefix: String,
+    /// Our cookie names: the one parser of the request's `Cookie` header.
+    cookie_names: CookieNames,
 }
 
 impl std::fmt::Debug for Bff {
@@ -254,46 +261,6 @@ fn jwt_payload(token: &str) -> Option<Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// The `Cookie` header without the BFF's own cookies (the session, its chunks and
-/// login attempts). None when nothing is left. Works on bytes, so other apps'
-/// cookies pass through even when they are not UTF-8.
-fn strip_own_cookies(
-    headers: &HeaderMap,
-    base: &str,
-    chunk_prefix: &str,
-    login_prefix: &str,
-) -> Option<HeaderValue> {
-    let mut kept: Vec<u8> = Vec::new();
-    for value in headers.get_all(COOKIE) {
-        for pair in value.as_bytes().split(|&b| b == b';') {
-            let pair = pair.trim_ascii();
-            if pair.is_empty() {
-                continue;
-            }
-            let name = pair
-                .iter()
-                .position(|&b| b == b'=')
-                .map_or(pair, |at| &pair[..at])
-                .trim_ascii();
-            if name == base.as_bytes()
-                || name.starts_with(chunk_prefix.as_bytes())
-                || name.starts_with(login_prefix.as_bytes())
-            {
-                continue;
-            }
-            if !kept.is_empty() {
-                kept.extend_from_slice(b"; ");
-            }
-            kept.extend_from_slice(pair);
-        }
-    }
-    if kept.is_empty() {
-        None
-    } else {
-        HeaderValue::from_bytes(&kept).ok()
-    }
-}
-
 impl Bff {
     /// Builds the core from a loaded config. No network until the first request (or
     /// [`Bff::warm_up`]).
@@ -304,7 +271,10 @@ impl Bff {
             .session_sealer()
             .map_err(|e| format!("session.keys: {e}"))?;
         let oidc = Arc::new(Oidc::new(&config, metrics.clone())?);
-        let revocations = Arc::new(RevocationList::new(config.session.absolute_lifetime));
+        let revocations = Arc::new(RevocationList::with_clock(
+            config.session.absolute_lifetime,
+            Arc::clone(&clock),
+        ));
         let refresher = TokenRefresher::new(
             Arc::clone(&oidc),
             RefreshSettings::from_config(&config),
@@ -339,13 +309,12 @@ impl Bff {
                 .map_err(|_| "csrf.header: not a header name".to_owned())?;
         let login_cookies = LoginCookies::new(&config.session.cookie_name, config.session.secure);
         Ok(Self {
-            chunk_prefix: format!("{}.", config.session.cookie_name),
+            cookie_names: CookieNames::new(&config.session.cookie_name),
             backchannel_path: format!("{}/backchannel-logout", config.server.prefix),
             pass_unmatched: false,
             server_sessions: (config.session.mode == crate::config::SessionMode::Server).then(
                 || Arc::new(crate::store::MemoryStore::new()) as Arc<dyn crate::store::SharedStore>,
             ),
-            login_prefix: login_cookies.prefix(),
             login_cookies,
             csrf_value: config.csrf.value.as_bytes().to_vec(),
             prefix: config.server.prefix.clone(),
@@ -453,20 +422,49 @@ impl Bff {
     /// Decides what to do with a request.
     pub async fn handle(&self, parts: &Parts, body: Option<Bytes>) -> Decision {
         let path = parts.uri.path();
-        if let Some(endpoint) = path
+        // DESIGN.md "Paths": the route is chosen on the path the upstream acts on, so
+        // a path another parser could read differently is refused before routing.
+        if let Err(why) = check_path(path, self.config.server.path_check) {
+            self.metrics.request("none", "bad_request");
+            return Decision::Respond(error_response(
+                &Error::new(ErrorKind::BadRequest(why)),
+                Vec::new(),
+            ));
+        }
+        let endpoint = path
             .strip_prefix(self.prefix.as_str())
-            .and_then(|rest| rest.strip_prefix('/'))
-        {
-            let resp = self.endpoint(endpoint, parts, body).await;
+            .and_then(|rest| rest.strip_prefix('/'));
+        let route = match endpoint {
+            Some(_) => None,
+            None => self.routes.iter().find(|r| path.starts_with(&r.path)),
+        };
+        let label = match (endpoint, route) {
+            (Some(_), _) => self.prefix.as_str(),
+            (None, Some(r)) => r.label.as_str(),
+            (None, None) => "none",
+        };
+        // The Cookie header is parsed once, here, for everything below.
+        let cookies = match self.cookie_names.parse(&parts.headers) {
+            Ok(cookies) => cookies,
+            Err(e) => {
+                self.metrics.request(label, "cookie_header_too_large");
+                // Our own login cookies may be what filled the header: expire them, so
+                // the browser is never locked out.
+                let names = self.cookie_names.login_names(&parts.headers);
+                return Decision::Respond(error_response(&e, self.login_cookies.expire(&names)));
+            }
+        };
+        if let Some(endpoint) = endpoint {
+            let resp = self.endpoint(endpoint, parts, &cookies, body).await;
             let outcome = resp.status().as_u16().to_string();
             self.metrics.request(&self.prefix, &outcome);
             return Decision::Respond(resp);
         }
-        let Some(route) = self.routes.iter().find(|r| path.starts_with(&r.path)) else {
+        let Some(route) = route else {
             if self.pass_unmatched {
                 self.metrics.request("none", "passed");
                 return Decision::Forward(Box::new(self.plain_forward(
-                    parts,
+                    &cookies,
                     None,
                     Target::Application,
                     false,
@@ -475,7 +473,7 @@ impl Bff {
             self.metrics.request("none", "not_found");
             return Decision::Respond(error_response(&Error::new(ErrorKind::NotFound), Vec::new()));
         };
-        let (decision, outcome) = self.proxied(route, parts).await;
+        let (decision, outcome) = self.proxied(route, parts, &cookies).await;
         if outcome == "forwarded" {
             route.forwarded.inc();
         } else {
@@ -487,7 +485,7 @@ impl Bff {
     /// A forward with our cookies stripped and no token yet.
     fn plain_forward(
         &self,
-        parts: &Parts,
+        cookies: &RequestCookies<'_>,
         route: Option<usize>,
         target: Target,
         strip_authorization: bool,
@@ -497,12 +495,7 @@ impl Bff {
             target,
             authorization: None,
             strip_authorization,
-            cookie: strip_own_cookies(
-                &parts.headers,
-                self.sealer.cookie().name(),
-                &self.chunk_prefix,
-                &self.login_prefix,
-            ),
+            cookie: cookies.forwarded(),
             set_cookies: Vec::new(),
             id_token: None,
         }
@@ -577,7 +570,12 @@ impl Bff {
         uri.parse().ok().map(Target::Upstream)
     }
 
-    async fn proxied(&self, route: &Route, parts: &Parts) -> (Decision, &'static str) {
+    async fn proxied(
+        &self,
+        route: &Route,
+        parts: &Parts,
+        cookies: &RequestCookies<'_>,
+    ) -> (Decision, &'static str) {
         let respond = |e: ErrorKind, cookies: Vec<HeaderValue>| {
             Decision::Respond(error_response(&Error::new(e), cookies))
         };
@@ -591,18 +589,6 @@ impl Bff {
                 return (Decision::Respond(resp), "method_not_allowed");
             }
         }
-        let cookie_bytes: usize = parts
-            .headers
-            .get_all(COOKIE)
-            .iter()
-            .map(HeaderValue::len)
-            .sum();
-        if cookie_bytes > MAX_COOKIE_HEADER_BYTES {
-            return (
-                respond(ErrorKind::CookieHeaderTooLarge, Vec::new()),
-                "cookie_header_too_large",
-            );
-        }
         let Some(target) = self.target(route, parts) else {
             return (
                 respond(
@@ -613,7 +599,7 @@ impl Bff {
             );
         };
         let mut forward = self.plain_forward(
-            parts,
+            cookies,
             Some(route.index),
             target,
             route.auth != RouteAuth::None,
@@ -624,15 +610,13 @@ impl Bff {
             }
             return (Decision::Forward(Box::new(forward)), "forwarded");
         }
-        let read = match self.load(&parts.headers).await {
+        let read = match self.load(cookies).await {
             Ok(read) => read,
             Err(e) => {
-                let outcome = if e.kind() == &ErrorKind::StoreUnavailable {
-                    "store_unavailable"
-                } else {
-                    "cookie_header_too_large"
-                };
-                return (Decision::Respond(error_response(&e, Vec::new())), outcome);
+                return (
+                    Decision::Respond(error_response(&e, Vec::new())),
+                    "store_unavailable",
+                );
             }
         };
         let handle = read.handle;
@@ -680,6 +664,11 @@ impl Bff {
         let (session, set_cookies) = match self.refresher.refresh(&session).await {
             Outcome::Fresh | Outcome::KeepCurrent => (session, Vec::new()),
             Outcome::Updated { session: next, .. } => {
+                // Older cookies of this session are replays once the grace window
+                // is over, whether or not the IdP rotated the refresh token.
+                self.revocations
+                    .record_generation(next.sid, next.refresh_count)
+                    .await;
                 let cookies = match self.save(&next, &present, handle).await {
                     Ok(c) => c,
                     Err(e) => {
@@ -734,31 +723,27 @@ impl Bff {
     }
 
     /// Reads the request's session: from the cookie, or in server mode from the
-    /// store under the handle the cookie holds.
-    async fn load(&self, headers: &HeaderMap) -> Result<Loaded, Error> {
+    /// store under the handle the cookie holds. Only the store can fail.
+    async fn load(&self, cookies: &RequestCookies<'_>) -> Result<Loaded, Error> {
+        let cookie = cookies.session();
         let Some(store) = &self.server_sessions else {
-            let read = self.sealer.read(headers)?;
             return Ok(Loaded {
-                session: read.session,
-                present: read.present,
+                session: self.sealer.open(&cookie),
+                present: cookie.present,
                 handle: None,
             });
         };
-        let read = self.sealer.cookie().read(headers)?;
         let name = self.sealer.cookie().name();
-        let handle = [read.whole, read.chunked.as_deref()]
-            .into_iter()
-            .flatten()
-            .find_map(|sealed| {
-                self.sealer
-                    .ring()
-                    .open_map(name, sealed, |plain| match plain {
-                        [SERVER_HANDLE_TAG, rest @ ..] => <[u8; 16]>::try_from(rest).ok(),
-                        _ => None,
-                    })
-                    .ok()
-                    .flatten()
-            });
+        let handle = cookie.candidates().find_map(|sealed| {
+            self.sealer
+                .ring()
+                .open_map(name, sealed, |plain| match plain {
+                    [SERVER_HANDLE_TAG, rest @ ..] => <[u8; 16]>::try_from(rest).ok(),
+                    _ => None,
+                })
+                .ok()
+                .flatten()
+        });
         let session = match handle {
             None => None,
             Some(h) => {
@@ -778,7 +763,7 @@ impl Bff {
         };
         Ok(Loaded {
             session,
-            present: read.present,
+            present: cookie.present,
             handle,
         })
     }
@@ -838,17 +823,28 @@ impl Bff {
         }
     }
 
+    /// Whether the session is over: revoked (logout, back-channel, an earlier
+    /// replay), or itself a replay of an older generation, which is acted on here.
     async fn is_revoked(&self, s: &Session) -> bool {
-        self.revocations
-            .is_revoked_anywhere(s.sid, s.idp_sid.as_deref(), &s.sub, s.created_at)
+        match self
+            .revocations
+            .standing(s, self.refresher.window_ms())
             .await
+        {
+            Standing::Live => false,
+            Standing::Revoked => true,
+            Standing::Replay => {
+                self.refresher.replay_detected(s).await;
+                true
+            }
+        }
     }
 
     /// Records an ended session so copies of its cookie are refused too.
     async fn end_session(&self, session: &Session, reason: EndReason) {
         match reason {
             // Counted where they are detected.
-            EndReason::Reuse | EndReason::InvalidGrant => {}
+            EndReason::Reuse | EndReason::InvalidGrant | EndReason::Replay => {}
             other => self.metrics.session_ended(other.label()),
         }
         self.revocations.revoke_sid_everywhere(session.sid).await;
@@ -867,13 +863,19 @@ impl Bff {
         self.sealer.set_cookies(session, Some(max_age), present)
     }
 
-    async fn endpoint(&self, name: &str, parts: &Parts, body: Option<Bytes>) -> Response<Bytes> {
+    async fn endpoint(
+        &self,
+        name: &str,
+        parts: &Parts,
+        cookies: &RequestCookies<'_>,
+        body: Option<Bytes>,
+    ) -> Response<Bytes> {
         let method = &parts.method;
         let result = match (name, method) {
-            ("login", &Method::GET) => self.login(parts).await,
-            ("callback", &Method::GET) => self.callback(parts).await,
-            ("user", &Method::GET) => self.user(parts).await,
-            ("logout", &Method::GET | &Method::POST) => self.logout(parts).await,
+            ("login", &Method::GET) => self.login(parts, cookies).await,
+            ("callback", &Method::GET) => self.callback(parts, cookies).await,
+            ("user", &Method::GET) => self.user(parts, cookies).await,
+            ("logout", &Method::GET | &Method::POST) => self.logout(parts, cookies).await,
             ("backchannel-logout", &Method::POST) => self.backchannel_logout(body).await,
             ("login" | "callback" | "user" | "logout" | "backchannel-logout", _) => {
                 Err(Error::new(ErrorKind::MethodNotAllowed))
@@ -891,7 +893,11 @@ impl Bff {
         })
     }
 
-    async fn login(&self, parts: &Parts) -> Result<Response<Bytes>, Error> {
+    async fn login(
+        &self,
+        parts: &Parts,
+        cookies: &RequestCookies<'_>,
+    ) -> Result<Response<Bytes>, Error> {
         let params = query_params(&parts.uri);
         let return_url = check_return_url(param(&params, "returnUrl").unwrap_or(""))
             .map_err(|why| Error::new(ErrorKind::BadRequest(why)))?;
@@ -918,6 +924,11 @@ impl Bff {
             .login_cookies
             .set(self.sealer.ring(), &login)
             .ok_or_else(|| Error::new(ErrorKind::Internal("cannot seal the login state")))?;
+        // At most MAX_PENDING_LOGINS attempts per browser: the oldest make room.
+        let mut set_cookies =
+            self.login_cookies
+                .evict_for_new(self.sealer.ring(), cookies, login.created_at);
+        set_cookies.push(cookie);
         let mut url = url::Url::parse(&meta.authorization_endpoint).map_err(|_| {
             Error::new(ErrorKind::Misconfigured(
                 "the IdP's authorization_endpoint is not a URL",
@@ -937,24 +948,35 @@ impl Bff {
                 q.append_pair(k, v);
             }
         }
-        Ok(redirect(url.as_str(), vec![cookie]))
+        Ok(redirect(url.as_str(), set_cookies))
     }
 
-    async fn callback(&self, parts: &Parts) -> Result<Response<Bytes>, Error> {
+    async fn callback(
+        &self,
+        parts: &Parts,
+        cookies: &RequestCookies<'_>,
+    ) -> Result<Response<Bytes>, Error> {
         let params = query_params(&parts.uri);
         let state =
             param(&params, "state").ok_or(Error::new(ErrorKind::BadRequest("state is missing")))?;
-        let (login, clear_login) = self.login_cookies.take(
-            self.sealer.ring(),
-            &parts.headers,
-            state,
-            self.clock.now_secs(),
-        );
+        let login =
+            self.login_cookies
+                .take(self.sealer.ring(), cookies, state, self.clock.now_secs());
+        // A failed attempt clears its own cookie; a finished login clears them all.
+        let clear_login = self.login_cookies.clear_one(state);
         let fail = |kind: ErrorKind| {
             let e = Error::new(kind);
             Ok(error_response(&e, clear_login.clone()))
         };
         let Some(login) = login else {
+            // Another tab's login finished first and cleared every pending attempt:
+            // this browser is logged in already, so this tab goes to the app.
+            if let Ok(Current {
+                session: Some(_), ..
+            }) = self.current_session(cookies).await
+            {
+                return Ok(redirect("/", clear_login));
+            }
             return fail(ErrorKind::BadRequest(
                 "the login expired or was started in another browser: start it again",
             ));
@@ -992,6 +1014,12 @@ impl Bff {
                     retry_after: Duration::from_secs(5),
                 });
             }
+            Err(TokenError::Unreadable { why }) => {
+                tracing::error!(reason = %why, "the IdP answered the code exchange with a 2xx the BFF cannot read");
+                return fail(ErrorKind::IdpUnavailable {
+                    retry_after: Duration::from_secs(5),
+                });
+            }
             Err(TokenError::Dead { .. }) => {
                 return fail(ErrorKind::BadRequest(
                     "the IdP refused the authorization code: log in again",
@@ -1018,16 +1046,16 @@ impl Bff {
                 return fail(ErrorKind::BadRequest("the ID token did not validate"));
             }
         };
-        let now = self.clock.now_secs();
+        let now_ms = self.clock.now_ms();
+        let now = now_ms / 1000;
         let mut session = Session::new(
             SessionId::random(),
             claims.sub,
             tokens.access_token.clone(),
-            tokens
-                .expires_in
-                .map_or(now + 60, |s| now.saturating_add(s)),
+            crate::refresh::access_expiry(&tokens, now),
             now,
         );
+        session.created_ms = now_ms;
         session.refresh_token = tokens.refresh_token.clone().filter(|t| !t.is_empty());
         session.id_token = Some(id_token);
         session.idp_sid = claims.sid;
@@ -1035,42 +1063,47 @@ impl Bff {
             .scope
             .clone()
             .unwrap_or_else(|| self.config.oidc.scopes.join(" "));
-        let present = self
-            .sealer
-            .cookie()
-            .read(&parts.headers)
-            .map(|r| r.present)
-            .unwrap_or_default();
-        let mut cookies = self.save(&session, &present, None).await?;
-        cookies.extend(clear_login);
+        let present = cookies.session().present;
+        let mut set_cookies = self.save(&session, &present, None).await?;
+        set_cookies.extend(self.login_cookies.clear_all(cookies));
         tracing::info!(sid = %session.sid, "login");
-        Ok(redirect(&login.return_url, cookies))
+        Ok(redirect(&login.return_url, set_cookies))
     }
 
-    /// The request's session if it opens and is not revoked or over its lifetime.
     /// The request's session if it opens and is neither revoked nor over its
-    /// lifetime; the flag says whether one opened but was over.
-    async fn current_session(
-        &self,
-        parts: &Parts,
-    ) -> Result<(Option<Session>, Present, bool), Error> {
-        let read = self.load(&parts.headers).await?;
+    /// lifetime, with what it was read from; `ended` says one opened but was over.
+    async fn current_session(&self, cookies: &RequestCookies<'_>) -> Result<Current, Error> {
+        let read = self.load(cookies).await?;
         let now = self.clock.now_secs();
         let lifetime = self.config.session.absolute_lifetime.as_secs();
         let ended = match read.session.as_ref() {
             Some(s) => now >= s.created_at.saturating_add(lifetime) || self.is_revoked(s).await,
             None => false,
         };
-        Ok((read.session.filter(|_| !ended), read.present, ended))
+        Ok(Current {
+            session: read.session.filter(|_| !ended),
+            present: read.present,
+            handle: read.handle,
+            ended,
+        })
     }
 
-    async fn user(&self, parts: &Parts) -> Result<Response<Bytes>, Error> {
+    async fn user(
+        &self,
+        parts: &Parts,
+        cookies: &RequestCookies<'_>,
+    ) -> Result<Response<Bytes>, Error> {
         if !self.csrf_ok(&parts.headers) {
             return Err(Error::new(ErrorKind::Csrf));
         }
-        let (session, present, revoked) = self.current_session(parts).await?;
+        let Current {
+            session,
+            present,
+            ended,
+            ..
+        } = self.current_session(cookies).await?;
         let Some(session) = session else {
-            let kind = if revoked {
+            let kind = if ended {
                 ErrorKind::SessionExpired
             } else {
                 ErrorKind::Unauthenticated
@@ -1096,17 +1129,30 @@ impl Bff {
         Ok(json_response(StatusCode::OK, &body.to_string()))
     }
 
-    async fn logout(&self, parts: &Parts) -> Result<Response<Bytes>, Error> {
+    async fn logout(
+        &self,
+        parts: &Parts,
+        cookies: &RequestCookies<'_>,
+    ) -> Result<Response<Bytes>, Error> {
         let params = query_params(&parts.uri);
         if parts.method == Method::POST && !self.csrf_ok(&parts.headers) {
             return Err(Error::new(ErrorKind::Csrf));
         }
-        let return_url = check_return_url(param(&params, "returnUrl").unwrap_or(""))
-            .map_err(|why| Error::new(ErrorKind::BadRequest(why)))?;
-        let (session, present, _) = self.current_session(parts).await?;
+        // A bad returnUrl is refused only after the logout itself has happened: a
+        // user who asked to log out is logged out.
+        let return_url = check_return_url(param(&params, "returnUrl").unwrap_or(""));
+        let Current {
+            session,
+            present,
+            handle,
+            ..
+        } = self.current_session(cookies).await?;
         let clear = self.sealer.clear_cookies(&present);
         let Some(session) = session else {
-            return Ok(redirect(&return_url, clear));
+            return Ok(match return_url {
+                Ok(url) => redirect(&url, clear),
+                Err(why) => error_response(&Error::new(ErrorKind::BadRequest(why)), clear),
+            });
         };
         if parts.method == Method::GET {
             // The sid in the link is what makes a GET logout safe from cross-site
@@ -1120,10 +1166,7 @@ impl Bff {
             }
         }
         self.revocations.revoke_sid_everywhere(session.sid).await;
-        if self.server_sessions.is_some() {
-            let handle = self.load(&parts.headers).await.ok().and_then(|l| l.handle);
-            self.forget(handle).await;
-        }
+        self.forget(handle).await;
         self.metrics.session_ended("logout");
         if let Some(rt) = &session.refresh_token {
             // Never rely on end-session to revoke refresh tokens.
@@ -1141,6 +1184,16 @@ impl Bff {
             .await
             .ok()
             .and_then(|m| m.end_session_endpoint.clone());
+        let return_url = match return_url {
+            Ok(url) => url,
+            Err(why) => {
+                tracing::info!(sid = %session.sid, "logout with an unusable returnUrl: logged out, answered 400");
+                return Ok(error_response(
+                    &Error::new(ErrorKind::BadRequest(why)),
+                    clear,
+                ));
+            }
+        };
         let location = match end_session.and_then(|e| url::Url::parse(&e).ok()) {
             Some(mut url) => {
                 {
@@ -1169,16 +1222,46 @@ impl Bff {
             .find(|(k, _)| k == "logout_token")
             .map(|(_, v)| v.into_owned())
             .ok_or(Error::new(ErrorKind::BadRequest("logout_token is missing")))?;
-        let claims = self.oidc.validate_logout_token(&token).await.map_err(|e| {
-            tracing::warn!(error = %e, "back-channel logout token rejected");
-            Error::new(ErrorKind::BadRequest("invalid logout_token"))
-        })?;
+        // The token's iat is the IdP's wall-clock time.
+        let now_ms = crate::clock::wall_ms();
+        let claims = self
+            .oidc
+            .validate_logout_token(&token, now_ms / 1000)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "back-channel logout token rejected");
+                Error::new(ErrorKind::BadRequest("invalid logout_token"))
+            })?;
+        // Remembered for as long as the token could be valid: its iat window plus
+        // the clock skew.
+        let valid_until = claims
+            .iat
+            .saturating_add(crate::oidc::LOGOUT_TOKEN_MAX_AGE.as_secs() + 60);
+        let ttl = Duration::from_secs(valid_until.saturating_sub(now_ms / 1000).max(1));
+        if !self
+            .revocations
+            .first_use_of_logout_token(&claims.iss, &claims.jti, ttl)
+            .await
+        {
+            tracing::warn!("back-channel logout token replayed: refused");
+            return Err(Error::new(ErrorKind::BadRequest(
+                "logout_token already used",
+            )));
+        }
         match &claims.sid {
             Some(sid) => self.revocations.revoke_idp_sid_everywhere(sid).await,
             None => {
+                // Sessions created up to the token's iat, not up to our clock: a
+                // login after the logout survives it. iat has whole seconds, so the
+                // cutoff is the end of that second, or now if that comes first.
+                let cutoff = claims
+                    .iat
+                    .saturating_mul(1000)
+                    .saturating_add(999)
+                    .min(now_ms);
                 self.revocations
-                    .revoke_sub_everywhere(&claims.sub, self.clock.now_secs())
-                    .await
+                    .revoke_sub_everywhere(&claims.sub, cutoff)
+                    .await;
             }
         }
         self.metrics.session_ended("backchannel_logout");
@@ -1214,38 +1297,5 @@ mod tests {
         ] {
             assert!(!shown.contains("SECRET"), "{shown}");
         }
-    }
-
-    #[test]
-    fn own_cookies_are_stripped_and_others_kept() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            COOKIE,
-            HeaderValue::from_static("a=1; __Host-Http-bff=x; __Host-Http-bff.0=y; b=2; __Host-Http-bff-login-abc=z; __Host-Http-bffx=keep"),
-        );
-        h.append(COOKIE, HeaderValue::from_static("c=3"));
-        h.append(COOKIE, HeaderValue::from_bytes(b"d=\xff\xfe").unwrap());
-        let kept = strip_own_cookies(
-            &h,
-            "__Host-Http-bff",
-            "__Host-Http-bff.",
-            "__Host-Http-bff-login-",
-        )
-        .unwrap();
-        assert_eq!(
-            kept.as_bytes(),
-            b"a=1; b=2; __Host-Http-bffx=keep; c=3; d=\xff\xfe"
-        );
-        let mut only = HeaderMap::new();
-        only.insert(COOKIE, HeaderValue::from_static("__Host-Http-bff=x"));
-        assert!(
-            strip_own_cookies(
-                &only,
-                "__Host-Http-bff",
-                "__Host-Http-bff.",
-                "__Host-Http-bff-login-"
-            )
-            .is_none()
-        );
     }
 }

@@ -20,15 +20,21 @@ pub struct Clock {
     offset_ms: AtomicU64,
 }
 
+/// Unix time in milliseconds on the wall clock, without a test offset: for times
+/// other parties stamp (a logout token's `iat`), which tests do not move.
+#[must_use]
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 impl Clock {
     /// Unix time in milliseconds.
     #[must_use]
     pub fn now_ms(&self) -> u64 {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        wall.saturating_add(self.offset_ms.load(Ordering::Relaxed))
+        wall_ms().saturating_add(self.offset_ms.load(Ordering::Relaxed))
     }
 
     /// Unix time in seconds.

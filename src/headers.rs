@@ -80,10 +80,15 @@ impl HeaderEdit for HeaderMap {
     }
 }
 
-/// Whether a request asks to switch protocols (a WebSocket upgrade).
+/// Whether a request asks to switch to WebSocket, the one protocol switch that is
+/// forwarded. Other upgrades (`h2c` above all, which can smuggle requests past a
+/// proxy's checks) lose their `Upgrade` header and go on as plain requests.
 #[must_use]
 pub fn is_upgrade<H: HeaderEdit + ?Sized>(headers: &H) -> bool {
-    headers.get(UPGRADE.as_str()).is_some() && connection_has(headers, "upgrade")
+    headers
+        .get(UPGRADE.as_str())
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        && connection_has(headers, "upgrade")
 }
 
 fn connection_tokens<H: HeaderEdit + ?Sized>(headers: &H) -> Vec<String> {
@@ -122,23 +127,120 @@ pub fn remove_hop_by_hop<H: HeaderEdit + ?Sized>(headers: &mut H, keep_upgrade: 
     }
 }
 
-/// Applies a [`Forward`] decision to the headers of the request going upstream:
-/// the session part ([`apply_session`]) and the proxy part ([`apply_proxy`]).
-/// `peer` is the client's address, `https` whether it reached us over TLS.
-pub fn apply_to_request<H: HeaderEdit + ?Sized>(
-    headers: &mut H,
-    forward: &Forward,
-    peer: IpAddr,
-    https: bool,
-) {
-    apply_proxy(headers, peer, https);
+/// Headers a client may never set for the upstream: forwarding details other than
+/// the three `X-Forwarded-*` the proxy sets, and the URL-rewrite headers some
+/// frameworks route on (a second path the route check never saw).
+const CLIENT_MAY_NOT_SET: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// An IP network (`10.0.0.0/8`, `::1/128`, or one address), for
+/// `server.trusted_proxies`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `ADDR/LEN` or a single address.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or CIDR network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {max}"))?,
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    /// Whether `ip` is inside the network (IPv4-mapped IPv6 addresses count as IPv4).
+    #[must_use]
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The hop a request takes: into an application behind the tower layer, or across
+/// the proxy to an upstream.
+#[derive(Debug, Clone, Copy)]
+pub enum Hop<'a> {
+    /// The tower layer in front of an application: the session headers and the
+    /// client's forbidden headers only (the layer is not a proxy hop).
+    Layer,
+    /// The proxy: also `X-Forwarded-For/Proto/Host` and `Host`.
+    Proxy {
+        /// The client's address.
+        peer: IpAddr,
+        /// Whether it reached us over TLS.
+        https: bool,
+        /// `server.trusted_proxies`: peers whose forwarding headers are kept.
+        trusted: &'a [IpNet],
+    },
+}
+
+/// Applies a [`Forward`] decision to the headers of the request going on, in the one
+/// order every front door uses: first the hop-by-hop headers and every header the
+/// client's `Connection` names are removed, with the headers a client may not set;
+/// only then are the proxy's own headers set (forwarding headers on a proxy hop,
+/// then our `Cookie` and `Authorization`). So `Connection: authorization` removes the
+/// client's copy, never the Bearer the proxy sets.
+pub fn apply_to_request<H: HeaderEdit + ?Sized>(headers: &mut H, forward: &Forward, hop: Hop<'_>) {
+    let upgrade = is_upgrade(headers);
+    let original_host = headers.get(HOST.as_str()).cloned();
+    remove_hop_by_hop(headers, upgrade);
+    for name in CLIENT_MAY_NOT_SET {
+        if headers.get(name).is_some() {
+            headers.remove(name);
+        }
+    }
+    if let Hop::Proxy {
+        peer,
+        https,
+        trusted,
+    } = hop
+    {
+        apply_forwarding(headers, peer, https, trusted, original_host);
+    }
     apply_session(headers, forward);
 }
 
-/// The session part, which the tower layer applies in front of any application:
-/// the `Cookie` header without our cookies, a client `Authorization` dropped on
-/// authenticated routes, the Bearer token set.
-pub fn apply_session<H: HeaderEdit + ?Sized>(headers: &mut H, forward: &Forward) {
+/// The session part: the `Cookie` header without our cookies, a client
+/// `Authorization` dropped on authenticated routes, the Bearer token set.
+fn apply_session<H: HeaderEdit + ?Sized>(headers: &mut H, forward: &Forward) {
     match &forward.cookie {
         Some(c) => headers.set(COOKIE, c.clone()),
         None => {
@@ -154,31 +256,53 @@ pub fn apply_session<H: HeaderEdit + ?Sized>(headers: &mut H, forward: &Forward)
     }
 }
 
-/// The proxy part, for a request that crosses to an upstream: hop-by-hop headers
-/// removed (an upgrade's kept), `X-Forwarded-For/Proto/Host` set, `Host` removed
-/// (the client fills it from the upstream URI; pingora's adapter sets it).
-pub fn apply_proxy<H: HeaderEdit + ?Sized>(headers: &mut H, peer: IpAddr, https: bool) {
-    let upgrade = is_upgrade(headers);
-    let original_host = headers.get(HOST.as_str()).cloned();
-    remove_hop_by_hop(headers, upgrade);
-    // Appended to what the client sent, as proxies chain it; upstreams decide how far
-    // back to trust.
-    let peer = peer.to_string();
-    let xff = match headers
-        .get(X_FORWARDED_FOR.as_str())
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer}"),
-        _ => peer,
+/// `X-Forwarded-For/Proto/Host` replaced (kept and appended to when the peer is a
+/// trusted proxy), `Host` removed (the client fills it from the upstream URI;
+/// pingora's adapter sets it).
+fn apply_forwarding<H: HeaderEdit + ?Sized>(
+    headers: &mut H,
+    peer: IpAddr,
+    https: bool,
+    trusted: &[IpNet],
+    original_host: Option<HeaderValue>,
+) {
+    let trusted_peer = trusted.iter().any(|net| net.contains(peer));
+    let peer_text = peer.to_canonical().to_string();
+    let prior = if trusted_peer {
+        headers
+            .get_all(X_FORWARDED_FOR.as_str())
+            .into_iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        String::new()
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.set(X_FORWARDED_FOR.clone(), v);
+    let xff = if prior.is_empty() {
+        peer_text
+    } else {
+        format!("{prior}, {peer_text}")
+    };
+    match HeaderValue::from_str(&xff) {
+        Ok(v) => headers.set(X_FORWARDED_FOR.clone(), v),
+        Err(_) => headers.remove(X_FORWARDED_FOR.as_str()),
     }
+    let client_proto = headers
+        .get(X_FORWARDED_PROTO.as_str())
+        .filter(|v| trusted_peer && matches!(v.as_bytes(), b"http" | b"https"))
+        .cloned();
     headers.set(
         X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(if https { "https" } else { "http" }),
+        client_proto
+            .unwrap_or_else(|| HeaderValue::from_static(if https { "https" } else { "http" })),
     );
-    match original_host {
+    let client_host = headers
+        .get(X_FORWARDED_HOST.as_str())
+        .filter(|_| trusted_peer)
+        .cloned();
+    match client_host.or(original_host) {
         Some(host) => headers.set(X_FORWARDED_HOST.clone(), host),
         None => {
             if headers.get(X_FORWARDED_HOST.as_str()).is_some() {
@@ -222,6 +346,113 @@ mod tests {
         }
     }
 
+    fn proxy(peer: &str, https: bool) -> Hop<'static> {
+        Hop::Proxy {
+            peer: peer.parse().unwrap(),
+            https,
+            trusted: &[],
+        }
+    }
+
+    #[test]
+    fn connection_cannot_remove_what_the_proxy_sets() {
+        for hop in [proxy("10.1.2.3", false), Hop::Layer] {
+            for named in [
+                "authorization",
+                "Authorization, cookie",
+                "x-forwarded-for, x-forwarded-proto, x-forwarded-host",
+                "keep-alive, AUTHORIZATION",
+            ] {
+                let mut h = HeaderMap::new();
+                h.insert(CONNECTION, HeaderValue::from_str(named).unwrap());
+                h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer forged"));
+                h.insert(HOST, HeaderValue::from_static("app.example"));
+                apply_to_request(&mut h, &forward(Some("Bearer real"), true), hop);
+                assert_eq!(h[AUTHORIZATION], "Bearer real", "{named}");
+                assert_eq!(h[COOKIE], "theme=dark", "{named}");
+                if let Hop::Proxy { .. } = hop {
+                    assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3", "{named}");
+                    assert_eq!(h[&X_FORWARDED_PROTO], "http", "{named}");
+                    assert_eq!(h[&X_FORWARDED_HOST], "app.example", "{named}");
+                }
+                assert!(!h.contains_key(CONNECTION));
+            }
+        }
+    }
+
+    #[test]
+    fn spoofable_forwarding_headers_are_dropped_and_replaced() {
+        let spoofed = [
+            ("forwarded", "for=1.2.3.4;proto=https"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x-client-ip", "1.2.3.4"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "/admin"),
+            ("x-forwarded-server", "evil"),
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+        ];
+        let request = || {
+            let mut h = HeaderMap::new();
+            for (k, v) in spoofed {
+                h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+            }
+            h.insert(HOST, HeaderValue::from_static("app.example"));
+            h
+        };
+        let mut h = request();
+        apply_to_request(&mut h, &forward(None, false), proxy("10.0.0.7", false));
+        for (k, _) in &spoofed[..8] {
+            assert!(!h.contains_key(*k), "{k} reached the upstream");
+        }
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.7");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "app.example");
+
+        // Behind a trusted load balancer: its X-Forwarded-* are kept and extended.
+        let trusted = [IpNet::parse("10.0.0.0/8").unwrap()];
+        let mut h = request();
+        let hop = Hop::Proxy {
+            peer: "10.0.0.7".parse().unwrap(),
+            https: false,
+            trusted: &trusted,
+        };
+        apply_to_request(&mut h, &forward(None, false), hop);
+        assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.7");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&X_FORWARDED_HOST], "evil.example");
+        for (k, _) in &spoofed[..8] {
+            assert!(!h.contains_key(*k), "{k} passes even from a trusted proxy");
+        }
+        // The layer drops them too, and leaves X-Forwarded-* to the app's own proxy.
+        let mut h = request();
+        apply_to_request(&mut h, &forward(None, false), Hop::Layer);
+        assert!(!h.contains_key("x-original-url") && !h.contains_key("forwarded"));
+        assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4");
+    }
+
+    #[test]
+    fn networks() {
+        let net = IpNet::parse("192.168.0.0/16").unwrap();
+        assert!(net.contains("192.168.4.5".parse().unwrap()));
+        assert!(net.contains("::ffff:192.168.4.5".parse().unwrap()));
+        assert!(!net.contains("192.169.0.1".parse().unwrap()));
+        assert!(!net.contains("::1".parse().unwrap()));
+        let one = IpNet::parse("::1").unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        assert!(
+            IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        for bad in ["10.0.0.0/33", "fe80::/129", "host", "10.0.0.0/x", ""] {
+            assert!(IpNet::parse(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn request_rules() {
         let mut h = HeaderMap::new();
@@ -240,12 +471,14 @@ mod tests {
         apply_to_request(
             &mut h,
             &forward(Some("Bearer real"), true),
-            "127.0.0.1".parse().unwrap(),
-            false,
+            proxy("127.0.0.1", false),
         );
         assert_eq!(h[AUTHORIZATION], "Bearer real");
         assert_eq!(h[COOKIE], "theme=dark");
-        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+        assert_eq!(
+            h[&X_FORWARDED_FOR], "127.0.0.1",
+            "replaced: the peer is not trusted"
+        );
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_HOST], "app.example");
         assert!(
@@ -255,13 +488,13 @@ mod tests {
         // Authenticated route without a session (optional): the forged one is dropped.
         let mut h = HeaderMap::new();
         h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer forged"));
-        apply_to_request(&mut h, &forward(None, true), "::1".parse().unwrap(), true);
+        apply_to_request(&mut h, &forward(None, true), proxy("::1", true));
         assert!(!h.contains_key(AUTHORIZATION));
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         // auth = "none": the client's own Authorization passes.
         let mut h = HeaderMap::new();
         h.insert(AUTHORIZATION, HeaderValue::from_static("Basic abc"));
-        apply_to_request(&mut h, &forward(None, false), "::1".parse().unwrap(), true);
+        apply_to_request(&mut h, &forward(None, false), proxy("::1", true));
         assert_eq!(h[AUTHORIZATION], "Basic abc");
     }
 
@@ -271,7 +504,7 @@ mod tests {
         h.insert(CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
         h.insert(UPGRADE, HeaderValue::from_static("websocket"));
         assert!(is_upgrade(&h));
-        apply_to_request(&mut h, &forward(None, false), "::1".parse().unwrap(), false);
+        apply_to_request(&mut h, &forward(None, false), proxy("::1", false));
         assert_eq!(h[CONNECTION], "upgrade");
         assert_eq!(h[UPGRADE], "websocket");
     }

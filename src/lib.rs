@@ -22,15 +22,18 @@ pub mod admin;
 pub mod bff;
 pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod cookies;
 pub mod dev;
 pub mod devecho;
 pub mod devidp;
 pub mod error;
+mod expiring;
 pub mod headers;
 pub mod login;
 pub mod metrics;
 pub mod oidc;
+pub mod paths;
 #[cfg(feature = "pingora")]
 pub mod pingora;
 #[cfg(feature = "tower")]

@@ -12,20 +12,20 @@
 
 use std::time::Duration;
 
-use http::HeaderMap;
 use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
 
-use crate::cookies::{CookieSettings, Present, SameSite};
+use crate::cookies::{
+    CookieNames, CookieSettings, LOGIN_ID_CHARS, Present, RequestCookies, SameSite,
+};
 use crate::seal::KeyRing;
 
 /// How long a login attempt may take, from `/login` to `/callback`.
 pub const LOGIN_TTL: Duration = Duration::from_secs(600);
-/// The longest `returnUrl` accepted.
-const MAX_RETURN_URL: usize = 2048;
-/// Characters of `state` that name the login cookie.
-const NAME_CHARS: usize = 16;
+/// The longest `returnUrl` accepted: it travels in a login cookie, and four of those
+/// must stay well inside the browser's cookie budget.
+pub const MAX_RETURN_URL: usize = 512;
 
 /// One login attempt.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,12 +72,18 @@ pub fn check_return_url(raw: &str) -> Result<String, &'static str> {
     Ok(raw.to_owned())
 }
 
+/// The most login attempts one browser keeps pending: a new `/login` beyond it evicts
+/// the oldest. Any site can start a login with a top-level navigation, so without a
+/// bound it could fill the browser's cookie jar until the session stops working.
+pub const MAX_PENDING_LOGINS: usize = 4;
+
 /// The cookies that carry login attempts: `<session cookie name>-login-<id>`,
 /// `SameSite=Lax` (the callback is a cross-site navigation from the IdP, on which a
-/// `Strict` cookie would not be sent), ten minutes.
+/// `Strict` cookie would not be sent), ten minutes. They are read from the one parse
+/// of the request's cookies ([`RequestCookies`]).
 #[derive(Debug, Clone)]
 pub struct LoginCookies {
-    base: String,
+    prefix: String,
     secure: bool,
 }
 
@@ -86,34 +92,45 @@ impl LoginCookies {
     #[must_use]
     pub fn new(base: &str, secure: bool) -> Self {
         Self {
-            base: base.to_owned(),
+            prefix: CookieNames::new(base).login_prefix().to_owned(),
             secure,
         }
     }
 
     /// The prefix every login cookie name starts with.
     #[must_use]
-    pub fn prefix(&self) -> String {
-        format!("{}-login-", self.base)
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
-    fn settings(&self, state: &str) -> Option<CookieSettings> {
-        let id: String = state.chars().take(NAME_CHARS).collect();
-        let valid = id.len() == NAME_CHARS
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        valid.then(|| {
-            CookieSettings::new(format!("{}{id}", self.prefix()), self.secure, SameSite::Lax)
+    fn named(&self, name: &str) -> CookieSettings {
+        CookieSettings::new(name, self.secure, SameSite::Lax)
+    }
+
+    /// The cookie name of the attempt with this `state` (its first characters).
+    fn name_of(&self, state: &str) -> Option<String> {
+        let id = state.get(..LOGIN_ID_CHARS)?;
+        let valid = id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        valid.then(|| format!("{}{id}", self.prefix))
+    }
+
+    fn open(ring: &KeyRing, name: &str, sealed: &str) -> Option<LoginState> {
+        ring.open_map(name, sealed, |bytes| {
+            postcard::from_bytes::<LoginState>(bytes).ok()
         })
+        .ok()
+        .flatten()
     }
 
     /// The `Set-Cookie` value that stores a login attempt.
     #[must_use]
     pub fn set(&self, ring: &KeyRing, login: &LoginState) -> Option<HeaderValue> {
-        let settings = self.settings(&login.state)?;
+        let name = self.name_of(&login.state)?;
+        let settings = self.named(&name);
         let bytes = postcard::to_allocvec(login).ok()?;
-        let sealed = ring.seal(settings.name(), &bytes);
+        let sealed = ring.seal(&name, &bytes);
         settings
             .write(&sealed, Some(LOGIN_TTL), &Present::default())
             .ok()?
@@ -121,36 +138,96 @@ impl LoginCookies {
             .next()
     }
 
-    /// Finds the attempt that `state` names, checks it, and returns it with the
-    /// `Set-Cookie` value that clears its cookie. None when it is missing, expired,
-    /// tampered with or for another state.
+    /// `Set-Cookie` values that make room for a new attempt: the pending attempts
+    /// that are expired or do not open, and the oldest beyond
+    /// [`MAX_PENDING_LOGINS`]` - 1`, are removed.
+    #[must_use]
+    pub fn evict_for_new(
+        &self,
+        ring: &KeyRing,
+        cookies: &RequestCookies<'_>,
+        now: u64,
+    ) -> Vec<HeaderValue> {
+        let mut pending: Vec<(u64, &str)> = Vec::new();
+        let mut dead: Vec<&str> = Vec::new();
+        for (name, value) in cookies.logins() {
+            if pending.iter().any(|(_, n)| *n == name) || dead.contains(&name) {
+                continue;
+            }
+            match Self::open(ring, name, value) {
+                Some(l) if now <= l.created_at.saturating_add(LOGIN_TTL.as_secs()) => {
+                    pending.push((l.created_at, name));
+                }
+                _ => dead.push(name),
+            }
+        }
+        // Newest first; what does not fit goes.
+        pending.sort_by(|a, b| b.cmp(a));
+        let over = pending.iter().skip(MAX_PENDING_LOGINS - 1).map(|(_, n)| *n);
+        dead.into_iter()
+            .chain(over)
+            .map(|name| self.removal(name))
+            .collect()
+    }
+
+    /// Finds the attempt that `state` names and checks it. None when it is missing,
+    /// sent twice, expired, tampered with or for another state.
+    #[must_use]
     pub fn take(
         &self,
         ring: &KeyRing,
-        headers: &HeaderMap,
+        cookies: &RequestCookies<'_>,
         state: &str,
         now: u64,
-    ) -> (Option<LoginState>, Vec<HeaderValue>) {
-        let Some(settings) = self.settings(state) else {
-            return (None, Vec::new());
-        };
-        let Ok(read) = settings.read(headers) else {
-            return (None, Vec::new());
-        };
-        let clear = settings.clear(&read.present);
-        let login = read
-            .whole
-            .and_then(|sealed| ring.open(settings.name(), sealed).ok())
-            .and_then(|bytes| postcard::from_bytes::<LoginState>(&bytes).ok())
+    ) -> Option<LoginState> {
+        let name = self.name_of(state)?;
+        let sealed = cookies.login(&name)?;
+        Self::open(ring, &name, sealed)
             .filter(|l| bool::from(l.state.as_bytes().ct_eq(state.as_bytes())))
-            .filter(|l| now <= l.created_at.saturating_add(LOGIN_TTL.as_secs()));
-        (login, clear)
+            .filter(|l| now <= l.created_at.saturating_add(LOGIN_TTL.as_secs()))
+    }
+
+    fn removal(&self, name: &str) -> HeaderValue {
+        let present = Present {
+            whole: true,
+            chunks: 0,
+        };
+        self.named(name)
+            .clear(&present)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| HeaderValue::from_static(""))
+    }
+
+    /// The `Set-Cookie` value that clears the attempt `state` names (if it names one).
+    #[must_use]
+    pub fn clear_one(&self, state: &str) -> Vec<HeaderValue> {
+        self.name_of(state)
+            .map(|name| vec![self.removal(&name)])
+            .unwrap_or_default()
+    }
+
+    /// `Set-Cookie` values that clear every login attempt the request carried.
+    #[must_use]
+    pub fn clear_all(&self, cookies: &RequestCookies<'_>) -> Vec<HeaderValue> {
+        let mut names: Vec<&str> = cookies.logins().map(|(n, _)| n).collect();
+        names.sort_unstable();
+        names.dedup();
+        names.into_iter().map(|n| self.removal(n)).collect()
+    }
+
+    /// `Set-Cookie` values that expire these login cookies (a 431 answer's, from
+    /// [`CookieNames::login_names`]).
+    #[must_use]
+    pub fn expire(&self, names: &[String]) -> Vec<HeaderValue> {
+        names.iter().map(|n| self.removal(n)).collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
     use http::header::COOKIE;
 
     #[test]
@@ -172,7 +249,8 @@ mod tests {
         ] {
             assert!(check_return_url(bad).is_err(), "{bad:?}");
         }
-        assert!(check_return_url(&format!("/{}", "a".repeat(3000))).is_err());
+        assert!(check_return_url(&format!("/{}", "a".repeat(511))).is_ok());
+        assert!(check_return_url(&format!("/{}", "a".repeat(512))).is_err());
     }
 
     fn state(n: u8) -> LoginState {
@@ -208,21 +286,75 @@ mod tests {
             .collect();
         let mut headers = HeaderMap::new();
         headers.insert(COOKIE, HeaderValue::from_str(&pairs.join("; ")).unwrap());
+        let names = CookieNames::new("__Host-Http-bff");
+        let parsed = names.parse(&headers).unwrap();
         for a in &attempts {
-            let (found, clear) = cookies.take(&ring, &headers, &a.state, 1001);
+            let found = cookies.take(&ring, &parsed, &a.state, 1001);
             assert_eq!(found.as_ref(), Some(a));
-            assert_eq!(clear.len(), 1);
+            assert_eq!(cookies.clear_one(&a.state).len(), 1);
         }
+        assert_eq!(cookies.clear_all(&parsed).len(), 3);
         // Expired, or a state that is not ours.
         assert!(
             cookies
-                .take(&ring, &headers, &attempts[0].state, 1000 + 601)
-                .0
+                .take(&ring, &parsed, &attempts[0].state, 1000 + 601)
                 .is_none()
         );
         let mut forged = attempts[0].state.clone();
         forged.push('x');
-        assert!(cookies.take(&ring, &headers, &forged, 1001).0.is_none());
-        assert!(cookies.take(&ring, &headers, "short", 1001).0.is_none());
+        assert!(cookies.take(&ring, &parsed, &forged, 1001).is_none());
+        assert!(cookies.take(&ring, &parsed, "short", 1001).is_none());
+    }
+
+    #[test]
+    fn at_most_four_attempts_stay_pending() {
+        let ring = KeyRing::new(vec![KeyRing::generate_key()]).unwrap();
+        let cookies = LoginCookies::new("__Host-Http-bff", true);
+        let names = CookieNames::new("__Host-Http-bff");
+        let mut jar: Vec<(String, String)> = vec![("other".into(), "1".into())];
+        for n in 0..10u8 {
+            let mut attempt = state(n);
+            attempt.created_at = 1000 + u64::from(n);
+            let mut headers = HeaderMap::new();
+            let text: Vec<String> = jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            headers.insert(COOKIE, HeaderValue::from_str(&text.join("; ")).unwrap());
+            let parsed = names.parse(&headers).unwrap();
+            let mut set = cookies.evict_for_new(&ring, &parsed, 1010);
+            set.push(cookies.set(&ring, &attempt).unwrap());
+            for sc in set {
+                let c = cookie::Cookie::parse(sc.to_str().unwrap().to_owned()).unwrap();
+                jar.retain(|(k, _)| k != c.name());
+                if c.max_age() != Some(cookie::time::Duration::ZERO) {
+                    jar.push((c.name().to_owned(), c.value().to_owned()));
+                }
+            }
+            let pending = jar.iter().filter(|(k, _)| k.contains("-login-")).count();
+            assert_eq!(
+                pending,
+                usize::from(n + 1).min(MAX_PENDING_LOGINS),
+                "after {n}"
+            );
+        }
+        // The newest four are the ones kept.
+        let mut headers = HeaderMap::new();
+        let text: Vec<String> = jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        headers.insert(COOKIE, HeaderValue::from_str(&text.join("; ")).unwrap());
+        let parsed = names.parse(&headers).unwrap();
+        for n in 6..10u8 {
+            assert!(
+                cookies
+                    .take(&ring, &parsed, &state(n).state, 1011)
+                    .is_some(),
+                "{n}"
+            );
+        }
+        assert!(
+            cookies
+                .take(&ring, &parsed, &state(5).state, 1011)
+                .is_none()
+        );
+        assert!(jar.iter().any(|(k, _)| k == "other"));
+        // An expired attempt is evicted whatever the count.
+        assert_eq!(cookies.evict_for_new(&ring, &parsed, 1000 + 700).len(), 4);
     }
 }

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::config::{Config, OnReuse};
+use crate::expiring::ExpiringMap;
 use crate::metrics::Metrics;
 use crate::oidc::{Oidc, TokenError, TokenResponse};
 use crate::revocation::RevocationList;
@@ -35,8 +36,8 @@ use crate::store::{SharedStore, StoreError};
 /// burst even with `refresh.grace = 0`: they were in flight when it happened.
 const BURST_WINDOW_MS: u64 = 2_000;
 /// Access-token lifetime assumed when the IdP says nothing (no `expires_in`, no JWT
-/// `exp`): short, so the session refreshes rather than forwards a dead token.
-const DEFAULT_ACCESS_TTL: u64 = 60;
+/// `exp`): five minutes (DESIGN.md "Odd but legal IdP answers").
+const DEFAULT_ACCESS_TTL: u64 = 300;
 /// First retry delay; doubled each attempt, capped, then jittered by ±50 %.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(2);
@@ -84,6 +85,9 @@ pub struct NewTokens {
     id_token: Option<String>,
     idp_sid: Option<String>,
     scope: Option<String>,
+    /// `iss` and `sub` of the new ID token (validated), which must be the session's.
+    id_iss: Option<String>,
+    id_sub: Option<String>,
 }
 
 impl fmt::Debug for NewTokens {
@@ -133,6 +137,10 @@ pub enum EndReason {
     NoRefreshToken,
     /// Logged out, back-channel logout, or revoked by an earlier reuse.
     Revoked,
+    /// A refreshed ID token named another `iss` or `sub` (OIDC Core 12.2).
+    SubChanged,
+    /// A cookie of an older generation came back after the grace window.
+    Replay,
 }
 
 impl EndReason {
@@ -146,6 +154,8 @@ impl EndReason {
             Self::MaxRefreshes => "max_refreshes",
             Self::NoRefreshToken => "no_refresh_token",
             Self::Revoked => "revoked",
+            Self::SubChanged => "sub_changed",
+            Self::Replay => "replay",
         }
     }
 }
@@ -186,9 +196,11 @@ struct Inner {
     revocations: Arc<RevocationList>,
     clock: Arc<Clock>,
     /// Refresh results by hash of the refresh token they replaced (grace window).
-    results: moka::sync::Cache<[u8; 32], Arc<Rotation>>,
-    /// Rotated refresh tokens (hash → rotation time in ms), for reuse detection.
-    tombstones: moka::sync::Cache<[u8; 32], u64>,
+    /// Never evicted early: a lost result would send a rotated token again.
+    results: Arc<ExpiringMap<[u8; 32], Arc<Rotation>>>,
+    /// Rotated refresh tokens (hash → rotation time in ms), for reuse detection,
+    /// kept for the session lifetime.
+    tombstones: Arc<ExpiringMap<[u8; 32], u64>>,
     /// Refreshes under way, by hash of the refresh token.
     inflight: Mutex<HashMap<[u8; 32], watch::Receiver<Option<Shared>>>>,
     /// The store replicas coordinate through, with the ring that seals what goes in.
@@ -219,7 +231,7 @@ fn millis(d: Duration) -> u64 {
 
 /// The access token's absolute expiry: `expires_in`, else the JWT's `exp`, else a
 /// short default.
-fn access_expiry(tokens: &TokenResponse, now: u64) -> u64 {
+pub(crate) fn access_expiry(tokens: &TokenResponse, now: u64) -> u64 {
     if let Some(secs) = tokens.expires_in {
         return now.saturating_add(secs);
     }
@@ -238,9 +250,31 @@ fn jwt_exp(token: &str) -> Option<u64> {
         .as_u64()
 }
 
+/// The `iss` of the session's ID token (verified at login).
+fn session_issuer(session: &Session) -> Option<String> {
+    use base64::Engine as _;
+    let payload = session.id_token.as_deref()?.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
+}
+
 /// Builds the session after a refresh. A refresh token that did not rotate (same or
-/// none returned) keeps the old one.
-fn apply(session: &Session, tokens: &NewTokens, now: u64) -> Session {
+/// none returned) keeps the old one. A new ID token must name the session's `iss` and
+/// `sub` (OIDC Core 12.2), else the session ends.
+fn apply(session: &Session, tokens: &NewTokens, now: u64) -> Result<Session, EndReason> {
+    if let Some(sub) = &tokens.id_sub {
+        if *sub != session.sub {
+            return Err(EndReason::SubChanged);
+        }
+    }
+    if let (Some(new_iss), Some(old_iss)) = (&tokens.id_iss, session_issuer(session)) {
+        if *new_iss != old_iss {
+            return Err(EndReason::SubChanged);
+        }
+    }
     let mut next = session.clone();
     next.access_token.clone_from(&tokens.access_token);
     next.access_expires_at = tokens.access_expires_at;
@@ -258,7 +292,14 @@ fn apply(session: &Session, tokens: &NewTokens, now: u64) -> Session {
     }
     next.refreshed_at = now;
     next.refresh_count = session.refresh_count.saturating_add(1);
-    next
+    Ok(next)
+}
+
+/// Logs and returns the end of a session whose refreshed ID token named someone
+/// else.
+fn identity_changed(session: &Session) -> Outcome {
+    tracing::warn!(sid = %session.sid, "the refreshed ID token names another iss or sub: session ended");
+    Outcome::Ended(EndReason::SubChanged)
 }
 
 impl TokenRefresher {
@@ -272,22 +313,14 @@ impl TokenRefresher {
         revocations: Arc<RevocationList>,
         clock: Arc<Clock>,
     ) -> Self {
-        let grace_ttl = settings.grace + Duration::from_millis(BURST_WINDOW_MS);
-        let lifetime = settings.absolute_lifetime.max(Duration::from_secs(1));
         Self {
             inner: Arc::new(Inner {
                 oidc,
                 metrics,
                 revocations,
                 clock,
-                results: moka::sync::Cache::builder()
-                    .max_capacity(1_000_000)
-                    .time_to_live(grace_ttl)
-                    .build(),
-                tombstones: moka::sync::Cache::builder()
-                    .max_capacity(1_000_000)
-                    .time_to_live(lifetime)
-                    .build(),
+                results: Arc::new(ExpiringMap::new()),
+                tombstones: Arc::new(ExpiringMap::new()),
                 inflight: Mutex::new(HashMap::new()),
                 shared: None,
                 settings,
@@ -307,8 +340,8 @@ impl TokenRefresher {
                 metrics: inner.metrics.clone(),
                 revocations: Arc::clone(&inner.revocations),
                 clock: Arc::clone(&inner.clock),
-                results: inner.results.clone(),
-                tombstones: inner.tombstones.clone(),
+                results: Arc::clone(&inner.results),
+                tombstones: Arc::clone(&inner.tombstones),
                 inflight: Mutex::new(HashMap::new()),
                 shared: Some((store, ring)),
             }),
@@ -350,7 +383,7 @@ impl TokenRefresher {
             }
             let now_ms = self.inner.clock.now_ms();
             match self.grace_hit(&key, &current, now_ms) {
-                Some(Ok(next)) => {
+                Some(Grace::Use(next)) => {
                     self.inner.metrics.refresh("grace_hit");
                     return Outcome::Updated {
                         session: Box::new(next),
@@ -358,15 +391,16 @@ impl TokenRefresher {
                     };
                 }
                 // The grace result is itself near expiry: go on from it.
-                Some(Err(next)) => {
+                Some(Grace::Chain(next)) => {
                     current = next;
                     key = current.refresh_token.as_deref().map_or(key, token_key);
                     chained = true;
                     continue;
                 }
+                Some(Grace::Ended) => return identity_changed(&current),
                 None => {}
             }
-            let rotated_at = match self.inner.tombstones.get(&key) {
+            let rotated_at = match self.inner.tombstones.get(&key, now_ms) {
                 Some(at) => Some(at),
                 None => self.shared_tombstone(&key).await,
             };
@@ -380,7 +414,10 @@ impl TokenRefresher {
             };
             let (mut rx, leader) = match self.join_or_start(key, token) {
                 Joined::Hit(rotation) => {
-                    let next = apply(&current, &rotation.tokens, self.inner.clock.now_secs());
+                    let Ok(next) = apply(&current, &rotation.tokens, self.inner.clock.now_secs())
+                    else {
+                        return identity_changed(&current);
+                    };
                     self.inner.metrics.refresh("grace_hit");
                     return Outcome::Updated {
                         session: Box::new(next),
@@ -401,11 +438,14 @@ impl TokenRefresher {
             let now = self.inner.clock.now_secs();
             return match result {
                 Some(Ok(rotation)) => {
+                    let Ok(next) = apply(&current, &rotation.tokens, now) else {
+                        return identity_changed(&current);
+                    };
                     if !leader {
                         self.inner.metrics.refresh("coalesced");
                     }
                     Outcome::Updated {
-                        session: Box::new(apply(&current, &rotation.tokens, now)),
+                        session: Box::new(next),
                         kind: if leader {
                             RefreshKind::Refreshed
                         } else {
@@ -414,6 +454,11 @@ impl TokenRefresher {
                     }
                 }
                 Some(Err(TokenError::Dead { .. })) => Outcome::Ended(EndReason::InvalidGrant),
+                // The IdP may have consumed the token: never sent again for this
+                // request (DESIGN.md "Odd but legal IdP answers").
+                Some(Err(TokenError::Unreadable { .. })) => Outcome::Unavailable {
+                    retry_after: Duration::from_secs(5),
+                },
                 Some(Err(TokenError::Misconfigured { .. })) => {
                     if current.access_expires_at > now {
                         self.keep(chained, current)
@@ -431,31 +476,31 @@ impl TokenRefresher {
         self.transient(chained, current, now, None)
     }
 
-    fn window_ms(&self) -> u64 {
+    /// How long after a rotation an older cookie is still served (the grace window,
+    /// at least the burst window).
+    #[must_use]
+    pub fn window_ms(&self) -> u64 {
         millis(self.inner.settings.grace).max(BURST_WINDOW_MS)
     }
 
-    /// A kept rotation for this token: Ok(session) to use, Err(session) when that
-    /// session needs a refresh of its own.
-    fn grace_hit(
-        &self,
-        key: &[u8; 32],
-        current: &Session,
-        now_ms: u64,
-    ) -> Option<Result<Session, Session>> {
-        let rotation = self.inner.results.get(key)?;
+    /// A kept rotation for this token: the session to use, or one that needs a
+    /// refresh of its own.
+    fn grace_hit(&self, key: &[u8; 32], current: &Session, now_ms: u64) -> Option<Grace> {
+        let rotation = self.inner.results.get(key, now_ms)?;
         if rotation.rotated && now_ms.saturating_sub(rotation.at_ms) > self.window_ms() {
             return None;
         }
-        let next = apply(current, &rotation.tokens, now_ms / 1000);
+        let Ok(next) = apply(current, &rotation.tokens, now_ms / 1000) else {
+            return Some(Grace::Ended);
+        };
         if !self.needs_refresh(&next, now_ms / 1000) {
-            return Some(Ok(next));
+            return Some(Grace::Use(next));
         }
         if rotation.rotated {
-            Some(Err(next))
+            Some(Grace::Chain(next))
         } else {
             // Same refresh token, stale access token: refresh again with it.
-            self.inner.results.invalidate(key);
+            self.inner.results.remove(key);
             None
         }
     }
@@ -489,6 +534,37 @@ impl TokenRefresher {
         }
     }
 
+    /// A cookie of an older generation came back after the grace window (DESIGN.md
+    /// "Replay detection does not depend on the IdP rotating"): the session is
+    /// revoked everywhere. When its refresh token was rotated this is refresh-token
+    /// reuse, counted and answered as such (`on_reuse`); otherwise, with
+    /// `revoke_at_idp`, the token is revoked at the IdP (RFC 7009).
+    pub async fn replay_detected(&self, session: &Session) {
+        let inner = &self.inner;
+        if let Some(rt) = session.refresh_token.as_deref() {
+            let key = token_key(rt);
+            let now = inner.clock.now_ms();
+            let rotated = inner.tombstones.get(&key, now).is_some()
+                || self.shared_tombstone(&key).await.is_some();
+            if rotated {
+                self.reuse_detected(session).await;
+                return;
+            }
+        }
+        inner.metrics.session_ended(EndReason::Replay.label());
+        inner.revocations.revoke_sid_everywhere(session.sid).await;
+        tracing::warn!(sid = %session.sid, "a cookie of an older session generation came back after the grace window: session revoked");
+        if inner.settings.on_reuse == OnReuse::RevokeAtIdp {
+            if let Some(rt) = session.refresh_token.clone() {
+                let oidc = Arc::clone(&inner.oidc);
+                let timeout = inner.settings.timeout;
+                tokio::spawn(async move {
+                    let _ = oidc.revoke(&rt, timeout).await;
+                });
+            }
+        }
+    }
+
     async fn reuse_detected(&self, session: &Session) -> Outcome {
         let inner = &self.inner;
         inner.metrics.reuse_detected();
@@ -509,6 +585,29 @@ impl TokenRefresher {
         Outcome::Ended(EndReason::Reuse)
     }
 
+    /// Keeps a result for the grace window and, when it rotated, a tombstone for
+    /// the session lifetime.
+    fn remember(&self, key: [u8; 32], rotation: &Arc<Rotation>) {
+        let inner = &self.inner;
+        let now = inner.clock.now_ms();
+        let grace = millis(inner.settings.grace) + BURST_WINDOW_MS;
+        inner
+            .results
+            .insert(key, Arc::clone(rotation), now.saturating_add(grace), now);
+        if rotation.rotated {
+            self.tombstone(key, rotation.at_ms);
+        }
+    }
+
+    fn tombstone(&self, key: [u8; 32], at_ms: u64) {
+        let inner = &self.inner;
+        let now = inner.clock.now_ms();
+        let lifetime = millis(inner.settings.absolute_lifetime.max(Duration::from_secs(1)));
+        inner
+            .tombstones
+            .insert(key, at_ms, now.saturating_add(lifetime), now);
+    }
+
     fn join_or_start(&self, key: [u8; 32], token: String) -> Joined {
         let inner = &self.inner;
         let mut map = inner
@@ -521,7 +620,7 @@ impl TokenRefresher {
         // Checked under the lock: a finished refresh stores its result before it
         // leaves the in-flight map, so no caller can slip between the two and
         // present the old token again.
-        if let Some(rotation) = inner.results.get(&key) {
+        if let Some(rotation) = inner.results.get(&key, inner.clock.now_ms()) {
             return Joined::Hit(rotation);
         }
         let (tx, rx) = watch::channel(None);
@@ -532,10 +631,7 @@ impl TokenRefresher {
             let result = this.run_refresh(key, &token).await;
             let inner = &this.inner;
             if let Ok(rotation) = &result {
-                inner.results.insert(key, Arc::clone(rotation));
-                if rotation.rotated {
-                    inner.tombstones.insert(key, rotation.at_ms);
-                }
+                this.remember(key, rotation);
             }
             inner
                 .inflight
@@ -582,6 +678,10 @@ impl TokenRefresher {
                 inner.metrics.refresh("invalid_client");
                 tracing::error!(reason = %code, "the IdP refused the BFF's own client credentials or request: check [oidc]; sessions are kept");
             }
+            Err(TokenError::Unreadable { why }) => {
+                inner.metrics.refresh("unreadable");
+                tracing::error!(reason = %why, "the IdP answered a refresh with a 2xx the BFF cannot read; not retried (the token may be consumed); the session is kept");
+            }
             Err(TokenError::Transient { why, .. }) => {
                 inner.metrics.refresh("transient_error");
                 tracing::warn!(reason = %why, "refresh failed after retries; sessions are kept");
@@ -595,7 +695,7 @@ impl TokenRefresher {
         let (store, _) = self.inner.shared.as_ref()?;
         let bytes = store.get(&format!("tomb:{}", hex(key))).await.ok()??;
         let at = u64::from_be_bytes(bytes.try_into().ok()?);
-        self.inner.tombstones.insert(*key, at);
+        self.tombstone(*key, at);
         Some(at)
     }
 
@@ -620,7 +720,7 @@ impl TokenRefresher {
                 if let Some(rotation) = open_rotation(ring, &bytes) {
                     let rotation = Arc::new(rotation);
                     if rotation.rotated {
-                        inner.tombstones.insert(key, rotation.at_ms);
+                        self.tombstone(key, rotation.at_ms);
                     }
                     return Ok(SharedOutcome::ByAnotherReplica(rotation));
                 }
@@ -713,15 +813,20 @@ impl TokenRefresher {
     async fn rotation(&self, old_token: &str, tokens: TokenResponse) -> Rotation {
         let inner = &self.inner;
         let now_ms = inner.clock.now_ms();
-        let (id_token, idp_sid) = match &tokens.id_token {
+        let (id_token, idp_sid, id_iss, id_sub) = match &tokens.id_token {
             Some(id) => match inner.oidc.validate_id_token(id, None).await {
-                Ok(claims) => (Some(id.clone()), claims.sid),
+                Ok(claims) => (
+                    Some(id.clone()),
+                    claims.sid,
+                    claims.all["iss"].as_str().map(str::to_owned),
+                    Some(claims.sub),
+                ),
                 Err(e) => {
                     tracing::warn!(error = %e, "the refreshed ID token did not validate; keeping the previous one");
-                    (None, None)
+                    (None, None, None, None)
                 }
             },
-            None => (None, None),
+            None => (None, None, None, None),
         };
         let rotated = tokens
             .refresh_token
@@ -735,11 +840,23 @@ impl TokenRefresher {
                 id_token,
                 idp_sid,
                 scope: tokens.scope,
+                id_iss,
+                id_sub,
             },
             at_ms: now_ms,
             rotated,
         }
     }
+}
+
+/// What a kept rotation means for a request.
+enum Grace {
+    /// Its tokens, applied: use them.
+    Use(Session),
+    /// Applied, but near expiry too: refresh from there.
+    Chain(Session),
+    /// Its ID token names someone else.
+    Ended,
 }
 
 enum Joined {

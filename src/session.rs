@@ -24,8 +24,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
-/// The version byte in front of an encoded session. Bump it when the layout changes.
-pub const PAYLOAD_VERSION: u8 = 1;
+/// The version byte in front of an encoded session. Bump it when the layout changes,
+/// and keep decoding the older layouts, so an upgrade logs nobody out.
+pub const PAYLOAD_VERSION: u8 = 2;
 
 /// A random 128-bit session id. Not a secret on its own (it appears in
 /// `/bff/user` and in logout links), but unguessable.
@@ -107,6 +108,44 @@ pub struct Session {
     /// The IdP's session id (`sid` claim of the ID token), which back-channel logout
     /// names.
     pub idp_sid: Option<String>,
+    /// When the session was created, in Unix milliseconds: a logout of every
+    /// session of a user up to some instant needs more than whole seconds.
+    pub created_ms: u64,
+}
+
+/// Layout 1 (before `created_ms`), still read.
+#[derive(Deserialize)]
+struct SessionV1 {
+    sid: SessionId,
+    sub: String,
+    access_token: String,
+    access_expires_at: u64,
+    refresh_token: Option<String>,
+    id_token: Option<String>,
+    created_at: u64,
+    refreshed_at: u64,
+    refresh_count: u32,
+    scope: String,
+    idp_sid: Option<String>,
+}
+
+impl From<SessionV1> for Session {
+    fn from(v: SessionV1) -> Self {
+        Self {
+            sid: v.sid,
+            sub: v.sub,
+            access_token: v.access_token,
+            access_expires_at: v.access_expires_at,
+            refresh_token: v.refresh_token,
+            id_token: v.id_token,
+            created_at: v.created_at,
+            refreshed_at: v.refreshed_at,
+            refresh_count: v.refresh_count,
+            scope: v.scope,
+            idp_sid: v.idp_sid,
+            created_ms: v.created_at.saturating_mul(1000),
+        }
+    }
 }
 
 impl Session {
@@ -131,6 +170,7 @@ impl Session {
             refresh_count: 0,
             scope: String::new(),
             idp_sid: None,
+            created_ms: now.saturating_mul(1000),
         }
     }
 
@@ -149,12 +189,16 @@ impl Session {
     /// Decodes what [`Session::encode`] wrote. Trailing bytes are refused.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
-        if version != PAYLOAD_VERSION {
-            return Err(DecodeError::Version(version));
-        }
-        match postcard::take_from_bytes::<Self>(rest) {
-            Ok((session, [])) => Ok(session),
-            _ => Err(DecodeError::Malformed),
+        match version {
+            PAYLOAD_VERSION => match postcard::take_from_bytes::<Self>(rest) {
+                Ok((session, [])) => Ok(session),
+                _ => Err(DecodeError::Malformed),
+            },
+            1 => match postcard::take_from_bytes::<SessionV1>(rest) {
+                Ok((session, [])) => Ok(session.into()),
+                _ => Err(DecodeError::Malformed),
+            },
+            other => Err(DecodeError::Version(other)),
         }
     }
 }
@@ -185,6 +229,7 @@ impl fmt::Debug for Session {
             .field("refresh_count", &self.refresh_count)
             .field("scope", &self.scope)
             .field("idp_sid", &self.idp_sid)
+            .field("created_ms", &self.created_ms)
             .finish()
     }
 }
@@ -248,9 +293,51 @@ pub(crate) mod tests {
         assert_eq!(Session::decode(&[]), Err(DecodeError::Empty));
         bytes[0] = 9;
         assert_eq!(Session::decode(&bytes), Err(DecodeError::Version(9)));
+        bytes[0] = 1;
+        assert_eq!(Session::decode(&bytes), Err(DecodeError::Malformed));
         let mut bytes = s.encode();
         bytes.push(0);
         assert_eq!(Session::decode(&bytes), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn layout_1_still_opens() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            sid: SessionId,
+            sub: &'a str,
+            access_token: &'a str,
+            access_expires_at: u64,
+            refresh_token: Option<&'a str>,
+            id_token: Option<&'a str>,
+            created_at: u64,
+            refreshed_at: u64,
+            refresh_count: u32,
+            scope: &'a str,
+            idp_sid: Option<&'a str>,
+        }
+        let sid = SessionId::random();
+        let mut bytes = vec![1u8];
+        bytes.extend(
+            postcard::to_allocvec(&V1 {
+                sid,
+                sub: "alice",
+                access_token: "at",
+                access_expires_at: 2000,
+                refresh_token: Some("rt"),
+                id_token: None,
+                created_at: 1000,
+                refreshed_at: 1500,
+                refresh_count: 3,
+                scope: "openid",
+                idp_sid: Some("idp"),
+            })
+            .unwrap(),
+        );
+        let s = Session::decode(&bytes).unwrap();
+        assert_eq!((s.sid, s.sub.as_str(), s.refresh_count), (sid, "alice", 3));
+        assert_eq!(s.created_ms, 1_000_000);
+        assert_eq!(s.refresh_token.as_deref(), Some("rt"));
     }
 
     #[test]

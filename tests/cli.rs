@@ -123,3 +123,35 @@ fn keygen_prints_a_key_the_config_accepts() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Far-off durations once passed check-config and then panicked at start inside
+/// the caches: each one is refused at load, by name, both by check-config (exit 2)
+/// and at start (exit 64), never a panic.
+#[test]
+fn far_off_durations_are_refused_at_load() {
+    for (setting, env) in [
+        ("session.absolute_lifetime", "BFF_SESSION_ABSOLUTE_LIFETIME"),
+        ("refresh.grace", "BFF_REFRESH_GRACE"),
+        ("refresh.timeout", "BFF_REFRESH_TIMEOUT"),
+        ("server.idle_timeout", "BFF_SERVER_IDLE_TIMEOUT"),
+    ] {
+        for value in ["1001y", "400d", "100000000000000000000s"] {
+            let out = bin()
+                .args(["check-config", "--config", "config.toml"])
+                .env(env, value)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{setting} = {value}: {stderr}");
+            assert!(stderr.contains(setting), "{setting} = {value}: {stderr}");
+            let out = bin()
+                .args(["--config", "config.toml"])
+                .env(env, value)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(64), "{setting} = {value}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{stderr}");
+        }
+    }
+}

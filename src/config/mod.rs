@@ -83,6 +83,19 @@ pub struct ServerConfig {
     /// Idle upstream connections kept for reuse (pingora's keep-alive pool; the hyper
     /// engine's idle connections per upstream).
     pub upstream_keepalive: usize,
+    /// A request head must have fully arrived this long after its first byte, else
+    /// 408 and the connection is closed.
+    #[serde(with = "duration")]
+    pub header_timeout: Duration,
+    /// Keep-alive connections idle this long are closed.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// Open client connections at most; new ones past it are refused.
+    pub max_connections: usize,
+    /// Peers (CIDRs) whose `X-Forwarded-For/Proto/Host` are kept.
+    pub trusted_proxies: Vec<String>,
+    /// How strictly request paths are checked.
+    pub path_check: crate::paths::PathCheck,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +113,11 @@ impl Default for ServerConfig {
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(60),
             upstream_keepalive: 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            trusted_proxies: Vec::new(),
+            path_check: crate::paths::PathCheck::default(),
         }
     }
 }
@@ -145,6 +163,10 @@ pub struct OidcConfig {
     /// Where the IdP sends the browser after RP-initiated logout.
     #[serde(default)]
     pub post_logout_redirect_uri: Option<String>,
+    /// The RFC 7009 revocation endpoint, when neither OIDC discovery nor RFC 8414
+    /// metadata names one.
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -537,6 +559,11 @@ const SETTINGS: &[(&str, &[(&str, Kind)])] = &[
             ("upstream_connect_timeout", Kind::Str),
             ("upstream_timeout", Kind::Str),
             ("upstream_keepalive", Kind::Int),
+            ("header_timeout", Kind::Str),
+            ("idle_timeout", Kind::Str),
+            ("max_connections", Kind::Int),
+            ("trusted_proxies", Kind::List),
+            ("path_check", Kind::Str),
         ],
     ),
     (
@@ -550,6 +577,7 @@ const SETTINGS: &[(&str, &[(&str, Kind)])] = &[
             ("scopes", Kind::List),
             ("auth_params", Kind::Table),
             ("post_logout_redirect_uri", Kind::Str),
+            ("revocation_endpoint", Kind::Str),
         ],
     ),
     (
@@ -933,13 +961,23 @@ mod duration {
 
     use serde::{Deserialize, Deserializer};
 
+    /// No setting means anything near this; past it, adding a duration to a clock
+    /// reading could overflow. Each setting has its own, lower bound in validation.
+    pub(super) const MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|_| {
+        let parsed = humantime::parse_duration(&text).map_err(|_| {
             serde::de::Error::custom(format!(
                 "invalid duration {text:?}: expected a number and a unit, like \"30s\" or \"12h\""
             ))
-        })
+        })?;
+        if parsed > MAX {
+            return Err(serde::de::Error::custom(format!(
+                "duration {text:?} is far too long"
+            )));
+        }
+        Ok(parsed)
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use url::Url;
 
@@ -9,6 +10,7 @@ use super::{
     ClientAuth, Env, Problem, RouteAuth, Secret, SecretSource, Sections, SessionMode, StoreKind,
 };
 use crate::cookies::check_cookie_name;
+use crate::headers::IpNet;
 use crate::seal::{KEY_LEN, KeyRing};
 
 /// What loading resolved: secrets read, URLs parsed, paths made absolute.
@@ -36,6 +38,10 @@ pub struct Resolved {
     pub static_dirs: Vec<Option<PathBuf>>,
     /// `server.tls_cert` and `server.tls_key` as file paths, when TLS is on.
     pub tls: Option<TlsFiles>,
+    /// `server.trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `oidc.revocation_endpoint`.
+    pub revocation_endpoint: Option<Url>,
 }
 
 /// The certificate chain and key files of TLS termination (checked at load).
@@ -64,6 +70,11 @@ impl fmt::Debug for Resolved {
             .field("upstreams", &self.upstreams)
             .field("static_dirs", &self.static_dirs)
             .field("tls", &self.tls)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field(
+                "revocation_endpoint",
+                &self.revocation_endpoint.as_ref().map(Url::as_str),
+            )
             .finish()
     }
 }
@@ -86,7 +97,24 @@ pub(super) fn check(
     warnings: &mut Vec<Problem>,
 ) -> Option<Resolved> {
     let server = check_server(c, problems);
+    check_durations(c, problems);
+    let trusted_proxies = check_trusted_proxies(c, problems);
     let issuer = check_oidc(c, problems, warnings);
+    let revocation_endpoint = c.oidc.revocation_endpoint.as_ref().and_then(|text| {
+        let url = http_url(
+            text,
+            "oidc.revocation_endpoint",
+            problems,
+            UrlRules::ABSOLUTE,
+        )?;
+        if url.scheme() == "http" && !is_loopback(&url) {
+            problems.push(Problem::new(
+                "oidc.revocation_endpoint",
+                format!("{text:?} must be https (http is allowed only on loopback hosts)"),
+            ));
+        }
+        Some(url)
+    });
     let secrets = resolve_secrets(c, base_dir, env, problems);
     check_session(c, problems);
     check_refresh(c, problems);
@@ -125,7 +153,105 @@ pub(super) fn check(
         upstreams,
         static_dirs,
         tls,
+        trusted_proxies,
+        revocation_endpoint,
     })
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Every duration has a floor and a ceiling: far-off values overflow clocks and
+/// caches at run time (`"1001y"` once passed here and panicked at start).
+fn check_durations(c: &Sections, problems: &mut Vec<Problem>) {
+    let rules: [(Duration, &str, Duration, Duration); 11] = [
+        (
+            c.server.shutdown_timeout,
+            "server.shutdown_timeout",
+            Duration::from_millis(1),
+            HOUR,
+        ),
+        (
+            c.server.upstream_connect_timeout,
+            "server.upstream_connect_timeout",
+            Duration::from_millis(1),
+            5 * MINUTE,
+        ),
+        (
+            c.server.upstream_timeout,
+            "server.upstream_timeout",
+            Duration::from_millis(1),
+            DAY,
+        ),
+        (
+            c.server.header_timeout,
+            "server.header_timeout",
+            Duration::from_millis(1),
+            10 * MINUTE,
+        ),
+        (
+            c.server.idle_timeout,
+            "server.idle_timeout",
+            Duration::from_millis(1),
+            DAY,
+        ),
+        (
+            c.session.absolute_lifetime,
+            "session.absolute_lifetime",
+            SECOND,
+            366 * DAY,
+        ),
+        (c.refresh.skew, "refresh.skew", Duration::ZERO, DAY),
+        (c.refresh.grace, "refresh.grace", Duration::ZERO, DAY),
+        (
+            c.refresh.timeout,
+            "refresh.timeout",
+            Duration::from_millis(1),
+            5 * MINUTE,
+        ),
+        (
+            c.store.timeout,
+            "store.timeout",
+            Duration::from_millis(1),
+            MINUTE,
+        ),
+        (
+            c.dev.access_token_lifetime,
+            "dev.access_token_lifetime",
+            SECOND,
+            DAY,
+        ),
+    ];
+    for (value, at, min, max) in rules {
+        if value < min {
+            problems.push(Problem::new(
+                at,
+                if min <= Duration::from_millis(1) {
+                    "must be more than zero".to_owned()
+                } else {
+                    format!("must be at least {}", humantime::format_duration(min))
+                },
+            ));
+        } else if value > max {
+            problems.push(Problem::new(
+                at,
+                format!("must be at most {}", humantime::format_duration(max)),
+            ));
+        }
+    }
+}
+
+fn check_trusted_proxies(c: &Sections, problems: &mut Vec<Problem>) -> Vec<IpNet> {
+    let mut nets = Vec::new();
+    for (i, text) in c.server.trusted_proxies.iter().enumerate() {
+        match IpNet::parse(text) {
+            Ok(net) => nets.push(net),
+            Err(why) => problems.push(Problem::new(format!("server.trusted_proxies[{i}]"), why)),
+        }
+    }
+    nets
 }
 
 /// TLS files must be `file:` paths (the engines load them from disk) holding a PEM
@@ -256,22 +382,8 @@ fn check_server(c: &Sections, problems: &mut Vec<Problem>) -> Option<(Url, Url)>
             format!("{prefix:?} must be a path like \"/bff\": a leading /, no trailing /, no ? # % or spaces"),
         ));
     }
-    if s.shutdown_timeout.is_zero() {
-        problems.push(Problem::new(
-            "server.shutdown_timeout",
-            "must be more than zero",
-        ));
-    }
-    for (d, at) in [
-        (
-            s.upstream_connect_timeout,
-            "server.upstream_connect_timeout",
-        ),
-        (s.upstream_timeout, "server.upstream_timeout"),
-    ] {
-        if d.is_zero() {
-            problems.push(Problem::new(at, "must be more than zero"));
-        }
+    if s.max_connections == 0 {
+        problems.push(Problem::new("server.max_connections", "must be at least 1"));
     }
     if s.threads == Some(0) {
         problems.push(Problem::new("server.threads", "must be at least 1"));
@@ -501,19 +613,10 @@ fn check_session(c: &Sections, problems: &mut Vec<Problem>) {
             ));
         }
     }
-    if s.absolute_lifetime.is_zero() {
-        problems.push(Problem::new(
-            "session.absolute_lifetime",
-            "must be more than zero",
-        ));
-    }
 }
 
 fn check_refresh(c: &Sections, problems: &mut Vec<Problem>) {
     let r = &c.refresh;
-    if r.timeout.is_zero() {
-        problems.push(Problem::new("refresh.timeout", "must be more than zero"));
-    }
     if r.skew >= c.session.absolute_lifetime {
         problems.push(Problem::new(
             "refresh.skew",
@@ -573,9 +676,6 @@ fn check_store(c: &Sections, problems: &mut Vec<Problem>) {
             problems.push(Problem::new("store.url", "must be a redis:// URL"));
         }
     }
-    if c.store.timeout.is_zero() {
-        problems.push(Problem::new("store.timeout", "must be more than zero"));
-    }
     match (c.store.kind, &c.store.url) {
         (StoreKind::Redis, None) => problems.push(Problem::new(
             "store.url",
@@ -607,12 +707,6 @@ fn check_dev(c: &Sections, issuer: Option<&Url>, problems: &mut Vec<Problem>) {
                 ));
             }
         }
-    }
-    if c.dev.access_token_lifetime < std::time::Duration::from_secs(1) {
-        problems.push(Problem::new(
-            "dev.access_token_lifetime",
-            "must be at least 1s",
-        ));
     }
     if let Some(addr) = c.dev.echo {
         if !addr.ip().is_loopback() {

@@ -85,11 +85,12 @@ pub struct TokenResponse {
     /// Its type (`Bearer`).
     #[serde(default)]
     pub token_type: String,
-    /// Lifetime in seconds.
-    #[serde(default)]
+    /// Lifetime in seconds: a number or a numeric string (Azure AD v1 and ADFS send
+    /// `"3599"`); anything else counts as absent.
+    #[serde(default, deserialize_with = "lenient_seconds")]
     pub expires_in: Option<u64>,
-    /// A (possibly rotated) refresh token.
-    #[serde(default)]
+    /// A (possibly rotated) refresh token; `""` counts as none returned.
+    #[serde(default, deserialize_with = "non_empty")]
     pub refresh_token: Option<String>,
     /// An ID token.
     #[serde(default)]
@@ -114,6 +115,71 @@ impl fmt::Debug for TokenResponse {
     }
 }
 
+/// The longest `expires_in` believed (ten years): more is a mistake, and would
+/// overflow clock arithmetic.
+const MAX_EXPIRES_IN: u64 = 10 * 365 * 24 * 3600;
+
+fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let value = Option::<Value>::deserialize(d)?;
+    let secs = match &value {
+        Some(Value::Number(n)) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .map(|f| f as u64)
+        }),
+        Some(Value::String(text)) => text.trim().parse::<u64>().ok().or_else(|| {
+            text.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .map(|f| f as u64)
+        }),
+        _ => None,
+    };
+    Ok(secs.map(|s| s.min(MAX_EXPIRES_IN)))
+}
+
+fn non_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|t| !t.is_empty()))
+}
+
+/// Reads a 2xx token-endpoint body. An answer without an access token, or one that
+/// is not the JSON of RFC 6749 5.1, is unreadable.
+pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, TokenError> {
+    let tokens: TokenResponse =
+        serde_json::from_slice(body).map_err(|e| TokenError::Unreadable {
+            why: format!("unreadable token response: {}", e.classify_text()),
+        })?;
+    if tokens.access_token.is_empty() {
+        return Err(TokenError::Unreadable {
+            why: "token response without an access token".into(),
+        });
+    }
+    if !tokens.token_type.is_empty() && !tokens.token_type.eq_ignore_ascii_case("bearer") {
+        return Err(TokenError::Misconfigured {
+            code: format!("token_type {:?} is not Bearer", tokens.token_type),
+        });
+    }
+    Ok(tokens)
+}
+
+/// A serde_json error's category, without the excerpt of the input (which could hold
+/// a token).
+trait ClassifyText {
+    fn classify_text(&self) -> &'static str;
+}
+
+impl ClassifyText for serde_json::Error {
+    fn classify_text(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "I/O error",
+            serde_json::error::Category::Syntax => "not JSON",
+            serde_json::error::Category::Data => "JSON of the wrong shape",
+            serde_json::error::Category::Eof => "truncated JSON",
+        }
+    }
+}
+
 /// How a token request failed, in the terms the refresh engine acts on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -131,6 +197,13 @@ pub enum TokenError {
     Misconfigured {
         /// The OAuth error or status.
         code: String,
+    },
+    /// A 2xx answer that cannot be read. The IdP may have consumed the refresh token,
+    /// so it is never sent again for this request: 503, never a retry.
+    #[error("the IdP answered 2xx but the answer is unusable: {why}")]
+    Unreadable {
+        /// What was wrong with it.
+        why: String,
     },
     /// Worth retrying: connect error, time-out, 5xx, 429.
     #[error("transient IdP failure: {why}")]
@@ -233,8 +306,76 @@ pub fn parse_private_key(pem: &str) -> Result<(EncodingKey, Algorithm), String> 
         })
 }
 
+/// The algorithms a JWKS key verifies: the one its `alg` names, or when it names
+/// none, those its key type allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyAlgs {
+    Exact(Algorithm),
+    Rsa,
+    Ec(Algorithm),
+    Okp,
+}
+
+impl KeyAlgs {
+    fn allows(self, alg: Algorithm) -> bool {
+        match self {
+            Self::Exact(a) | Self::Ec(a) => a == alg,
+            Self::Rsa => matches!(
+                alg,
+                Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512
+            ),
+            Self::Okp => alg == Algorithm::EdDSA,
+        }
+    }
+}
+
+/// A signature key from the JWKS.
+struct JwksKey {
+    key: DecodingKey,
+    algs: KeyAlgs,
+}
+
+/// What the JWKS holds: keys by `kid`, and the keys without one.
+#[derive(Default)]
+struct KeySet {
+    by_kid: HashMap<String, Arc<JwksKey>>,
+    anonymous: Vec<Arc<JwksKey>>,
+}
+
+impl KeySet {
+    fn len(&self) -> usize {
+        self.by_kid.len() + self.anonymous.len()
+    }
+
+    /// The key for a token's `kid`. A token without `kid` (or one whose `kid` the set
+    /// does not list by name) may use the set's only key: OIDC Core 10.1 lets a
+    /// provider with a single key leave `kid` out.
+    fn find(&self, kid: Option<&str>) -> Option<Arc<JwksKey>> {
+        if let Some(key) = kid.and_then(|k| self.by_kid.get(k)) {
+            return Some(Arc::clone(key));
+        }
+        if self.len() != 1 {
+            return None;
+        }
+        match kid {
+            None => self
+                .anonymous
+                .first()
+                .or_else(|| self.by_kid.values().next())
+                .cloned(),
+            // A kid the set does not name: only a kid-less single key may serve it.
+            Some(_) => self.anonymous.first().cloned(),
+        }
+    }
+}
+
 struct JwksCache {
-    keys: HashMap<String, Arc<(DecodingKey, Algorithm)>>,
+    keys: KeySet,
     fetched_at: Option<Instant>,
     /// When an unknown kid last caused a refetch.
     unknown_kid_at: Option<Instant>,
@@ -251,12 +392,85 @@ pub struct IdClaims {
     pub sid: Option<String>,
 }
 
+/// How old a logout token may be (`iat`), and so how long its `jti` is remembered.
+pub const LOGOUT_TOKEN_MAX_AGE: Duration = Duration::from_secs(300);
+/// The back-channel logout event's name.
+const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// What a valid logout token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutClaims {
+    /// `iss`.
+    pub iss: String,
+    /// `sub` (empty when the token names only `sid`).
+    pub sub: String,
+    /// `sid`, the IdP session.
+    pub sid: Option<String>,
+    /// `jti`, refused the second time.
+    pub jti: String,
+    /// `iat` (Unix seconds).
+    pub iat: u64,
+}
+
+/// The claim rules of a logout token, signature aside (OIDC Back-Channel Logout 2.4
+/// and 2.6, and DESIGN.md): the logout event, `sid` or `sub`, no `nonce`, a `jti`,
+/// `iat` no older than [`LOGOUT_TOKEN_MAX_AGE`] and no more than the clock skew in
+/// the future, `exp` (when present) not past.
+pub fn check_logout_claims(claims: &Value, now: u64) -> Result<LogoutClaims, String> {
+    let text = |name: &str| claims.get(name).and_then(Value::as_str);
+    let iss = text("iss").ok_or("iss missing")?.to_owned();
+    if let Some(exp) = claims.get("exp") {
+        let exp = exp.as_u64().ok_or("exp is not a number")?;
+        if exp.saturating_add(LEEWAY_SECS) < now {
+            return Err("logout token expired".into());
+        }
+    }
+    let iat = claims
+        .get("iat")
+        .and_then(Value::as_u64)
+        .ok_or("iat missing")?;
+    if iat > now.saturating_add(LEEWAY_SECS) {
+        return Err("iat in the future".into());
+    }
+    if iat.saturating_add(LOGOUT_TOKEN_MAX_AGE.as_secs()) < now {
+        return Err("iat older than 5 minutes".into());
+    }
+    if !claims
+        .get("events")
+        .and_then(|e| e.get(BACKCHANNEL_EVENT))
+        .is_some_and(Value::is_object)
+    {
+        return Err("not a back-channel logout event".into());
+    }
+    if claims.get("nonce").is_some() {
+        return Err("a logout token must not have a nonce".into());
+    }
+    let jti = text("jti")
+        .filter(|j| !j.is_empty() && j.len() <= 256)
+        .ok_or("jti missing")?
+        .to_owned();
+    let sid = text("sid").filter(|s| !s.is_empty()).map(str::to_owned);
+    let sub = text("sub").unwrap_or_default().to_owned();
+    if sid.is_none() && sub.is_empty() {
+        return Err("neither sid nor sub".into());
+    }
+    Ok(LogoutClaims {
+        iss,
+        sub,
+        sid,
+        jti,
+        iat,
+    })
+}
+
 /// The OIDC client of one BFF: its provider, its client identity.
 pub struct Oidc {
     http: IdpHttp,
     issuer: String,
     client_id: String,
     credentials: ClientCredentials,
+    /// `oidc.revocation_endpoint`: used when neither discovery names one.
+    revocation_fallback: Option<String>,
     discovery: moka::future::Cache<(), Arc<ProviderMetadata>>,
     jwks: Mutex<JwksCache>,
     jwks_refetch: tokio::sync::Mutex<()>,
@@ -271,6 +485,63 @@ impl fmt::Debug for Oidc {
             .field("client_auth", &self.credentials)
             .finish_non_exhaustive()
     }
+}
+
+/// The keys of a JWKS the BFF can verify signatures with: encryption keys, symmetric
+/// keys and algorithms off the allowlist are left out. A key without `alg` verifies
+/// the algorithms its type allows (RSA: RS*/PS*; EC: by curve; OKP: EdDSA).
+fn key_set(set: &jsonwebtoken::jwk::JwkSet) -> KeySet {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, PublicKeyUse};
+    let mut keys = KeySet::default();
+    for jwk in &set.keys {
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            continue;
+        }
+        let algs = match (&jwk.common.key_algorithm, &jwk.algorithm) {
+            (Some(named), _) => match named.to_string().parse::<Algorithm>() {
+                Ok(alg) if ALLOWED_ALGS.contains(&alg) => KeyAlgs::Exact(alg),
+                _ => continue,
+            },
+            (None, AlgorithmParameters::RSA(_)) => KeyAlgs::Rsa,
+            (None, AlgorithmParameters::EllipticCurve(ec)) => match ec.curve {
+                EllipticCurve::P256 => KeyAlgs::Ec(Algorithm::ES256),
+                EllipticCurve::P384 => KeyAlgs::Ec(Algorithm::ES384),
+                _ => continue,
+            },
+            (None, AlgorithmParameters::OctetKeyPair(_)) => KeyAlgs::Okp,
+            (None, _) => continue,
+        };
+        let Ok(key) = DecodingKey::from_jwk(jwk) else {
+            continue;
+        };
+        let key = Arc::new(JwksKey { key, algs });
+        match &jwk.common.key_id {
+            Some(kid) => {
+                keys.by_kid.insert(kid.clone(), key);
+            }
+            None => keys.anonymous.push(key),
+        }
+    }
+    keys
+}
+
+/// Where RFC 8414 authorization-server metadata may be for `issuer`: with the
+/// well-known part inserted before the issuer's path (RFC 8414 3.1), and appended
+/// after it (as OIDC discovery does, and many servers serve it).
+#[must_use]
+pub fn rfc8414_urls(issuer: &str) -> Vec<String> {
+    const WELL_KNOWN: &str = "/.well-known/oauth-authorization-server";
+    let issuer = issuer.trim_end_matches('/');
+    let mut urls = vec![format!("{issuer}{WELL_KNOWN}")];
+    if let Ok(url) = url::Url::parse(issuer) {
+        let path = url.path().trim_end_matches('/');
+        if !path.is_empty() {
+            let mut inserted = url.clone();
+            inserted.set_path(&format!("{WELL_KNOWN}{path}"));
+            urls.insert(0, inserted.to_string());
+        }
+    }
+    urls
 }
 
 fn unix_now() -> u64 {
@@ -312,12 +583,17 @@ impl Oidc {
             issuer: config.oidc.issuer.trim_end_matches('/').to_owned(),
             client_id: config.oidc.client_id.clone(),
             credentials,
+            revocation_fallback: config
+                .resolved
+                .revocation_endpoint
+                .as_ref()
+                .map(ToString::to_string),
             discovery: moka::future::Cache::builder()
                 .max_capacity(1)
                 .time_to_live(DISCOVERY_TTL)
                 .build(),
             jwks: Mutex::new(JwksCache {
-                keys: HashMap::new(),
+                keys: KeySet::default(),
                 fetched_at: None,
                 unknown_kid_at: None,
             }),
@@ -368,7 +644,7 @@ impl Oidc {
                 resp.status.as_u16()
             )));
         }
-        let meta: ProviderMetadata = serde_json::from_slice(&resp.body)
+        let mut meta: ProviderMetadata = serde_json::from_slice(&resp.body)
             .map_err(|e| OidcError::BadAnswer(format!("discovery document: {e}")))?;
         // OIDC Discovery 4.3: the issuer must be exactly the one configured.
         if meta.issuer.trim_end_matches('/') != self.issuer {
@@ -377,13 +653,60 @@ impl Oidc {
                 meta.issuer, self.issuer
             )));
         }
+        if meta.revocation_endpoint.is_none() {
+            meta.revocation_endpoint = match self.rfc8414_revocation_endpoint().await {
+                Some(endpoint) => Some(endpoint),
+                None => self.revocation_fallback.clone(),
+            };
+        }
         Ok(Arc::new(meta))
     }
 
-    /// Loads discovery and the JWKS (readiness).
+    /// The revocation endpoint of RFC 8414 authorization-server metadata, for IdPs
+    /// that list it there and not in OIDC discovery. The metadata must name our
+    /// issuer.
+    async fn rfc8414_revocation_endpoint(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct AuthServerMetadata {
+            issuer: String,
+            #[serde(default)]
+            revocation_endpoint: Option<String>,
+        }
+        for url in rfc8414_urls(&self.issuer) {
+            let resp = self.http.get(&url, METADATA_TIMEOUT).await;
+            self.count("rfc8414", &resp);
+            let Ok(resp) = resp else { continue };
+            if !resp.status.is_success() {
+                continue;
+            }
+            let Ok(meta) = serde_json::from_slice::<AuthServerMetadata>(&resp.body) else {
+                continue;
+            };
+            if meta.issuer.trim_end_matches('/') != self.issuer {
+                tracing::warn!(url = %url, "RFC 8414 metadata names another issuer; ignored");
+                continue;
+            }
+            if let Some(endpoint) = meta
+                .revocation_endpoint
+                .filter(|e| url::Url::parse(e).is_ok())
+            {
+                return Some(endpoint);
+            }
+        }
+        None
+    }
+
+    /// Loads discovery and the JWKS (readiness). Warns when the IdP has no
+    /// revocation endpoint: logout then cannot revoke refresh tokens.
     pub async fn warm_up(&self) -> Result<(), OidcError> {
-        self.metadata().await?;
-        self.fetch_jwks().await
+        let meta = self.metadata().await?;
+        self.fetch_jwks().await?;
+        if meta.revocation_endpoint.is_none() {
+            tracing::warn!(
+                "the IdP names no revocation endpoint (OIDC discovery, RFC 8414 metadata) and oidc.revocation_endpoint is not set: logout cannot revoke refresh tokens"
+            );
+        }
+        Ok(())
     }
 
     /// True once the JWKS has been fetched.
@@ -409,7 +732,7 @@ impl Oidc {
             if !stale {
                 match kid {
                     // Fetched by another caller while this one waited.
-                    Some(kid) if cache.keys.contains_key(kid) => return Ok(()),
+                    Some(kid) if cache.keys.by_kid.contains_key(kid) => return Ok(()),
                     Some(_) => {
                         if cache
                             .unknown_kid_at
@@ -439,25 +762,7 @@ impl Oidc {
         }
         let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&resp.body)
             .map_err(|e| OidcError::BadAnswer(format!("JWKS: {e}")))?;
-        let mut keys = HashMap::new();
-        for jwk in &set.keys {
-            let Some(kid) = jwk.common.key_id.clone() else {
-                continue;
-            };
-            let Ok(key) = DecodingKey::from_jwk(jwk) else {
-                continue;
-            };
-            let alg = jwk
-                .common
-                .key_algorithm
-                .and_then(|a| a.to_string().parse::<Algorithm>().ok())
-                .unwrap_or(match &jwk.algorithm {
-                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
-                    jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
-                    _ => Algorithm::RS256,
-                });
-            keys.insert(kid, Arc::new((key, alg)));
-        }
+        let keys = key_set(&set);
         if let Ok(mut cache) = self.jwks.lock() {
             cache.keys = keys;
             cache.fetched_at = Some(Instant::now());
@@ -465,19 +770,48 @@ impl Oidc {
         Ok(())
     }
 
-    async fn key_for(&self, kid: &str) -> Result<Arc<(DecodingKey, Algorithm)>, OidcError> {
+    async fn key_for(&self, kid: Option<&str>) -> Result<Arc<JwksKey>, OidcError> {
         let lookup = |this: &Self| {
             this.jwks.lock().ok().and_then(|j| {
                 let stale = j.fetched_at.is_none_or(|t| t.elapsed() > JWKS_TTL);
-                (!stale).then(|| j.keys.get(kid).cloned()).flatten()
+                (!stale).then(|| j.keys.find(kid)).flatten()
             })
         };
         if let Some(key) = lookup(self) {
             return Ok(key);
         }
         // Unknown kid (or a stale set): one refetch, rate-limited.
-        self.refetch_jwks(Some(kid)).await?;
-        lookup(self).ok_or_else(|| OidcError::IdToken(format!("no JWKS key with kid {kid:?}")))
+        self.refetch_jwks(Some(kid.unwrap_or(""))).await?;
+        lookup(self).ok_or_else(|| match kid {
+            Some(kid) => OidcError::IdToken(format!("no JWKS key with kid {kid:?}")),
+            None => OidcError::IdToken(
+                "the token has no kid and the JWKS does not hold exactly one key".into(),
+            ),
+        })
+    }
+
+    /// Decodes a JWT header and finds its key: the algorithm must be allowed and one
+    /// the key verifies.
+    async fn token_key(
+        &self,
+        token: &str,
+    ) -> Result<(jsonwebtoken::Header, Arc<JwksKey>), OidcError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| OidcError::IdToken(format!("malformed: {e}")))?;
+        if !ALLOWED_ALGS.contains(&header.alg) {
+            return Err(OidcError::IdToken(format!(
+                "algorithm {:?} is not allowed",
+                header.alg
+            )));
+        }
+        let key = self.key_for(header.kid.as_deref()).await?;
+        if !key.algs.allows(header.alg) {
+            return Err(OidcError::IdToken(format!(
+                "token algorithm {:?} does not fit the key ({:?})",
+                header.alg, key.algs
+            )));
+        }
+        Ok((header, key))
     }
 
     /// Validates an ID token: signature (JWKS), algorithm allowlist, `iss`, `aud`
@@ -487,28 +821,13 @@ impl Oidc {
         token: &str,
         nonce: Option<&str>,
     ) -> Result<IdClaims, OidcError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| OidcError::IdToken(format!("malformed: {e}")))?;
-        if !ALLOWED_ALGS.contains(&header.alg) {
-            return Err(OidcError::IdToken(format!(
-                "algorithm {:?} is not allowed",
-                header.alg
-            )));
-        }
-        let kid = header.kid.clone().unwrap_or_default();
-        let key = self.key_for(&kid).await?;
-        if key.1 != header.alg {
-            return Err(OidcError::IdToken(format!(
-                "token algorithm {:?} does not match the key's {:?}",
-                header.alg, key.1
-            )));
-        }
+        let (header, key) = self.token_key(token).await?;
         let mut validation = Validation::new(header.alg);
         validation.leeway = LEEWAY_SECS;
         validation.set_audience(&[&self.client_id]);
         validation.set_issuer(&[&self.issuer, &format!("{}/", self.issuer)]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let claims = jsonwebtoken::decode::<Value>(token, &key.0, &validation)
+        let claims = jsonwebtoken::decode::<Value>(token, &key.key, &validation)
             .map_err(|e| OidcError::IdToken(e.to_string()))?
             .claims;
         // OIDC Core 3.1.3.7: with several audiences, azp must be us.
@@ -536,55 +855,24 @@ impl Oidc {
     }
 
     /// Validates a back-channel logout token (OIDC Back-Channel Logout 2.6):
-    /// signature, `iss`, `aud`, `iat`, the logout event, `sid` or `sub`, no `nonce`.
-    pub async fn validate_logout_token(&self, token: &str) -> Result<IdClaims, OidcError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| OidcError::IdToken(format!("malformed: {e}")))?;
-        if !ALLOWED_ALGS.contains(&header.alg) {
-            return Err(OidcError::IdToken("algorithm not allowed".into()));
-        }
-        let key = self
-            .key_for(&header.kid.clone().unwrap_or_default())
-            .await?;
+    /// signature, `iss`, `aud`, then [`check_logout_claims`] at `now` (Unix seconds).
+    /// Replay (a `jti` seen before) is the caller's to check, with the store.
+    pub async fn validate_logout_token(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<LogoutClaims, OidcError> {
+        let (header, key) = self.token_key(token).await?;
         let mut validation = Validation::new(header.alg);
         validation.leeway = LEEWAY_SECS;
         validation.set_audience(&[&self.client_id]);
         validation.set_issuer(&[&self.issuer, &format!("{}/", self.issuer)]);
         validation.set_required_spec_claims(&["iss", "aud"]);
         validation.validate_exp = false;
-        let claims = jsonwebtoken::decode::<Value>(token, &key.0, &validation)
+        let claims = jsonwebtoken::decode::<Value>(token, &key.key, &validation)
             .map_err(|e| OidcError::IdToken(e.to_string()))?
             .claims;
-        if claims
-            .get("exp")
-            .is_some_and(|e| e.as_u64().is_some_and(|e| e + LEEWAY_SECS < unix_now()))
-        {
-            return Err(OidcError::IdToken("logout token expired".into()));
-        }
-        let iat = claims["iat"]
-            .as_u64()
-            .ok_or_else(|| OidcError::IdToken("iat missing".into()))?;
-        if iat > unix_now() + LEEWAY_SECS {
-            return Err(OidcError::IdToken("iat in the future".into()));
-        }
-        if !claims["events"]["http://schemas.openid.net/event/backchannel-logout"].is_object() {
-            return Err(OidcError::IdToken("not a back-channel logout event".into()));
-        }
-        if claims.get("nonce").is_some() {
-            return Err(OidcError::IdToken(
-                "a logout token must not have a nonce".into(),
-            ));
-        }
-        let sid = claims["sid"].as_str().map(str::to_owned);
-        let sub = claims["sub"].as_str().unwrap_or_default().to_owned();
-        if sid.is_none() && sub.is_empty() {
-            return Err(OidcError::IdToken("neither sid nor sub".into()));
-        }
-        Ok(IdClaims {
-            all: claims,
-            sub,
-            sid,
-        })
+        check_logout_claims(&claims, now).map_err(OidcError::IdToken)
     }
 
     /// Adds client authentication to a token or revocation request.
@@ -663,23 +951,7 @@ impl Oidc {
                 retry_after(&resp.headers),
             ));
         }
-        let tokens: TokenResponse =
-            serde_json::from_slice(&resp.body).map_err(|e| TokenError::Transient {
-                why: format!("unreadable token response: {e}"),
-                retry_after: None,
-            })?;
-        if tokens.access_token.is_empty() {
-            return Err(TokenError::Transient {
-                why: "token response without an access token".into(),
-                retry_after: None,
-            });
-        }
-        if !tokens.token_type.is_empty() && !tokens.token_type.eq_ignore_ascii_case("bearer") {
-            return Err(TokenError::Misconfigured {
-                code: format!("token_type {:?} is not Bearer", tokens.token_type),
-            });
-        }
-        Ok(tokens)
+        parse_token_response(&resp.body)
     }
 
     /// Exchanges an authorization code (with its PKCE verifier).

@@ -11,6 +11,7 @@
 //! The difference from the hyper engine is only this adapter: routes, outcomes and
 //! header rules come from the core.
 
+mod conn;
 mod server;
 
 use std::sync::Arc;
@@ -24,7 +25,8 @@ use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
 use pingora::{Error as PingoraError, ErrorType, Result};
 
-pub use server::{PingoraServer, run_blocking, server_conf};
+pub use conn::GuardedApp;
+pub use server::{PingoraServer, proxy_service, run_blocking, server_conf};
 
 use crate::bff::{Bff, Decision, Forward, MAX_BACKCHANNEL_BODY, Target, error_response};
 use crate::error::{Error, ErrorKind};
@@ -35,6 +37,8 @@ use crate::headers;
 pub struct Ctx {
     forward: Option<Box<Forward>>,
     upstream_started: Option<Instant>,
+    /// The client connection's request cycle (header and idle deadlines).
+    conn: Option<Arc<crate::conn::ConnState>>,
 }
 
 /// The BFF as a pingora proxy.
@@ -43,6 +47,7 @@ pub struct BffPingora {
     bff: Arc<Bff>,
     connect_timeout: Duration,
     response_timeout: Duration,
+    idle_timeout: Duration,
     https: bool,
 }
 
@@ -54,6 +59,7 @@ impl BffPingora {
         Self {
             connect_timeout: server.upstream_connect_timeout,
             response_timeout: server.upstream_timeout,
+            idle_timeout: server.idle_timeout,
             https: bff.config().resolved.tls.is_some(),
             bff,
         }
@@ -124,6 +130,25 @@ impl ProxyHttp for BffPingora {
     /// compression module, a cost on every request).
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        // The head is complete: its deadline is over until the response is done.
+        ctx.conn = conn::conn_state(session);
+        if let Some(state) = &ctx.conn {
+            state.request_started();
+        }
+        // pingora's own keep-alive timeout (per read) must not close sooner than
+        // server.idle_timeout; the connection guard enforces it exactly.
+        let idle = self.idle_timeout.as_secs().max(1);
+        session.set_keepalive(Some(idle.saturating_add(1)));
+        Ok(())
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&PingoraError>, ctx: &mut Ctx) {
+        if let Some(state) = &ctx.conn {
+            state.request_finished();
+        }
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let body = if self.bff.wants_body(session.req_header()) {
             let mut body = Vec::new();
@@ -185,6 +210,12 @@ impl ProxyHttp for BffPingora {
             })?;
         let mut peer = HttpPeer::new(addr, tls, host);
         peer.options.connection_timeout = Some(self.connect_timeout);
+        // The core's header rules are the one parser of Connection and hop-by-hop
+        // headers (DESIGN.md "Headers the client may not choose"); pingora's own
+        // sanitiser would be a second one, and it drops the connection when
+        // Connection names X-Forwarded-*.
+        peer.options.http_upstream_request_policy =
+            pingora::upstreams::peer::HttpUpstreamRequestPolicy::preserve();
         peer.options.read_timeout = Some(self.response_timeout);
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
@@ -206,7 +237,12 @@ impl ProxyHttp for BffPingora {
             std::net::IpAddr::from([127, 0, 0, 1]),
             std::net::SocketAddr::ip,
         );
-        headers::apply_to_request(upstream_request, forward, peer, self.https);
+        let hop = headers::Hop::Proxy {
+            peer,
+            https: self.https,
+            trusted: &self.bff.config().resolved.trusted_proxies,
+        };
+        headers::apply_to_request(upstream_request, forward, hop);
         if let Some(authority) = uri.authority() {
             if let Ok(v) = http::HeaderValue::from_str(authority.as_str()) {
                 headers::HeaderEdit::set(upstream_request, http::header::HOST, v);
@@ -236,6 +272,11 @@ impl ProxyHttp for BffPingora {
             return Ok(());
         };
         let switching = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        if switching {
+            if let Some(state) = &ctx.conn {
+                state.upgraded();
+            }
+        }
         headers::clean_response(upstream_response, switching);
         headers::add_set_cookies(upstream_response, forward);
         Ok(())

@@ -14,8 +14,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::BffPingora;
+use super::{BffPingora, GuardedApp};
 use crate::bff::Bff;
+use crate::conn::ConnLimits;
+use pingora::services::listening::Service;
 
 /// pingora's server configuration from ours (no second YAML file): threads, a
 /// graceful shutdown bounded by `server.shutdown_timeout` (pingora's own default
@@ -33,6 +35,16 @@ pub fn server_conf(bff: &Bff) -> ServerConf {
         work_stealing: false,
         ..ServerConf::default()
     }
+}
+
+/// The proxy as a pingora service: pingora's HTTP proxy app over the core, behind
+/// the connection limits (`server.header_timeout`, `idle_timeout`,
+/// `max_connections`).
+pub fn proxy_service(conf: &Arc<ServerConf>, bff: Arc<Bff>) -> Service<GuardedApp> {
+    let limits = Arc::new(ConnLimits::from_config(bff.config()));
+    let mut proxy = pingora::proxy::http_proxy(conf, BffPingora::new(bff));
+    proxy.handle_init_modules();
+    Service::new("bff-proxy".to_owned(), GuardedApp::new(proxy, limits))
 }
 
 /// SIGINT and SIGTERM both ask for a graceful shutdown (bounded by
@@ -66,8 +78,7 @@ pub fn run_blocking(bff: Arc<Bff>) {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let tls = bff.config().resolved.tls.clone();
-    let mut service =
-        pingora::proxy::http_proxy_service(&server.configuration, BffPingora::new(bff));
+    let mut service = proxy_service(&server.configuration, bff);
     if let Err(e) = add_listener(&mut service, &listen, tls.as_ref()) {
         tracing::error!(error = %e, "cannot listen");
         return;
@@ -128,8 +139,7 @@ impl PingoraServer {
         let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
         let shutdown_timeout = bff.config().server.shutdown_timeout;
         let conf = Arc::new(server_conf(&bff));
-        let mut service =
-            pingora::proxy::http_proxy_service(&conf, BffPingora::new(Arc::clone(&bff)));
+        let mut service = proxy_service(&conf, Arc::clone(&bff));
         let key = addr.to_string();
         let tls = bff.config().resolved.tls.clone();
         add_listener(&mut service, &key, tls.as_ref()).map_err(std::io::Error::other)?;

@@ -98,12 +98,9 @@ impl UpstreamProxy {
 
     async fn forward(self, mut req: Request<Incoming>) -> Response<ProxyBody> {
         let target = req.extensions().get::<Target>().cloned();
-        let info = req.extensions().get::<ClientInfo>().copied();
         match target {
+            // The layer in front applied every header rule, in the core's order.
             Some(Target::Upstream(uri)) => {
-                if let Some(info) = info {
-                    headers::apply_proxy(req.headers_mut(), info.peer.ip(), info.https);
-                }
                 if headers::is_upgrade(req.headers()) {
                     return self.upgrade(req, uri).await;
                 }

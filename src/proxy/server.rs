@@ -3,6 +3,7 @@
 //! (`/metrics`, `/healthz`, `/readyz`).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use tower::ServiceExt as _;
 
 use super::{ClientInfo, UpstreamProxy};
 use crate::bff::Bff;
+use crate::conn::{ConnLimits, ConnState};
 use crate::tower::BffLayer;
 
 /// A running hyper engine.
@@ -82,11 +84,12 @@ impl ProxyServer {
             Some(files) => Some(tls_acceptor(files).map_err(std::io::Error::other)?),
             None => None,
         };
+        let limits = Arc::new(ConnLimits::from_config(bff.config()));
         let service = tower::ServiceBuilder::new()
             .layer(BffLayer::new(bff))
             .service(upstream);
         tasks.push(tokio::spawn(async move {
-            serve(listener, service, tls, stop_rx, shutdown_timeout).await;
+            serve(listener, service, tls, limits, stop_rx, shutdown_timeout).await;
         }));
         Ok(Self {
             addr,
@@ -154,6 +157,7 @@ async fn serve(
     listener: TcpListener,
     service: Service,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Arc<ConnLimits>,
     mut stop: watch::Receiver<bool>,
     shutdown_timeout: Duration,
 ) {
@@ -170,17 +174,19 @@ async fn serve(
                         continue;
                     }
                 };
+                // Past server.max_connections the connection is closed at once.
+                let Some(permit) = limits.admit() else {
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let service = service.clone();
                 let https = tls.is_some();
-                let hyper_service = service_fn(move |mut req: Request<Incoming>| {
-                    req.extensions_mut().insert(ClientInfo { peer, https });
-                    service.clone().oneshot(req)
-                });
                 let watcher = graceful.watcher();
                 let tls = tls.clone();
+                let limits = Arc::clone(&limits);
                 tokio::spawn(async move {
-                    let builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+                    let _permit = permit;
                     match tls {
                         Some(acceptor) => {
                             let Ok(Ok(stream)) =
@@ -188,15 +194,9 @@ async fn serve(
                             else {
                                 return;
                             };
-                            let conn = builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service);
-                            let _ = watcher.watch(conn.into_owned()).await;
+                            serve_connection(stream, peer, https, service, limits, watcher).await;
                         }
-                        None => {
-                            let conn = builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service);
-                            let _ = watcher.watch(conn.into_owned()).await;
-                        }
+                        None => serve_connection(stream, peer, https, service, limits, watcher).await,
                     }
                 });
             }
@@ -209,5 +209,79 @@ async fn serve(
         () = tokio::time::sleep(shutdown_timeout) => {
             tracing::warn!("shutdown_timeout reached: closing the connections still open");
         }
+    }
+}
+
+/// Serves one client connection under the connection limits: the request cycle is
+/// reported to its [`ConnState`], and a head over its deadline ends it (after 408).
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    https: bool,
+    service: Service,
+    limits: Arc<ConnLimits>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (io, state) = limits.guard(io);
+    let cycle = Arc::clone(&state);
+    let hyper_service = service_fn(move |mut req: Request<Incoming>| {
+        cycle.request_started();
+        req.extensions_mut().insert(ClientInfo { peer, https });
+        let answer = service.clone().oneshot(req);
+        let cycle = Arc::clone(&cycle);
+        async move {
+            let Ok(resp) = answer.await;
+            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                cycle.upgraded();
+            }
+            Ok::<_, std::convert::Infallible>(resp.map(|body| CycleBody {
+                inner: body,
+                state: cycle,
+            }))
+        }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_service);
+    let conn = watcher.watch(conn.into_owned());
+    tokio::select! {
+        _ = conn => {}
+        () = state.timed_out() => {}
+    }
+}
+
+/// A response body that tells the connection when the response is done (sent to
+/// the end, or dropped), so the idle deadline starts then.
+struct CycleBody {
+    inner: crate::tower::BffBody<super::ProxyBody>,
+    state: Arc<ConnState>,
+}
+
+impl Drop for CycleBody {
+    fn drop(&mut self) {
+        self.state.request_finished();
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl http_body::Body for CycleBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

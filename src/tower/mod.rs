@@ -163,7 +163,18 @@ where
                 Decision::Respond(resp) => return Ok(respond(resp)),
                 Decision::Forward(f) => f,
             };
-            headers::apply_session(&mut parts.headers, &forward);
+            // The hyper engine tells the layer who the client is: then this hop is the
+            // proxy's, with the forwarding headers; in front of an app it is not.
+            let client = parts.extensions.get::<crate::proxy::ClientInfo>().copied();
+            let hop = match client {
+                Some(info) => headers::Hop::Proxy {
+                    peer: info.peer.ip(),
+                    https: info.https,
+                    trusted: &bff.config().resolved.trusted_proxies,
+                },
+                None => headers::Hop::Layer,
+            };
+            headers::apply_to_request(&mut parts.headers, &forward, hop);
             parts.extensions.insert(BffSession {
                 id_token: forward.id_token.clone(),
             });

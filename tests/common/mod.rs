@@ -1,7 +1,13 @@
 //! Helpers shared by the integration tests: a small HTTP client that never follows
 //! redirects and bounds every request in time.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::result_large_err
+)]
 
 use std::time::Duration;
 
@@ -166,6 +172,7 @@ pub fn jwt_header(jwt: &str) -> Value {
 
 pub mod browser;
 pub mod provider;
+pub mod stack;
 
 /// Waits until `cond` holds, checking every 10 ms, for at most `limit`.
 pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {

@@ -30,6 +30,7 @@ pub mod devidp;
 pub mod error;
 mod expiring;
 pub mod headers;
+pub mod logging;
 pub mod login;
 pub mod metrics;
 pub mod oidc;

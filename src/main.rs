@@ -102,14 +102,15 @@ fn check_failed(path: &std::path::Path, problems: &[bff_proxy::config::Problem])
 }
 
 fn run(path: &std::path::Path, engine: Option<EngineArg>) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // RUST_LOG picks the level; no level lets another crate log a token.
+    let directives = std::env::var("RUST_LOG").ok();
+    if let Err(e) = bff_proxy::logging::install(
+        std::io::stderr,
+        directives.as_deref(),
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    ) {
+        eprintln!("bff-proxy: {e}");
+    }
     let mut config = match Config::load(path, &Env::from_process()) {
         Ok(config) => config,
         Err(err) => {

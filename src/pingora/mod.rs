@@ -126,6 +126,13 @@ impl ProxyHttp for BffPingora {
         Ctx::default()
     }
 
+    /// What pingora's own error lines say of a request: method and path, never the
+    /// query (it could carry a code or a token) or other headers.
+    fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {
+        let req = session.req_header();
+        format!("{} {}", req.method, req.uri.path())
+    }
+
     /// No modules: the BFF never compresses (pingora's default adds a disabled
     /// compression module, a cost on every request).
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}

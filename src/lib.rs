@@ -29,6 +29,8 @@ pub mod devecho;
 pub mod devidp;
 pub mod error;
 mod expiring;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod headers;
 pub mod logging;
 pub mod login;

@@ -54,15 +54,34 @@ impl SecretSource {
                 let full = base_dir.join(path);
                 let meta = std::fs::metadata(&full)
                     .map_err(|e| format!("cannot read {}: {e}", full.display()))?;
-                if meta.len() > MAX_SECRET_FILE_BYTES {
-                    return Err(format!(
-                        "{} is {} bytes; a secret file may hold at most {MAX_SECRET_FILE_BYTES}",
-                        full.display(),
-                        meta.len()
-                    ));
+                // A device or a pipe (file:/dev/zero) would be read without end.
+                if !meta.is_file() {
+                    return Err(format!("{} is not a regular file", full.display()));
                 }
-                let mut text = std::fs::read_to_string(&full)
-                    .map_err(|e| format!("cannot read {}: {e}", full.display()))?;
+                let too_large = || {
+                    format!(
+                        "{} is larger than {MAX_SECRET_FILE_BYTES} bytes, the most a secret file may hold",
+                        full.display()
+                    )
+                };
+                if meta.len() > MAX_SECRET_FILE_BYTES {
+                    return Err(too_large());
+                }
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(
+                        std::fs::File::open(&full)
+                            .map_err(|e| format!("cannot read {}: {e}", full.display()))?,
+                        MAX_SECRET_FILE_BYTES + 1,
+                    ),
+                    &mut bytes,
+                )
+                .map_err(|e| format!("cannot read {}: {e}", full.display()))?;
+                if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+                    return Err(too_large());
+                }
+                let mut text = String::from_utf8(bytes)
+                    .map_err(|_| format!("{} is not UTF-8 text", full.display()))?;
                 if text.ends_with('\n') {
                     text.pop();
                     if text.ends_with('\r') {
@@ -134,6 +153,17 @@ impl fmt::Debug for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn devices_and_pipes_are_not_secret_files() {
+        let env = Env::default();
+        for device in ["/dev/zero", "/dev/urandom", "/dev/null", "/"] {
+            let e = SecretSource::File(device.into())
+                .resolve(&env, Path::new("."))
+                .unwrap_err();
+            assert!(e.contains("not a regular file"), "{device}: {e}");
+        }
+    }
 
     #[test]
     fn forms_parse() {

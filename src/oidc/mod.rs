@@ -487,6 +487,71 @@ impl fmt::Debug for Oidc {
     }
 }
 
+/// A JWT's header, when its algorithm is on the allowlist.
+fn checked_header(token: &str) -> Result<jsonwebtoken::Header, OidcError> {
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|e| OidcError::IdToken(format!("malformed: {e}")))?;
+    if !ALLOWED_ALGS.contains(&header.alg) {
+        return Err(OidcError::IdToken(format!(
+            "algorithm {:?} is not allowed",
+            header.alg
+        )));
+    }
+    Ok(header)
+}
+
+fn check_key_fits(header: &jsonwebtoken::Header, key: &JwksKey) -> Result<(), OidcError> {
+    if key.algs.allows(header.alg) {
+        Ok(())
+    } else {
+        Err(OidcError::IdToken(format!(
+            "token algorithm {:?} does not fit the key ({:?})",
+            header.alg, key.algs
+        )))
+    }
+}
+
+/// The signature, `iss` and `aud` of a logout token, then its claims
+/// ([`check_logout_claims`]).
+fn verify_logout_token(
+    token: &str,
+    header: &jsonwebtoken::Header,
+    key: &JwksKey,
+    issuer: &str,
+    client_id: &str,
+    now: u64,
+) -> Result<LogoutClaims, OidcError> {
+    let mut validation = Validation::new(header.alg);
+    validation.leeway = LEEWAY_SECS;
+    validation.set_audience(&[client_id]);
+    validation.set_issuer(&[issuer, &format!("{issuer}/")]);
+    validation.set_required_spec_claims(&["iss", "aud"]);
+    validation.validate_exp = false;
+    let claims = jsonwebtoken::decode::<Value>(token, &key.key, &validation)
+        .map_err(|e| OidcError::IdToken(e.to_string()))?
+        .claims;
+    check_logout_claims(&claims, now).map_err(OidcError::IdToken)
+}
+
+/// The whole logout-token validation against a JWKS document, without the
+/// network: for the fuzz targets.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn validate_logout_token_with(
+    token: &str,
+    jwks: &jsonwebtoken::jwk::JwkSet,
+    issuer: &str,
+    client_id: &str,
+    now: u64,
+) -> Result<LogoutClaims, OidcError> {
+    let keys = key_set(jwks);
+    let header = checked_header(token)?;
+    let key = keys
+        .find(header.kid.as_deref())
+        .ok_or_else(|| OidcError::IdToken("no such key".into()))?;
+    check_key_fits(&header, &key)?;
+    verify_logout_token(token, &header, &key, issuer, client_id, now)
+}
+
 /// The keys of a JWKS the BFF can verify signatures with: encryption keys, symmetric
 /// keys and algorithms off the allowlist are left out. A key without `alg` verifies
 /// the algorithms its type allows (RSA: RS*/PS*; EC: by curve; OKP: EdDSA).
@@ -796,21 +861,9 @@ impl Oidc {
         &self,
         token: &str,
     ) -> Result<(jsonwebtoken::Header, Arc<JwksKey>), OidcError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| OidcError::IdToken(format!("malformed: {e}")))?;
-        if !ALLOWED_ALGS.contains(&header.alg) {
-            return Err(OidcError::IdToken(format!(
-                "algorithm {:?} is not allowed",
-                header.alg
-            )));
-        }
+        let header = checked_header(token)?;
         let key = self.key_for(header.kid.as_deref()).await?;
-        if !key.algs.allows(header.alg) {
-            return Err(OidcError::IdToken(format!(
-                "token algorithm {:?} does not fit the key ({:?})",
-                header.alg, key.algs
-            )));
-        }
+        check_key_fits(&header, &key)?;
         Ok((header, key))
     }
 
@@ -863,16 +916,7 @@ impl Oidc {
         now: u64,
     ) -> Result<LogoutClaims, OidcError> {
         let (header, key) = self.token_key(token).await?;
-        let mut validation = Validation::new(header.alg);
-        validation.leeway = LEEWAY_SECS;
-        validation.set_audience(&[&self.client_id]);
-        validation.set_issuer(&[&self.issuer, &format!("{}/", self.issuer)]);
-        validation.set_required_spec_claims(&["iss", "aud"]);
-        validation.validate_exp = false;
-        let claims = jsonwebtoken::decode::<Value>(token, &key.key, &validation)
-            .map_err(|e| OidcError::IdToken(e.to_string()))?
-            .claims;
-        check_logout_claims(&claims, now).map_err(OidcError::IdToken)
+        verify_logout_token(token, &header, &key, &self.issuer, &self.client_id, now)
     }
 
     /// Adds client authentication to a token or revocation request.

@@ -206,7 +206,10 @@ impl RevocationList {
         let mut record = None;
         self.generations.upsert(sid.0, self.until(now), now, |old| {
             let next = Generation::advanced(old.copied(), generation, now);
-            record = Some(next);
+            // Shared once per new generation, not once per coalesced request.
+            if old != Some(&next) {
+                record = Some(next);
+            }
             next
         });
         if let Some(record) = record {

@@ -299,11 +299,13 @@ fn is_ignorable(c: char) -> bool {
         )
 }
 
-/// A cookie name as a lenient parser might see it: percent-decoded (twice), the
-/// ignorable characters removed, full-width ASCII folded, lower case.
+/// A cookie name as a lenient parser might see it: percent-decoded (twice) and cut
+/// at an `=` that decoding produced, the ignorable characters removed, full-width
+/// ASCII folded, lower case.
 fn loose_form(name: &[u8]) -> String {
     let decoded = percent_decode(&percent_decode(name));
-    String::from_utf8_lossy(&decoded)
+    let decoded = decoded.split(|&b| b == b'=').next().unwrap_or(&decoded);
+    String::from_utf8_lossy(decoded)
         .chars()
         .filter(|&c| !is_ignorable(c))
         .map(|c| match c {
@@ -1053,6 +1055,8 @@ mod tests {
             "__host-http-bff-login-ABCDEFGHIJKLMNOP",
             "%5F_Host-Http-bff",
             "%255F_Host-Http-bff",
+            "__Host-Http-bff%3d",
+            "\u{2000}__Host-Http-bff%3Dx",
             "\"__Host-Http-bff\"",
             "\u{FF3F}\u{FF3F}Host-Http-bff",
             "__Host-Http-bff\u{0085}.0",
@@ -1066,6 +1070,11 @@ mod tests {
         // A pair without `=` is a value with an empty name; if its text is ours, it
         // is stripped too.
         assert_eq!(kinds("__Host-Http-bff")[0].1, CookieKind::Lookalike);
+        // Found by AFL++: a pair without `=` whose text holds an encoded one.
+        assert_eq!(
+            kinds("\u{2000}__Host-Http-bff%3d")[0].1,
+            CookieKind::Lookalike
+        );
         assert_eq!(kinds("plain")[0].1, CookieKind::Other);
         // Names that merely start alike are other apps' cookies.
         for other in [

@@ -31,7 +31,7 @@ struct Args {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: bff-fuzz <all|{}> [--inputs N] [--seed S] [--out DIR]\n       bff-fuzz seeds <target> <dir>",
+        "usage: bff-fuzz <all|{}> [--inputs N] [--seed S] [--out DIR]\n       bff-fuzz seeds <target> <dir>\n       bff-fuzz replay <target> <file>...",
         TARGETS.join("|")
     );
     ExitCode::from(2)
@@ -41,6 +41,9 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.first().map(String::as_str) == Some("seeds") {
         return write_seeds(&argv[1..]);
+    }
+    if argv.first().map(String::as_str) == Some("replay") {
+        return replay(&argv[1..]);
     }
     let Some(args) = parse(&argv) else {
         return usage();
@@ -102,6 +105,25 @@ fn write_seeds(argv: &[String]) -> ExitCode {
         if std::fs::write(dir.join(format!("seed-{i}")), seed).is_err() {
             return ExitCode::FAILURE;
         }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Runs saved inputs (findings, an AFL++ crash) through a target again; a panic
+/// shows as usual.
+fn replay(argv: &[String]) -> ExitCode {
+    let Some((target, files)) = argv.split_first() else {
+        return usage();
+    };
+    for file in files {
+        let Ok(data) = std::fs::read(file) else {
+            eprintln!("cannot read {file}");
+            return ExitCode::FAILURE;
+        };
+        if !run(target, &data) {
+            return usage();
+        }
+        println!("{file}: no panic");
     }
     ExitCode::SUCCESS
 }

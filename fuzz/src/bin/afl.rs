@@ -16,6 +16,11 @@ fn main() {
         );
         std::process::exit(2);
     }
+    // Set up once, before the fork server starts: the logout-token target makes an
+    // RSA key on first use, which would otherwise happen in every forked child.
+    for seed in bff_proxy::fuzzing::seeds(&target) {
+        bff_proxy::fuzzing::run(&target, &seed);
+    }
     afl::fuzz!(|data: &[u8]| {
         bff_proxy::fuzzing::run(&target, data);
     });

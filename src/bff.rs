@@ -908,9 +908,9 @@ impl Bff {
             })
         })?;
         let login = LoginState {
-            state: crate::devidp::random_text(32),
-            nonce: crate::devidp::random_text(32),
-            verifier: crate::devidp::random_text(48),
+            state: crate::random::random_text(32),
+            nonce: crate::random::random_text(32),
+            verifier: crate::random::random_text(48),
             return_url,
             created_at: self.clock.now_secs(),
         };

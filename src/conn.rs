@@ -83,12 +83,6 @@ impl ConnLimits {
         Self::new(s.header_timeout, s.idle_timeout, s.max_connections)
     }
 
-    /// `server.idle_timeout`.
-    #[must_use]
-    pub fn idle_timeout(&self) -> Duration {
-        self.idle_timeout
-    }
-
     /// A place for a new connection, or None when `server.max_connections` are
     /// open (the engine then closes it at once; logged at most every 10 s).
     #[must_use]

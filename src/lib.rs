@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod bff;
+pub mod client_key;
 pub mod clock;
 pub mod config;
 pub mod conn;
@@ -35,12 +36,14 @@ pub mod headers;
 pub mod logging;
 pub mod login;
 pub mod metrics;
+pub mod net;
 pub mod oidc;
 pub mod paths;
 #[cfg(feature = "pingora")]
 pub mod pingora;
 #[cfg(feature = "tower")]
 pub mod proxy;
+pub mod random;
 pub mod refresh;
 pub mod revocation;
 pub mod seal;

@@ -725,7 +725,7 @@ impl TokenRefresher {
                     return Ok(SharedOutcome::ByAnotherReplica(rotation));
                 }
             }
-            let owner = crate::devidp::random_text(12);
+            let owner = crate::random::random_text(12);
             if store.try_lock(&lock_name, &owner, LOCK_TTL).await? {
                 let renewer = {
                     let (store, _) = inner

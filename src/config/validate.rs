@@ -10,7 +10,7 @@ use super::{
     ClientAuth, Env, Problem, RouteAuth, Secret, SecretSource, Sections, SessionMode, StoreKind,
 };
 use crate::cookies::check_cookie_name;
-use crate::headers::IpNet;
+use crate::net::IpNet;
 use crate::seal::{KEY_LEN, KeyRing};
 
 /// What loading resolved: secrets read, URLs parsed, paths made absolute.
@@ -566,7 +566,7 @@ fn resolve_secrets(
     resolve(&c.server.tls_key, "server.tls_key");
 
     if let Some(pem) = &private_key {
-        if let Err(why) = crate::oidc::parse_private_key(pem.expose()) {
+        if let Err(why) = crate::client_key::parse_private_key(pem.expose()) {
             problems.push(Problem::new("oidc.private_key", why));
         }
     }

@@ -41,7 +41,7 @@ pub use state::DevIdpStats;
 /// Random URL-safe text from `bytes` random bytes (PKCE verifiers, states, nonces).
 #[must_use]
 pub fn random_text(bytes: usize) -> String {
-    state::random_token(bytes)
+    crate::random::random_text(bytes)
 }
 
 use crate::config::{ClientAuth, Config};

@@ -197,10 +197,7 @@ pub(crate) struct State {
 
 /// Random URL-safe text of `bytes` random bytes.
 pub(crate) fn random_token(bytes: usize) -> String {
-    use rand::RngCore as _;
-    let mut buf = vec![0u8; bytes];
-    rand::rngs::OsRng.fill_bytes(&mut buf);
-    URL_SAFE_NO_PAD.encode(buf)
+    crate::random::random_text(bytes)
 }
 
 /// The PKCE S256 transform.

@@ -29,6 +29,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 
+pub use crate::client_key::parse_private_key;
 pub use client::{FetchError, IdpHttp, IdpResponse, MAX_IDP_BODY, client_tls_config};
 
 use crate::config::{ClientAuth, Config};
@@ -291,19 +292,6 @@ impl fmt::Debug for ClientCredentials {
             Self::None => "none",
         })
     }
-}
-
-/// Parses a PEM private key for `private_key_jwt`: RSA (PKCS#1 or PKCS#8) signs
-/// RS256, EC P-256 (PKCS#8) signs ES256.
-pub fn parse_private_key(pem: &str) -> Result<(EncodingKey, Algorithm), String> {
-    if let Ok(key) = EncodingKey::from_rsa_pem(pem.as_bytes()) {
-        return Ok((key, Algorithm::RS256));
-    }
-    EncodingKey::from_ec_pem(pem.as_bytes())
-        .map(|key| (key, Algorithm::ES256))
-        .map_err(|_| {
-            "must be a PEM private key: RSA (PKCS#1 or PKCS#8) or EC P-256 (PKCS#8)".to_owned()
-        })
 }
 
 /// The algorithms a JWKS key verifies: the one its `alg` names, or when it names
@@ -944,7 +932,7 @@ impl Oidc {
                 let now = unix_now();
                 let claims = serde_json::json!({
                     "iss": self.client_id, "sub": self.client_id, "aud": audience,
-                    "iat": now, "exp": now + 60, "jti": crate::devidp::random_text(16),
+                    "iat": now, "exp": now + 60, "jti": crate::random::random_text(16),
                 });
                 let assertion =
                     jsonwebtoken::encode(&jsonwebtoken::Header::new(*alg), &claims, key).map_err(

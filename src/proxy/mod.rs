@@ -7,7 +7,6 @@ mod server;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -24,6 +23,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 pub use server::ProxyServer;
 
+pub use crate::tower::ClientInfo;
+
 use crate::bff::{Target, error_response};
 use crate::error::{Error, ErrorKind};
 use crate::headers;
@@ -31,15 +32,6 @@ use crate::metrics::Metrics;
 
 /// The body type the engine answers with.
 pub type ProxyBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
-
-/// The client's address and scheme, put into each request's extensions by the server.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientInfo {
-    /// The peer address.
-    pub peer: SocketAddr,
-    /// Whether the client connected over TLS.
-    pub https: bool,
-}
 
 fn full(bytes: Bytes) -> ProxyBody {
     Full::new(bytes).map_err(|e| match e {}).boxed()

@@ -77,6 +77,17 @@ impl BffSession {
     }
 }
 
+/// The client's address and scheme, which a server in front of the layer (the hyper
+/// engine) puts into each request's extensions: then the layer's hop is the
+/// proxy's, with the forwarding headers.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo {
+    /// The peer address.
+    pub peer: std::net::SocketAddr,
+    /// Whether the client connected over TLS.
+    pub https: bool,
+}
+
 /// Puts the BFF in front of a service.
 #[derive(Debug, Clone)]
 #[must_use]
@@ -165,7 +176,7 @@ where
             };
             // The hyper engine tells the layer who the client is: then this hop is the
             // proxy's, with the forwarding headers; in front of an app it is not.
-            let client = parts.extensions.get::<crate::proxy::ClientInfo>().copied();
+            let client = parts.extensions.get::<ClientInfo>().copied();
             let hop = match client {
                 Some(info) => headers::Hop::Proxy {
                     peer: info.peer.ip(),

@@ -115,7 +115,9 @@ impl Forward {
     /// The session's ID-token claims, if it has a session with an ID token.
     #[must_use]
     pub fn claims(&self) -> Option<Value> {
-        self.id_token.as_deref().and_then(jwt_payload)
+        self.id_token
+            .as_deref()
+            .and_then(crate::oidc::unverified_claims)
     }
 }
 
@@ -248,17 +250,6 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
-}
-
-/// The payload of a JWT, unverified: only for tokens that come out of our own sealed
-/// session, where they were verified at login.
-fn jwt_payload(token: &str) -> Option<Value> {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
 }
 
 impl Bff {
@@ -1116,7 +1107,7 @@ impl Bff {
         let claims = session
             .id_token
             .as_deref()
-            .and_then(jwt_payload)
+            .and_then(crate::oidc::unverified_claims)
             .unwrap_or_else(|| json!({ "sub": session.sub }));
         let body = json!({
             "claims": claims,

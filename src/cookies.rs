@@ -112,7 +112,8 @@ impl CookieSettings {
         header_value(&c)
     }
 
-    fn removal(&self, name: String) -> HeaderValue {
+    /// The `Set-Cookie` value that expires the cookie `name` of this family.
+    pub(crate) fn removal(&self, name: String) -> HeaderValue {
         let mut c = self.build(name, "");
         c.make_removal();
         header_value(&c)
@@ -358,12 +359,6 @@ impl CookieNames {
             chunk_prefix,
             login_prefix,
         }
-    }
-
-    /// The session cookie's name.
-    #[must_use]
-    pub fn session(&self) -> &str {
-        &self.session
     }
 
     /// The prefix of every login attempt's cookie name.
@@ -930,6 +925,17 @@ mod tests {
         assert!(check_cookie_name("a=b").is_err());
     }
 
+    /// A browser's cookies after a ~300-byte session was set.
+    fn logged_in_jar(sealer: &SessionSealer) -> Vec<(String, String)> {
+        let session = crate::session::tests::sample(300);
+        let out = sealer
+            .set_cookies(&session, None, &Present::default())
+            .unwrap();
+        let mut jar = Vec::new();
+        browser_apply(&mut jar, &out);
+        jar
+    }
+
     fn sealer() -> SessionSealer {
         SessionSealer::new(
             KeyRing::new(vec![KeyRing::generate_key()]).unwrap(),
@@ -955,12 +961,7 @@ mod tests {
     #[test]
     fn tampered_foreign_and_swapped_cookies_are_no_session() {
         let sealer = sealer();
-        let session = crate::session::tests::sample(300);
-        let out = sealer
-            .set_cookies(&session, None, &Present::default())
-            .unwrap();
-        let mut jar = Vec::new();
-        browser_apply(&mut jar, &out);
+        let jar = logged_in_jar(&sealer);
 
         let mut tampered = jar.clone();
         let v = &mut tampered[0].1;
@@ -1098,12 +1099,7 @@ mod tests {
     #[test]
     fn a_planted_lookalike_never_opens_and_is_stripped() {
         let sealer = sealer();
-        let session = crate::session::tests::sample(300);
-        let out = sealer
-            .set_cookies(&session, None, &Present::default())
-            .unwrap();
-        let mut jar = Vec::new();
-        browser_apply(&mut jar, &out);
+        let jar = logged_in_jar(&sealer);
         let sealed = jar[0].1.clone();
         let names = CookieNames::new("__Host-Http-bff");
         for space in ['\u{2000}', '\u{00A0}', '\u{3000}'] {
@@ -1119,12 +1115,7 @@ mod tests {
     #[test]
     fn a_repeated_name_is_ambiguous_and_opens_nothing() {
         let sealer = sealer();
-        let session = crate::session::tests::sample(300);
-        let out = sealer
-            .set_cookies(&session, None, &Present::default())
-            .unwrap();
-        let mut jar = Vec::new();
-        browser_apply(&mut jar, &out);
+        let jar = logged_in_jar(&sealer);
         let once = request(&jar);
         assert!(sealer.read(&once).unwrap().session.is_some());
         let mut twice = jar.clone();

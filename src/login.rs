@@ -188,15 +188,7 @@ impl LoginCookies {
     }
 
     fn removal(&self, name: &str) -> HeaderValue {
-        let present = Present {
-            whole: true,
-            chunks: 0,
-        };
-        self.named(name)
-            .clear(&present)
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| HeaderValue::from_static(""))
+        self.named(name).removal(name.to_owned())
     }
 
     /// The `Set-Cookie` value that clears the attempt `state` names (if it names one).

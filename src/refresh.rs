@@ -26,7 +26,7 @@ use crate::clock::Clock;
 use crate::config::{Config, OnReuse};
 use crate::expiring::ExpiringMap;
 use crate::metrics::Metrics;
-use crate::oidc::{Oidc, TokenError, TokenResponse};
+use crate::oidc::{Oidc, TokenError, TokenResponse, unverified_claims};
 use crate::revocation::RevocationList;
 use crate::seal::KeyRing;
 use crate::session::Session;
@@ -235,29 +235,14 @@ pub(crate) fn access_expiry(tokens: &TokenResponse, now: u64) -> u64 {
     if let Some(secs) = tokens.expires_in {
         return now.saturating_add(secs);
     }
-    jwt_exp(&tokens.access_token).unwrap_or(now + DEFAULT_ACCESS_TTL)
-}
-
-fn jwt_exp(token: &str) -> Option<u64> {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()?
-        .get("exp")?
-        .as_u64()
+    unverified_claims(&tokens.access_token)
+        .and_then(|c| c.get("exp")?.as_u64())
+        .unwrap_or(now + DEFAULT_ACCESS_TTL)
 }
 
 /// The `iss` of the session's ID token (verified at login).
 fn session_issuer(session: &Session) -> Option<String> {
-    use base64::Engine as _;
-    let payload = session.id_token.as_deref()?.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let claims = unverified_claims(session.id_token.as_deref()?)?;
     claims.get("iss")?.as_str().map(str::to_owned)
 }
 

@@ -109,8 +109,8 @@ pub struct RevocationList {
     /// `sub` → Unix ms: sessions of that user created up to then are over.
     subs: ExpiringMap<String, u64>,
     generations: ExpiringMap<[u8; 16], Generation>,
-    /// Hashes of (issuer, jti) of the logout tokens already used.
-    logout_jtis: ExpiringMap<[u8; 32], ()>,
+    /// Store names (hashes of issuer and jti) of the logout tokens already used.
+    logout_jtis: ExpiringMap<String, ()>,
     shared: OnceLock<Arc<dyn SharedStore>>,
     lifetime: Duration,
     clock: Arc<Clock>,
@@ -222,27 +222,17 @@ impl RevocationList {
     /// remembering it for `ttl`, here and with replicas. A store that does not
     /// answer leaves the local memory to decide.
     pub async fn first_use_of_logout_token(&self, iss: &str, jti: &str, ttl: Duration) -> bool {
-        use sha2::Digest as _;
-        let mut h = sha2::Sha256::new();
-        h.update(iss.as_bytes());
-        h.update([0]);
-        h.update(jti.as_bytes());
-        let key: [u8; 32] = h.finalize().into();
+        let name = hashed("jti", &format!("{iss}\0{jti}"));
         let now = self.clock.now_ms();
         let expires = now.saturating_add(millis(ttl));
-        if !self.logout_jtis.insert_new(key, (), expires, now) {
+        if !self.logout_jtis.insert_new(name.clone(), (), expires, now) {
             return false;
         }
         let Some(store) = self.shared.get() else {
             return true;
         };
-        let name: String = key.iter().map(|b| format!("{b:02x}")).collect();
         match store
-            .try_lock(
-                &format!("jti:{name}"),
-                "used",
-                ttl.max(Duration::from_secs(1)),
-            )
+            .try_lock(&name, "used", ttl.max(Duration::from_secs(1)))
             .await
         {
             Ok(first) => first,

@@ -47,7 +47,9 @@ pub struct BffPingora {
     bff: Arc<Bff>,
     connect_timeout: Duration,
     response_timeout: Duration,
-    idle_timeout: Duration,
+    /// pingora's own keep-alive timeout (per read), in whole seconds: never sooner
+    /// than `server.idle_timeout`, which the connection guard enforces exactly.
+    keepalive_secs: u64,
     https: bool,
 }
 
@@ -59,7 +61,7 @@ impl BffPingora {
         Self {
             connect_timeout: server.upstream_connect_timeout,
             response_timeout: server.upstream_timeout,
-            idle_timeout: server.idle_timeout,
+            keepalive_secs: server.idle_timeout.as_secs().saturating_add(1),
             https: bff.config().resolved.tls.is_some(),
             bff,
         }
@@ -143,10 +145,7 @@ impl ProxyHttp for BffPingora {
         if let Some(state) = &ctx.conn {
             state.request_started();
         }
-        // pingora's own keep-alive timeout (per read) must not close sooner than
-        // server.idle_timeout; the connection guard enforces it exactly.
-        let idle = self.idle_timeout.as_secs().max(1);
-        session.set_keepalive(Some(idle.saturating_add(1)));
+        session.set_keepalive(Some(self.keepalive_secs));
         Ok(())
     }
 

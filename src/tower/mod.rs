@@ -68,12 +68,7 @@ impl BffSession {
     /// The ID-token claims (verified at login), parsed on demand.
     #[must_use]
     pub fn claims(&self) -> Option<Value> {
-        use base64::Engine as _;
-        let payload = self.id_token.as_deref()?.split('.').nth(1)?;
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .ok()?;
-        serde_json::from_slice(&bytes).ok()
+        crate::oidc::unverified_claims(self.id_token.as_deref()?)
     }
 }
 

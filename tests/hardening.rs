@@ -51,6 +51,14 @@ fn session_value(b: &Browser) -> String {
         .expect("a session cookie")
 }
 
+/// A pingora stack with these options and a browser logged in to it.
+async fn logged_in(options: Options) -> (Stack, Browser) {
+    let s = start(Front::Pingora, options).await;
+    let b = s.browser();
+    b.login("/").await;
+    (s, b)
+}
+
 // ---- 1. Session planting through Unicode-trimmed cookie names ----
 
 async fn a_planted_lookalike_session_never_opens_and_never_reaches_upstream(front: Front) {
@@ -403,9 +411,7 @@ fn non_rotating() -> Options {
 
 #[tokio::test]
 async fn an_empty_refresh_token_is_no_rotation() {
-    let s = start(Front::Pingora, non_rotating()).await;
-    let b = s.browser();
-    b.login("/").await;
+    let (s, b) = logged_in(non_rotating()).await;
     s.idp
         .quirk_next_token_responses(1, TokenQuirk::EmptyRefreshToken);
     s.bff.clock().advance(Duration::from_secs(301));
@@ -422,20 +428,15 @@ async fn an_empty_refresh_token_is_no_rotation() {
 
 #[tokio::test]
 async fn an_unreadable_200_is_never_retried_with_the_same_refresh_token() {
-    let s = start(
-        Front::Pingora,
-        Options::with_idp(DevIdpSettings {
-            refresh: RefreshPolicy {
-                reuse_detection: true,
-                grace: Duration::ZERO,
-                ..RefreshPolicy::default()
-            },
-            ..DevIdpSettings::default()
-        }),
-    )
+    let (s, b) = logged_in(Options::with_idp(DevIdpSettings {
+        refresh: RefreshPolicy {
+            reuse_detection: true,
+            grace: Duration::ZERO,
+            ..RefreshPolicy::default()
+        },
+        ..DevIdpSettings::default()
+    }))
     .await;
-    let b = s.browser();
-    b.login("/").await;
     s.idp.quirk_next_token_responses(
         1,
         TokenQuirk::Unreadable("<html>upstream hiccup</html>".into()),
@@ -474,9 +475,7 @@ async fn expires_in_as_a_string_is_read() {
 
 #[tokio::test]
 async fn a_refreshed_id_token_for_another_subject_ends_the_session() {
-    let s = start(Front::Pingora, Options::default()).await;
-    let b = s.browser();
-    b.login("/").await;
+    let (s, b) = logged_in(Options::default()).await;
     s.idp
         .quirk_next_token_responses(1, TokenQuirk::OtherSub("mallory".into()));
     s.bff.clock().advance(Duration::from_secs(301));
@@ -507,9 +506,7 @@ async fn post_logout_token(s: &Stack, token: &str) -> u16 {
 
 #[tokio::test]
 async fn old_and_replayed_logout_tokens_are_refused() {
-    let s = start(Front::Pingora, Options::default()).await;
-    let b = s.browser();
-    b.login("/").await;
+    let (s, b) = logged_in(Options::default()).await;
     // Three days old, no exp.
     let old = s.idp.logout_token("any", |c| {
         let iat = c["iat"].as_u64().unwrap();
@@ -540,9 +537,7 @@ async fn old_and_replayed_logout_tokens_are_refused() {
 
 #[tokio::test]
 async fn a_sub_logout_token_revokes_up_to_its_iat_not_the_proxy_clock() {
-    let s = start(Front::Pingora, Options::default()).await;
-    let b = s.browser();
-    b.login("/").await;
+    let (s, b) = logged_in(Options::default()).await;
     // Issued two minutes before this login, delivered now.
     let token = s.idp.logout_token("any", |c| {
         let iat = c["iat"].as_u64().unwrap();
@@ -715,13 +710,7 @@ async fn pingora_engine_logs_out_before_refusing_a_bad_return_url() {
 
 #[tokio::test]
 async fn replaying_an_old_cookie_cannot_reset_max_refreshes() {
-    let s = start(
-        Front::Pingora,
-        non_rotating().env("BFF_SESSION_MAX_REFRESHES", "3"),
-    )
-    .await;
-    let b = s.browser();
-    b.login("/").await;
+    let (s, b) = logged_in(non_rotating().env("BFF_SESSION_MAX_REFRESHES", "3")).await;
     let first = b.jar();
     // Two refreshes: the session is at its second generation, one refresh left.
     for _ in 0..2 {
@@ -748,16 +737,11 @@ async fn replaying_an_old_cookie_cannot_reset_max_refreshes() {
 
 #[tokio::test]
 async fn an_idp_with_one_key_and_no_kid_works() {
-    let s = start(
-        Front::Pingora,
-        Options::with_idp(DevIdpSettings {
-            anonymous_keys: true,
-            ..DevIdpSettings::default()
-        }),
-    )
+    let (s, b) = logged_in(Options::with_idp(DevIdpSettings {
+        anonymous_keys: true,
+        ..DevIdpSettings::default()
+    }))
     .await;
-    let b = s.browser();
-    b.login("/").await;
     assert_eq!(b.api("/api/a").await.status, 200);
     s.stop().await;
 }
@@ -766,16 +750,11 @@ async fn an_idp_with_one_key_and_no_kid_works() {
 
 #[tokio::test]
 async fn logout_revokes_through_the_rfc8414_revocation_endpoint() {
-    let s = start(
-        Front::Pingora,
-        Options::with_idp(DevIdpSettings {
-            revocation_in_rfc8414_only: true,
-            ..DevIdpSettings::default()
-        }),
-    )
+    let (s, b) = logged_in(Options::with_idp(DevIdpSettings {
+        revocation_in_rfc8414_only: true,
+        ..DevIdpSettings::default()
+    }))
     .await;
-    let b = s.browser();
-    b.login("/").await;
     let r = b.request("POST", "/bff/logout", &[("x-csrf", "1")]).await;
     assert_eq!(r.status, 302);
     assert_eq!(

@@ -82,7 +82,7 @@ fn bench(c: &mut Criterion) {
         .into_parts();
     let check = rt.block_on(bff.handle(&parts, None));
     assert!(
-        matches!(check, Decision::Forward(ref f) if f.authorization.is_some()),
+        matches!(check, Decision::Forward(ref f) if f.authorization().is_some()),
         "{check:?}"
     );
 

@@ -659,7 +659,7 @@ pub struct SessionRead {
 
 /// Seals sessions into cookies and opens them again: the key ring plus the cookie
 /// settings.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SessionSealer {
     ring: KeyRing,
     cookie: CookieSettings,

@@ -2,6 +2,7 @@
 //! `oidc.issuer` and the echo upstream at `dev.echo`.
 
 use crate::config::Config;
+use crate::error::StartError;
 use crate::devecho::DevEcho;
 use crate::devidp::{DevIdp, DevIdpSettings};
 
@@ -14,22 +15,24 @@ pub struct DevServices {
 
 impl DevServices {
     /// Starts what `[dev]` asks for.
-    pub async fn start(config: &Config) -> Result<Self, String> {
+    pub async fn start(config: &Config) -> Result<Self, StartError> {
         let mut services = Self::default();
         if config.dev.idp {
             let settings = DevIdpSettings::for_config(config)
-                .ok_or("oidc.issuer: the dev IdP needs a loopback IP and a port")?;
+                .ok_or_else(|| {
+                StartError::setting("oidc.issuer", "the dev IdP needs a loopback IP and a port")
+            })?;
             let addr = settings.listen;
             let idp = DevIdp::start(settings)
                 .await
-                .map_err(|e| format!("dev.idp: cannot listen at {addr}: {e}"))?;
+                .map_err(|e| StartError::unavailable("dev.idp", format!("cannot listen at {addr}: {e}")))?;
             tracing::info!(issuer = idp.issuer(), "development IdP running (dev.idp)");
             services.idp = Some(idp);
         }
         if let Some(addr) = config.dev.echo {
             let echo = DevEcho::start(addr)
                 .await
-                .map_err(|e| format!("dev.echo: cannot listen at {addr}: {e}"))?;
+                .map_err(|e| StartError::unavailable("dev.echo", format!("cannot listen at {addr}: {e}")))?;
             tracing::info!(addr = %echo.addr(), "echo upstream running (dev.echo)");
             services.echo = Some(echo);
         }

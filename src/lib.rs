@@ -18,21 +18,19 @@
 //! assert!(KeyRing::parse_key(&key).is_ok());
 //! ```
 
-pub mod admin;
 pub mod bff;
 pub mod client_key;
 pub mod clock;
 pub mod config;
-pub mod conn;
 pub mod cookies;
 pub mod dev;
 pub mod devecho;
 pub mod devidp;
+pub mod engine;
 pub mod error;
 mod expiring;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-pub mod headers;
 pub mod logging;
 pub mod login;
 pub mod metrics;
@@ -48,7 +46,6 @@ pub mod refresh;
 pub mod revocation;
 pub mod seal;
 pub mod session;
-pub mod static_files;
 pub mod store;
 #[cfg(feature = "tower")]
 pub mod tower;

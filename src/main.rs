@@ -8,15 +8,22 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
+use bff_proxy::Bff;
 use bff_proxy::config::{Config, Engine, Env};
+use bff_proxy::dev::DevServices;
+use bff_proxy::engine::lifecycle::{side_tasks, wait_for_signal};
+use bff_proxy::error::StartError;
 use bff_proxy::seal::KeyRing;
 use clap::{Parser, Subcommand, ValueEnum};
+use tokio::net::TcpListener;
 
 /// Exit code for a configuration the proxy cannot start with (EX_CONFIG-like usage
 /// error, as linkerd2-proxy does).
 const EXIT_BAD_CONFIG: u8 = 64;
+/// Exit code when something the config names could not be used (a taken port, a
+/// store that does not answer): EX_UNAVAILABLE.
+const EXIT_UNAVAILABLE: u8 = 69;
 /// Exit code of `check-config` when it found problems.
 const EXIT_CHECK_FAILED: u8 = 2;
 
@@ -131,149 +138,101 @@ fn run(path: &std::path::Path, engine: Option<EngineArg>) -> ExitCode {
     for w in &config.warnings {
         tracing::warn!(setting = %w.path, "{}", w.message);
     }
-    match config.server.engine {
+    let result = match config.server.engine {
         Engine::Hyper => run_hyper(config),
         Engine::Pingora => run_pingora(config),
-    }
-}
-
-fn run_hyper(config: Config) -> ExitCode {
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if let Some(threads) = config.server.threads {
-        runtime.worker_threads(threads);
-    }
-    let runtime = match runtime.build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bff-proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
     };
-    match runtime.block_on(serve(config)) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bff-proxy: {e}");
-            ExitCode::FAILURE
+            eprintln!("bff-proxy: {}: {e}", path.display());
+            ExitCode::from(if e.is_bad_setting() {
+                EXIT_BAD_CONFIG
+            } else {
+                EXIT_UNAVAILABLE
+            })
         }
     }
 }
 
-/// pingora runs its own runtimes; the dev services, the admin listener and the
-/// readiness warm-up run on a small runtime of their own beside it.
-fn run_pingora(config: Config) -> ExitCode {
-    let side = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bff-proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let started = side.block_on(async {
-        let dev = bff_proxy::dev::DevServices::start(&config).await?;
-        let admin = match config.server.admin_listen {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| format!("server.admin_listen {addr}: {e}"))?,
-            ),
-            None => None,
-        };
-        // Bound here, so a taken port is one clear line rather than pingora's panic.
-        let probe = std::net::TcpListener::bind(config.server.listen)
-            .map_err(|e| format!("server.listen {}: {e}", config.server.listen))?;
-        drop(probe);
-        Ok::<_, String>((dev, admin))
-    });
-    let (dev, admin) = match started {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("bff-proxy: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let bff = match bff_proxy::Bff::new(config) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("bff-proxy: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let bff = match side.block_on(bff.connect_store()) {
-        Ok(b) => Arc::new(b),
-        Err(e) => {
-            eprintln!("bff-proxy: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    side.spawn(bff_proxy::admin::warm_up(Arc::clone(&bff), stop_rx.clone()));
-    if let Some(admin) = admin {
-        side.spawn(bff_proxy::admin::serve_admin(
-            Arc::clone(&bff),
-            admin,
-            stop_rx,
-        ));
+/// A multi-threaded runtime (`threads` workers when given).
+fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, StartError> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = threads {
+        runtime.worker_threads(threads);
     }
+    runtime
+        .build()
+        .map_err(|e| StartError::unavailable("server.threads", format!("cannot start the runtime: {e}")))
+}
+
+/// What both engines start with: the dev services `[dev]` asks for, the core with
+/// its store, and the admin listener bound.
+async fn prepare(config: Config) -> Result<(DevServices, Bff, Option<TcpListener>), StartError> {
+    let dev = DevServices::start(&config).await?;
+    let admin = match config.server.admin_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| StartError::unavailable("server.admin_listen", format!("{addr}: {e}")))?,
+        ),
+        None => None,
+    };
+    let bff = Bff::new(config)?.connect_store().await?;
+    Ok((dev, bff, admin))
+}
+
+fn serving(bff: &Bff, engine: &str) {
     tracing::info!(
         listen = %bff.config().server.listen,
         admin = ?bff.config().server.admin_listen,
         public_url = %bff.config().resolved.public_url,
-        engine = "pingora",
+        engine,
         "bff-proxy serving"
     );
-    bff_proxy::pingora::run_blocking(bff);
+}
+
+/// The hyper engine on one runtime, until SIGINT or SIGTERM.
+fn run_hyper(config: Config) -> Result<(), StartError> {
+    runtime(config.server.threads)?.block_on(async {
+        let (dev, bff, admin) = prepare(config).await?;
+        let listen = bff.config().server.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| StartError::unavailable("server.listen", format!("{listen}: {e}")))?;
+        let server = bff_proxy::proxy::ProxyServer::start_with(bff.clone(), listener, admin)?;
+        serving(&bff, "hyper");
+        wait_for_signal().await;
+        tracing::info!(
+            timeout = ?bff.config().server.shutdown_timeout,
+            "shutting down: finishing open requests"
+        );
+        server.shutdown().await;
+        dev.shutdown().await;
+        Ok(())
+    })
+}
+
+/// pingora runs its own runtimes; the dev services, the admin listener and the
+/// readiness warm-up run on a small runtime of their own beside it.
+fn run_pingora(config: Config) -> Result<(), StartError> {
+    let side = runtime(Some(1))?;
+    let (dev, bff, admin) = side.block_on(prepare(config))?;
+    // Bound here, so a taken port is one clear line rather than pingora's panic.
+    let listen = bff.config().server.listen;
+    drop(
+        std::net::TcpListener::bind(listen)
+            .map_err(|e| StartError::unavailable("server.listen", format!("{listen}: {e}")))?,
+    );
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let _side_tasks = {
+        let _guard = side.enter();
+        side_tasks(&bff, admin, &stop_rx)
+    };
+    serving(&bff, "pingora");
+    let result = bff_proxy::pingora::run_blocking(bff);
     let _ = stop.send(true);
     side.block_on(dev.shutdown());
-    ExitCode::SUCCESS
-}
-
-/// Starts the dev services the config asks for, the core and the hyper engine, and
-/// runs until SIGINT or SIGTERM.
-async fn serve(config: Config) -> Result<(), String> {
-    let dev = bff_proxy::dev::DevServices::start(&config).await?;
-    let bff = Arc::new(bff_proxy::Bff::new(config)?.connect_store().await?);
-    let server = bff_proxy::proxy::ProxyServer::start(Arc::clone(&bff))
-        .await
-        .map_err(|e| format!("server.listen {}: {e}", bff.config().server.listen))?;
-    tracing::info!(
-        listen = %server.addr(),
-        admin = ?server.admin_addr(),
-        public_url = %bff.config().resolved.public_url,
-        engine = "hyper",
-        "bff-proxy serving"
-    );
-    wait_for_signal().await;
-    tracing::info!(
-        timeout = ?bff.config().server.shutdown_timeout,
-        "shutting down: finishing open requests"
-    );
-    server.shutdown().await;
-    dev.shutdown().await;
-    Ok(())
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
+    result
 }

@@ -678,7 +678,7 @@ impl TokenRefresher {
     /// A tombstone another replica left for this token.
     async fn shared_tombstone(&self, key: &[u8; 32]) -> Option<u64> {
         let (store, _) = self.inner.shared.as_ref()?;
-        let bytes = store.get(&format!("tomb:{}", hex(key))).await.ok()??;
+        let bytes = store.get(&format!("tomb:{}", crate::store::hex(key))).await.ok()??;
         let at = u64::from_be_bytes(bytes.try_into().ok()?);
         self.tombstone(*key, at);
         Some(at)
@@ -696,7 +696,7 @@ impl TokenRefresher {
         token: &str,
     ) -> Result<SharedOutcome, StoreError> {
         let inner = &self.inner;
-        let name = hex(&key);
+        let name = crate::store::hex(&key);
         let result_name = format!("rotation:{name}");
         let lock_name = format!("lock:{name}");
         let deadline = Instant::now() + inner.settings.timeout + LOCK_TTL;
@@ -862,10 +862,6 @@ enum SharedOutcome {
 const LOCK_TTL: Duration = Duration::from_secs(2);
 /// The name refresh results are sealed under (associated data of the seal).
 const ROTATION_SEAL_NAME: &str = "bff-shared-rotation";
-
-fn hex(key: &[u8; 32]) -> String {
-    key.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn seal_rotation(ring: &KeyRing, rotation: &Rotation) -> Vec<u8> {
     let bytes = postcard::to_allocvec(rotation).unwrap_or_default();

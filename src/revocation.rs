@@ -132,10 +132,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 fn hashed(kind: &str, id: &str) -> String {
-    use sha2::Digest as _;
-    let h = sha2::Sha256::digest(id.as_bytes());
-    let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
-    format!("revoked:{kind}:{hex}")
+    format!("revoked:{kind}:{}", crate::store::sha256_hex(id.as_bytes()))
 }
 
 impl RevocationList {

@@ -24,6 +24,22 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+/// Lower-case hex of bytes: how hashes become store names.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// The hex SHA-256 of an id: store names never carry the id itself.
+pub(crate) fn sha256_hex(id: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex(&sha2::Sha256::digest(id))
+}
+
 /// Why the store could not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -18,7 +18,7 @@ use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
 use super::BffPingora;
-use crate::conn::{ConnLimits, ConnState, GuardedIo};
+use crate::engine::conn::{ConnLimits, ConnState, GuardedIo};
 
 /// pingora's proxy app behind the connection limits.
 pub struct GuardedApp {

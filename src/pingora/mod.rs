@@ -28,9 +28,10 @@ use pingora::{Error as PingoraError, ErrorType, Result};
 pub use conn::GuardedApp;
 pub use server::{PingoraServer, proxy_service, run_blocking, server_conf};
 
-use crate::bff::{Bff, Decision, Forward, MAX_BACKCHANNEL_BODY, Target, error_response};
-use crate::error::{Error, ErrorKind};
-use crate::headers;
+use crate::bff::{Bff, Decision, Forward, Target};
+use crate::engine::headers;
+use crate::engine::{BoundedBody, error_answer, serve_locally};
+use crate::error::ErrorKind;
 
 /// The per-request state.
 #[derive(Debug, Default)]
@@ -38,13 +39,13 @@ pub struct Ctx {
     forward: Option<Box<Forward>>,
     upstream_started: Option<Instant>,
     /// The client connection's request cycle (header and idle deadlines).
-    conn: Option<Arc<crate::conn::ConnState>>,
+    conn: Option<Arc<crate::engine::conn::ConnState>>,
 }
 
 /// The BFF as a pingora proxy.
 #[derive(Debug)]
 pub struct BffPingora {
-    bff: Arc<Bff>,
+    bff: Bff,
     connect_timeout: Duration,
     response_timeout: Duration,
     /// pingora's own keep-alive timeout (per read), in whole seconds: never sooner
@@ -56,7 +57,8 @@ pub struct BffPingora {
 impl BffPingora {
     /// The proxy over one core.
     #[must_use]
-    pub fn new(bff: Arc<Bff>) -> Self {
+    pub fn new(bff: impl Into<Bff>) -> Self {
+        let bff = bff.into();
         let server = &bff.config().server;
         Self {
             connect_timeout: server.upstream_connect_timeout,
@@ -82,10 +84,6 @@ async fn write(session: &mut Session, resp: Response<Bytes>) -> Result<()> {
         session.write_response_body(Some(body), true).await?;
     }
     Ok(())
-}
-
-fn error_of(kind: ErrorKind) -> Response<Bytes> {
-    error_response(&Error::new(kind), Vec::new())
 }
 
 /// pingora's headers keep a case-preserving map beside the `HeaderMap`: edits go
@@ -157,64 +155,54 @@ impl ProxyHttp for BffPingora {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let body = if self.bff.wants_body(session.req_header()) {
-            let mut body = Vec::new();
+            let mut body = BoundedBody::default();
             while let Some(chunk) = session.read_request_body().await? {
-                if body.len() + chunk.len() > MAX_BACKCHANNEL_BODY {
-                    write(session, error_of(ErrorKind::BadRequest("body too large"))).await?;
+                if let Err(resp) = body.push(&chunk) {
+                    write(session, resp).await?;
                     return Ok(true);
                 }
-                body.extend_from_slice(&chunk);
             }
-            Some(Bytes::from(body))
+            Some(body.finish())
         } else {
             None
         };
-        let decision = self.bff.handle(session.req_header(), body).await;
-        match decision {
+        let forward = match self.bff.handle(session.req_header(), body).await {
             Decision::Respond(resp) => {
                 write(session, resp).await?;
-                Ok(true)
+                return Ok(true);
             }
-            Decision::Forward(forward) => match &forward.target {
-                Target::Upstream(_) => {
-                    ctx.forward = Some(forward);
-                    Ok(false)
-                }
-                Target::Static { dir, path } => {
-                    let req = session.req_header();
-                    let mut resp =
-                        crate::static_files::serve(dir, path, &req.method, &req.headers).await;
-                    headers::add_set_cookies(resp.headers_mut(), &forward);
-                    write(session, resp).await?;
-                    Ok(true)
-                }
-                Target::Application => {
-                    write(session, error_of(ErrorKind::NotFound)).await?;
-                    Ok(true)
-                }
-            },
+            Decision::Forward(forward) => forward,
+        };
+        let req = session.req_header();
+        if let Some(resp) = serve_locally(&forward, &req.method, &req.headers).await {
+            write(session, resp).await?;
+            return Ok(true);
         }
+        ctx.forward = Some(forward);
+        Ok(false)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let Some(Target::Upstream(uri)) = ctx.forward.as_ref().map(|f| &f.target) else {
+        let Some(Target::Upstream { upstream, .. }) = ctx.forward.as_ref().map(|f| f.target())
+        else {
             return Err(PingoraError::explain(
                 ErrorType::InternalError,
                 "no upstream chosen for this request",
             ));
         };
-        let tls = uri.scheme_str() == Some("https");
-        let host = uri.host().unwrap_or_default().to_owned();
-        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        // Resolved here, asynchronously: HttpPeer::new would block (and panic) on DNS.
-        let addr = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| {
-                PingoraError::explain(ErrorType::ConnectNoRoute, "cannot resolve the upstream")
-            })?;
-        let mut peer = HttpPeer::new(addr, tls, host);
+        let addr = match upstream.addr() {
+            Some(addr) => addr,
+            // A name is resolved here, asynchronously: HttpPeer::new would block (and
+            // panic) on DNS.
+            None => tokio::net::lookup_host((upstream.host(), upstream.port()))
+                .await
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(|| {
+                    PingoraError::explain(ErrorType::ConnectNoRoute, "cannot resolve the upstream")
+                })?,
+        };
+        let mut peer = HttpPeer::new(addr, upstream.tls(), upstream.host().to_owned());
         peer.options.connection_timeout = Some(self.connect_timeout);
         // The core's header rules are the one parser of Connection and hop-by-hop
         // headers (DESIGN.md "Headers the client may not choose"); pingora's own
@@ -236,7 +224,7 @@ impl ProxyHttp for BffPingora {
         let Some(forward) = ctx.forward.as_ref() else {
             return Ok(());
         };
-        let Target::Upstream(uri) = &forward.target else {
+        let Target::Upstream { upstream, path } = forward.target() else {
             return Ok(());
         };
         let peer = session.client_addr().and_then(|a| a.as_inet()).map_or(
@@ -249,17 +237,12 @@ impl ProxyHttp for BffPingora {
             trusted: &self.bff.config().resolved.trusted_proxies,
         };
         headers::apply_to_request(upstream_request, forward, hop);
-        if let Some(authority) = uri.authority() {
-            if let Ok(v) = http::HeaderValue::from_str(authority.as_str()) {
-                headers::HeaderEdit::set(upstream_request, http::header::HOST, v);
-            }
-        }
-        let path = uri
-            .path_and_query()
-            .map_or("/", http::uri::PathAndQuery::as_str);
-        if let Ok(p) = path.parse::<http::Uri>() {
-            upstream_request.set_uri(p);
-        }
+        headers::HeaderEdit::set(
+            upstream_request,
+            http::header::HOST,
+            upstream.host_header().clone(),
+        );
+        upstream_request.set_uri(http::Uri::from(path.clone()));
         Ok(())
     }
 
@@ -309,7 +292,7 @@ impl ProxyHttp for BffPingora {
         };
         let code = match kind {
             Some(kind) => {
-                let resp = error_of(kind);
+                let resp = error_answer(kind);
                 let status = resp.status().as_u16();
                 if write(session, resp).await.is_err() {
                     0

@@ -3,20 +3,19 @@
 //! in-process on a listener already bound (tests bind port 0).
 
 use std::os::fd::IntoRawFd as _;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{ListenFds, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::Service as _;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::{BffPingora, GuardedApp};
 use crate::bff::Bff;
-use crate::conn::ConnLimits;
+use crate::engine::conn::ConnLimits;
+use crate::engine::lifecycle::{Running, Starting, wait_for_signal};
+use crate::error::StartError;
 use pingora::services::listening::Service;
 
 /// pingora's server configuration from ours (no second YAML file): threads, a
@@ -40,7 +39,7 @@ pub fn server_conf(bff: &Bff) -> ServerConf {
 /// The proxy as a pingora service: pingora's HTTP proxy app over the core, behind
 /// the connection limits (`server.header_timeout`, `idle_timeout`,
 /// `max_connections`).
-pub fn proxy_service(conf: &Arc<ServerConf>, bff: Arc<Bff>) -> Service<GuardedApp> {
+pub fn proxy_service(conf: &Arc<ServerConf>, bff: Bff) -> Service<GuardedApp> {
     let limits = Arc::new(ConnLimits::from_config(bff.config()));
     let mut proxy = pingora::proxy::http_proxy(conf, BffPingora::new(bff));
     proxy.handle_init_modules();
@@ -54,39 +53,26 @@ struct Signals;
 #[async_trait]
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
-        }
+        wait_for_signal().await;
         tracing::info!("shutting down: finishing open requests");
         ShutdownSignal::GracefulTerminate
     }
 }
 
 /// Runs the pingora engine as the binary's server until SIGINT/SIGTERM. Blocks.
-pub fn run_blocking(bff: Arc<Bff>) {
+pub fn run_blocking(bff: Bff) -> Result<(), StartError> {
     let conf = server_conf(&bff);
     let listen = bff.config().server.listen.to_string();
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let tls = bff.config().resolved.tls.clone();
     let mut service = proxy_service(&server.configuration, bff);
-    if let Err(e) = add_listener(&mut service, &listen, tls.as_ref()) {
-        tracing::error!(error = %e, "cannot listen");
-        return;
-    }
+    add_listener(&mut service, &listen, tls.as_ref())?;
     server.add_service(service);
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals),
     });
+    Ok(())
 }
 
 /// Adds the proxy's listener: TLS when `server.tls_cert`/`tls_key` are set.
@@ -94,7 +80,7 @@ fn add_listener<A: pingora::apps::ServerApp + Send + Sync + 'static>(
     service: &mut pingora::services::listening::Service<A>,
     addr: &str,
     tls: Option<&crate::config::TlsFiles>,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     match tls {
         Some(files) => service
             .add_tls(
@@ -102,7 +88,7 @@ fn add_listener<A: pingora::apps::ServerApp + Send + Sync + 'static>(
                 &files.cert.to_string_lossy(),
                 &files.key.to_string_lossy(),
             )
-            .map_err(|e| format!("server.tls_cert / server.tls_key: {e}")),
+            .map_err(|e| StartError::setting("server.tls_cert / server.tls_key", e.to_string())),
         None => {
             service.add_tcp(addr);
             Ok(())
@@ -110,97 +96,37 @@ fn add_listener<A: pingora::apps::ServerApp + Send + Sync + 'static>(
     }
 }
 
-/// A pingora engine running in-process.
-pub struct PingoraServer {
-    addr: std::net::SocketAddr,
-    admin_addr: Option<std::net::SocketAddr>,
-    shutdown: watch::Sender<bool>,
-    shutdown_timeout: Duration,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl std::fmt::Debug for PingoraServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PingoraServer")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
-    }
-}
+/// The pingora engine running in-process.
+#[derive(Debug)]
+pub struct PingoraServer;
 
 impl PingoraServer {
     /// Serves on a listener already bound, within the current tokio runtime, with
     /// the admin listener when given.
     pub fn start_with(
-        bff: Arc<Bff>,
+        bff: impl Into<Bff>,
         listener: std::net::TcpListener,
         admin: Option<TcpListener>,
-    ) -> std::io::Result<Self> {
-        let addr = listener.local_addr()?;
-        let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
-        let shutdown_timeout = bff.config().server.shutdown_timeout;
+    ) -> Result<Running, StartError> {
+        let bff = bff.into();
+        let unavailable = |e: std::io::Error| StartError::unavailable("server.listen", e.to_string());
+        let addr = listener.local_addr().map_err(unavailable)?;
         let conf = Arc::new(server_conf(&bff));
-        let mut service = proxy_service(&conf, Arc::clone(&bff));
+        let mut service = proxy_service(&conf, bff.clone());
         let key = addr.to_string();
         let tls = bff.config().resolved.tls.clone();
-        add_listener(&mut service, &key, tls.as_ref()).map_err(std::io::Error::other)?;
+        add_listener(&mut service, &key, tls.as_ref())?;
         // pingora takes listeners it finds in its fd table (made for graceful
         // upgrades) instead of binding: that is how it gets our port-0 listener.
-        listener.set_nonblocking(true)?;
+        listener.set_nonblocking(true).map_err(unavailable)?;
         let fds: ListenFds = Arc::new(pingora::server::Fds::new().into());
         fds.lock().add(key, listener.into_raw_fd());
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(crate::admin::warm_up(
-            Arc::clone(&bff),
-            shutdown_rx.clone(),
-        ))];
-        if let Some(admin) = admin {
-            tasks.push(tokio::spawn(crate::admin::serve_admin(
-                Arc::clone(&bff),
-                admin,
-                shutdown_rx.clone(),
-            )));
-        }
-        tasks.push(tokio::spawn(async move {
-            service.start_service(Some(fds), shutdown_rx, 1).await;
-        }));
-        Ok(Self {
-            addr,
-            admin_addr,
-            shutdown,
-            shutdown_timeout,
-            tasks: Mutex::new(tasks),
-        })
-    }
-
-    /// The proxy's address.
-    #[must_use]
-    pub fn addr(&self) -> std::net::SocketAddr {
-        self.addr
-    }
-
-    /// The admin listener's address.
-    #[must_use]
-    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
-        self.admin_addr
-    }
-
-    /// Stops accepting and waits, at most `server.shutdown_timeout`, for the engine.
-    pub async fn shutdown(&self) {
-        let _ = self.shutdown.send(true);
-        let tasks: Vec<JoinHandle<()>> = self
-            .tasks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .drain(..)
-            .collect();
-        for task in tasks {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(self.shutdown_timeout, task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
+        let starting = Starting::new(&bff, admin)
+            .map_err(|e| StartError::unavailable("server.admin_listen", e.to_string()))?;
+        let stop = starting.stop_signal();
+        let engine = tokio::spawn(async move {
+            service.start_service(Some(fds), stop, 1).await;
+        });
+        Ok(starting.running(&bff, addr, engine))
     }
 }

@@ -1,14 +1,10 @@
-//! The hyper proxy engine: the tower [`BffLayer`](crate::tower::BffLayer) in front
-//! of [`UpstreamProxy`], which sends each request where the core decided: an
+//! The hyper proxy engine: each request goes to the core, then where it decided: an
 //! upstream (hyper-util's pooled client, bodies streamed both ways, WebSocket
 //! upgrades tunnelled) or a static folder.
 
 mod server;
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,12 +19,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 pub use server::ProxyServer;
 
-pub use crate::tower::ClientInfo;
-
-use crate::bff::{Target, error_response};
-use crate::error::{Error, ErrorKind};
-use crate::headers;
-use crate::metrics::Metrics;
+use crate::bff::Bff;
+use crate::engine::headers;
+use crate::engine::{Door, decide, error_answer, serve_locally};
+use crate::error::{ErrorKind, StartError};
 
 /// The body type the engine answers with.
 pub type ProxyBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -38,37 +32,29 @@ fn full(bytes: Bytes) -> ProxyBody {
 }
 
 fn error(kind: ErrorKind) -> Response<ProxyBody> {
-    error_response(&Error::new(kind), Vec::new()).map(full)
+    error_answer(kind).map(full)
 }
 
-/// Sends requests to their upstream or static folder (the inner service of the
-/// hyper engine).
+/// The hyper engine's door: the core, then the upstream or a static folder.
 #[derive(Clone)]
-pub struct UpstreamProxy {
+pub(crate) struct HyperDoor {
+    bff: Bff,
     client: Client<HttpsConnector<HttpConnector>, Incoming>,
     upgrade_client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     response_timeout: Duration,
-    metrics: Metrics,
+    https: bool,
 }
 
-impl std::fmt::Debug for UpstreamProxy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamProxy").finish_non_exhaustive()
-    }
-}
-
-impl UpstreamProxy {
-    /// A proxy with these time limits (connect → 502, response head → 504).
-    pub fn new(
-        connect_timeout: Duration,
-        response_timeout: Duration,
-        keepalive: usize,
-        metrics: Metrics,
-    ) -> Result<Self, String> {
-        let tls = crate::oidc::client_tls_config()?;
+impl HyperDoor {
+    /// The door over one core, with its upstream time limits (connect → 502,
+    /// response head → 504) and keep-alive pool.
+    pub(crate) fn new(bff: Bff) -> Result<Self, StartError> {
+        let server = &bff.config().server;
+        let tls = crate::oidc::client_tls_config()
+            .map_err(|why| StartError::unavailable("server.upstream", why))?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
-        http.set_connect_timeout(Some(connect_timeout));
+        http.set_connect_timeout(Some(server.upstream_connect_timeout));
         http.set_nodelay(true);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
@@ -77,58 +63,71 @@ impl UpstreamProxy {
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(keepalive)
+            .pool_max_idle_per_host(server.upstream_keepalive)
             .build(connector.clone());
         let upgrade_client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Self {
+            response_timeout: server.upstream_timeout,
+            https: bff.config().resolved.tls.is_some(),
+            bff,
             client,
             upgrade_client,
-            response_timeout,
-            metrics,
         })
     }
 
-    async fn forward(self, mut req: Request<Incoming>) -> Response<ProxyBody> {
-        let target = req.extensions().get::<Target>().cloned();
-        match target {
-            // The layer in front applied every header rule, in the core's order.
-            Some(Target::Upstream(uri)) => {
-                if headers::is_upgrade(req.headers()) {
-                    return self.upgrade(req, uri).await;
-                }
-                *req.uri_mut() = uri;
-                let started = Instant::now();
-                let sent =
-                    tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
-                self.metrics
-                    .upstream_duration(started.elapsed().as_secs_f64());
-                match sent {
-                    Ok(Ok(resp)) => {
-                        let (mut head, body) = resp.into_parts();
-                        headers::clean_response(&mut head.headers, false);
-                        Response::from_parts(head, body.map_err(Into::into).boxed())
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "upstream request failed");
-                        error(ErrorKind::BadGateway)
-                    }
-                    Err(_) => error(ErrorKind::GatewayTimeout),
-                }
+    /// Answers one request from a client at `peer`.
+    pub(crate) async fn serve(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let (mut parts, body) = req.into_parts();
+        let (forward, body) = match decide(&self.bff, &parts, body).await {
+            Door::Respond(resp) => return resp.map(full),
+            Door::Forward(forward, body) => (forward, body),
+        };
+        if let Some(resp) = serve_locally(&forward, &parts.method, &parts.headers).await {
+            return resp.map(full);
+        }
+        let Some(uri) = forward.target().upstream_uri() else {
+            return error(ErrorKind::Internal("no upstream URI"));
+        };
+        let hop = headers::Hop::Proxy {
+            peer: peer.ip(),
+            https: self.https,
+            trusted: &self.bff.config().resolved.trusted_proxies,
+        };
+        headers::apply_to_request(&mut parts.headers, &forward, hop);
+        let req = Request::from_parts(parts, body);
+        let mut resp = if headers::is_upgrade(req.headers()) {
+            self.upgrade(req, uri).await
+        } else {
+            self.forward(req, uri).await
+        };
+        headers::add_set_cookies(resp.headers_mut(), &forward);
+        resp
+    }
+
+    async fn forward(&self, mut req: Request<Incoming>, uri: Uri) -> Response<ProxyBody> {
+        *req.uri_mut() = uri;
+        let started = Instant::now();
+        let sent = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
+        self.bff
+            .metrics()
+            .upstream_duration(started.elapsed().as_secs_f64());
+        match sent {
+            Ok(Ok(resp)) => {
+                let (mut head, body) = resp.into_parts();
+                headers::clean_response(&mut head.headers, false);
+                Response::from_parts(head, body.map_err(Into::into).boxed())
             }
-            Some(Target::Static { dir, path }) => {
-                crate::static_files::serve(&dir, &path, req.method(), req.headers())
-                    .await
-                    .map(full)
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "upstream request failed");
+                error(ErrorKind::BadGateway)
             }
-            // The hyper engine has no application behind it; the binary refuses
-            // routes without a destination at start.
-            Some(Target::Application) | None => error(ErrorKind::NotFound),
+            Err(_) => error(ErrorKind::GatewayTimeout),
         }
     }
 
     /// A protocol switch (WebSocket): the handshake goes upstream; on 101 both
     /// upgraded connections are joined byte for byte.
-    async fn upgrade(self, mut req: Request<Incoming>, uri: Uri) -> Response<ProxyBody> {
+    async fn upgrade(&self, mut req: Request<Incoming>, uri: Uri) -> Response<ProxyBody> {
         let client_upgrade = hyper::upgrade::on(&mut req);
         let (mut head, _body) = req.into_parts();
         head.uri = uri;
@@ -166,19 +165,8 @@ impl UpstreamProxy {
     }
 }
 
-impl Service<Request<Incoming>> for UpstreamProxy {
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.forward(req).await) })
+impl std::fmt::Debug for HyperDoor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HyperDoor").finish_non_exhaustive()
     }
 }
-
-use tower::Service;

@@ -1,10 +1,10 @@
-//! The hyper engine's listeners: the proxy itself (the tower layer over the upstream
-//! proxy, HTTP/1.1 with upgrades, graceful shutdown) and the admin listener
-//! (`/metrics`, `/healthz`, `/readyz`).
+//! The hyper engine's listener: HTTP/1.1 with upgrades, TLS when configured, the
+//! connection limits, graceful shutdown; the admin listener and warm-up come from
+//! the shared lifecycle.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Request;
@@ -15,37 +15,29 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tower::ServiceExt as _;
 
-use super::{ClientInfo, UpstreamProxy};
+use super::{HyperDoor, ProxyBody};
 use crate::bff::Bff;
-use crate::conn::{ConnLimits, ConnState};
-use crate::tower::BffLayer;
+use crate::engine::conn::{ConnLimits, ConnState};
+use crate::engine::lifecycle::{Running, Starting};
+use crate::error::StartError;
 
-/// A running hyper engine.
-pub struct ProxyServer {
-    addr: SocketAddr,
-    admin_addr: Option<SocketAddr>,
-    stop: watch::Sender<bool>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl std::fmt::Debug for ProxyServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProxyServer")
-            .field("addr", &self.addr)
-            .field("admin_addr", &self.admin_addr)
-            .finish_non_exhaustive()
-    }
-}
+/// The hyper engine.
+#[derive(Debug)]
+pub struct ProxyServer;
 
 impl ProxyServer {
     /// Binds `server.listen` (and `server.admin_listen`) and serves.
-    pub async fn start(bff: Arc<Bff>) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(bff.config().server.listen).await?;
-        let admin = match bff.config().server.admin_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
+    pub async fn start(bff: impl Into<Bff>) -> Result<Running, StartError> {
+        let bff = bff.into();
+        let server = &bff.config().server;
+        let listener = TcpListener::bind(server.listen)
+            .await
+            .map_err(|e| StartError::unavailable("server.listen", format!("{}: {e}", server.listen)))?;
+        let admin = match server.admin_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                StartError::unavailable("server.admin_listen", format!("{addr}: {e}"))
+            })?),
             None => None,
         };
         Self::start_with(bff, listener, admin)
@@ -53,99 +45,50 @@ impl ProxyServer {
 
     /// Serves on listeners already bound (tests bind port 0).
     pub fn start_with(
-        bff: Arc<Bff>,
+        bff: impl Into<Bff>,
         listener: TcpListener,
         admin: Option<TcpListener>,
-    ) -> std::io::Result<Self> {
-        let addr = listener.local_addr()?;
-        let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
-        let server = &bff.config().server;
-        let upstream = UpstreamProxy::new(
-            server.upstream_connect_timeout,
-            server.upstream_timeout,
-            server.upstream_keepalive,
-            bff.metrics().clone(),
-        )
-        .map_err(std::io::Error::other)?;
-        let shutdown_timeout = server.shutdown_timeout;
-        let (stop, stop_rx) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(crate::admin::warm_up(
-            Arc::clone(&bff),
-            stop_rx.clone(),
-        ))];
-        if let Some(admin) = admin {
-            tasks.push(tokio::spawn(crate::admin::serve_admin(
-                Arc::clone(&bff),
-                admin,
-                stop_rx.clone(),
-            )));
-        }
+    ) -> Result<Running, StartError> {
+        let bff = bff.into();
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError::unavailable("server.listen", e.to_string()))?;
         let tls = match &bff.config().resolved.tls {
-            Some(files) => Some(tls_acceptor(files).map_err(std::io::Error::other)?),
+            Some(files) => Some(tls_acceptor(files)?),
             None => None,
         };
+        let door = HyperDoor::new(bff.clone())?;
+        let starting = Starting::new(&bff, admin)
+            .map_err(|e| StartError::unavailable("server.admin_listen", e.to_string()))?;
         let limits = Arc::new(ConnLimits::from_config(bff.config()));
-        let service = tower::ServiceBuilder::new()
-            .layer(BffLayer::new(bff))
-            .service(upstream);
-        tasks.push(tokio::spawn(async move {
-            serve(listener, service, tls, limits, stop_rx, shutdown_timeout).await;
-        }));
-        Ok(Self {
-            addr,
-            admin_addr,
-            stop,
-            tasks: Mutex::new(tasks),
-        })
-    }
-
-    /// The proxy's address.
-    #[must_use]
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The admin listener's address.
-    #[must_use]
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
-    }
-
-    /// Stops accepting, lets open requests finish within `server.shutdown_timeout`,
-    /// then closes what is left.
-    pub async fn shutdown(&self) {
-        let _ = self.stop.send(true);
-        let tasks: Vec<JoinHandle<()>> = self
-            .tasks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .drain(..)
-            .collect();
-        for task in tasks {
-            let _ = task.await;
-        }
+        let shutdown_timeout = bff.config().server.shutdown_timeout;
+        let stop = starting.stop_signal();
+        let engine = tokio::spawn(async move {
+            serve(listener, door, tls, limits, stop, shutdown_timeout).await;
+        });
+        Ok(starting.running(&bff, addr, engine))
     }
 }
 
-type Service = crate::tower::BffService<UpstreamProxy>;
-
 /// A TLS acceptor for the certificate chain and key of `server.tls_cert`/`tls_key`.
-pub fn tls_acceptor(files: &crate::config::TlsFiles) -> Result<tokio_rustls::TlsAcceptor, String> {
+pub fn tls_acceptor(
+    files: &crate::config::TlsFiles,
+) -> Result<tokio_rustls::TlsAcceptor, StartError> {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .map_err(|e| format!("server.tls_cert: {e}"))?
+        .map_err(|e| StartError::setting("server.tls_cert", e.to_string()))?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("server.tls_cert: {e}"))?;
-    let key =
-        PrivateKeyDer::from_pem_file(&files.key).map_err(|e| format!("server.tls_key: {e}"))?;
+        .map_err(|e| StartError::setting("server.tls_cert", e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| StartError::setting("server.tls_key", e.to_string()))?;
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .map_err(|e| StartError::setting("server.tls_cert", format!("TLS setup failed: {e}")))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("server.tls_cert / server.tls_key: {e}"))?;
+        .map_err(|e| StartError::setting("server.tls_cert / server.tls_key", e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
@@ -155,7 +98,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn serve(
     listener: TcpListener,
-    service: Service,
+    door: HyperDoor,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Arc<ConnLimits>,
     mut stop: watch::Receiver<bool>,
@@ -180,8 +123,7 @@ async fn serve(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let service = service.clone();
-                let https = tls.is_some();
+                let door = door.clone();
                 let watcher = graceful.watcher();
                 let tls = tls.clone();
                 let limits = Arc::clone(&limits);
@@ -194,9 +136,9 @@ async fn serve(
                             else {
                                 return;
                             };
-                            serve_connection(stream, peer, https, service, limits, watcher).await;
+                            serve_connection(stream, peer, door, limits, watcher).await;
                         }
-                        None => serve_connection(stream, peer, https, service, limits, watcher).await,
+                        None => serve_connection(stream, peer, door, limits, watcher).await,
                     }
                 });
             }
@@ -217,8 +159,7 @@ async fn serve(
 async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
-    https: bool,
-    service: Service,
+    door: HyperDoor,
     limits: Arc<ConnLimits>,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
@@ -226,13 +167,12 @@ async fn serve_connection<I>(
 {
     let (io, state) = limits.guard(io);
     let cycle = Arc::clone(&state);
-    let hyper_service = service_fn(move |mut req: Request<Incoming>| {
+    let hyper_service = service_fn(move |req: Request<Incoming>| {
         cycle.request_started();
-        req.extensions_mut().insert(ClientInfo { peer, https });
-        let answer = service.clone().oneshot(req);
+        let door = door.clone();
         let cycle = Arc::clone(&cycle);
         async move {
-            let Ok(resp) = answer.await;
+            let resp = door.serve(req, peer).await;
             if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                 cycle.upgraded();
             }
@@ -254,7 +194,7 @@ async fn serve_connection<I>(
 /// A response body that tells the connection when the response is done (sent to
 /// the end, or dropped), so the idle deadline starts then.
 struct CycleBody {
-    inner: crate::tower::BffBody<super::ProxyBody>,
+    inner: ProxyBody,
     state: Arc<ConnState>,
 }
 

@@ -12,14 +12,13 @@
 //! that no route matches pass to the inner service untouched but for the cookies.
 //!
 //! ```no_run
-//! use std::sync::Arc;
 //! use bff_proxy::config::{Config, Env};
 //! use bff_proxy::tower::BffLayer;
 //! use tower::ServiceBuilder;
 //!
 //! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = Config::load("config.toml".as_ref(), &Env::from_process())?;
-//! let bff = Arc::new(bff_proxy::Bff::new(config)?.pass_unmatched());
+//! let bff = bff_proxy::Bff::new(config)?.pass_unmatched();
 //! let app = tower::service_fn(|req: http::Request<http_body_util::Full<bytes::Bytes>>| async move {
 //!     let who = req.extensions().get::<bff_proxy::tower::BffSession>().and_then(|s| s.claims());
 //!     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from(format!("{who:?}")))))
@@ -38,16 +37,88 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::header::SET_COOKIE;
 use http::{Request, Response};
-use http_body_util::{BodyExt as _, Either, Full, Limited};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
 use serde_json::Value;
 use tower::{Layer, Service};
 
-use crate::bff::{Bff, Decision, MAX_BACKCHANNEL_BODY};
-use crate::error::{Error, ErrorKind};
-use crate::headers;
+use crate::bff::Bff;
+use crate::engine::headers;
+use crate::engine::{Door, decide};
 
-/// The response body of a [`BffService`]: the inner service's, or the BFF's own.
-pub type BffBody<B> = Either<B, Full<Bytes>>;
+pin_project_lite::pin_project! {
+    /// The response body of a [`BffService`]: the inner service's, or the BFF's own
+    /// (a JSON answer, a redirect).
+    pub struct BffBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Bff { #[pin] body: Full<Bytes> },
+    }
+}
+
+impl<B> BffBody<B> {
+    fn inner(body: B) -> Self {
+        Self {
+            kind: Kind::Inner { body },
+        }
+    }
+
+    fn bff(body: Bytes) -> Self {
+        Self {
+            kind: Kind::Bff {
+                body: Full::new(body),
+            },
+        }
+    }
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for BffBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            Kind::Inner { body } => f.debug_tuple("BffBody").field(body).finish(),
+            Kind::Bff { .. } => f.write_str("BffBody(<bff answer>)"),
+        }
+    }
+}
+
+impl<B> Body for BffBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Bff { body } => body.poll_frame(cx).map_err(|e| match e {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Bff { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Bff { body } => body.size_hint(),
+        }
+    }
+}
 
 /// The session of a request that passed the BFF, as a request extension. `Debug`
 /// does not show the ID token.
@@ -72,28 +143,17 @@ impl BffSession {
     }
 }
 
-/// The client's address and scheme, which a server in front of the layer (the hyper
-/// engine) puts into each request's extensions: then the layer's hop is the
-/// proxy's, with the forwarding headers.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientInfo {
-    /// The peer address.
-    pub peer: std::net::SocketAddr,
-    /// Whether the client connected over TLS.
-    pub https: bool,
-}
-
 /// Puts the BFF in front of a service.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct BffLayer {
-    bff: Arc<Bff>,
+    bff: Bff,
 }
 
 impl BffLayer {
     /// A layer over one BFF core (shared by every service it wraps).
-    pub fn new(bff: Arc<Bff>) -> Self {
-        Self { bff }
+    pub fn new(bff: impl Into<Bff>) -> Self {
+        Self { bff: bff.into() }
     }
 }
 
@@ -103,7 +163,7 @@ impl<S> Layer<S> for BffLayer {
     fn layer(&self, inner: S) -> Self::Service {
         BffService {
             inner,
-            bff: Arc::clone(&self.bff),
+            bff: self.bff.clone(),
         }
     }
 }
@@ -112,7 +172,7 @@ impl<S> Layer<S> for BffLayer {
 #[derive(Debug, Clone)]
 pub struct BffService<S> {
     inner: S,
-    bff: Arc<Bff>,
+    bff: Bff,
 }
 
 /// The future of [`BffService`]: the core's decision (which may wait on a refresh),
@@ -121,7 +181,7 @@ pub type ResponseFuture<B, E> =
     Pin<Box<dyn Future<Output = Result<Response<BffBody<B>>, E>> + Send + 'static>>;
 
 fn respond<B>(resp: Response<Bytes>) -> Response<BffBody<B>> {
-    resp.map(|b| Either::Right(Full::new(b)))
+    resp.map(BffBody::bff)
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BffService<S>
@@ -129,7 +189,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    ReqBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ReqBody: Body<Data = Bytes> + Send + 'static,
     ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     ResBody: Send + 'static,
 {
@@ -146,51 +206,25 @@ where
         // (tower's usual dance, so poll_ready's promise is kept).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let bff = Arc::clone(&self.bff);
+        let bff = self.bff.clone();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            if bff.wants_body(&parts) {
-                let bytes = match Limited::new(body, MAX_BACKCHANNEL_BODY).collect().await {
-                    Ok(c) => c.to_bytes(),
-                    Err(_) => {
-                        let e = Error::new(ErrorKind::BadRequest("body too large or unreadable"));
-                        return Ok(respond(crate::bff::error_response(&e, Vec::new())));
-                    }
-                };
-                return Ok(match bff.handle(&parts, Some(bytes)).await {
-                    Decision::Respond(resp) => respond(resp),
-                    Decision::Forward(_) => respond(crate::bff::error_response(
-                        &Error::new(ErrorKind::Internal("a body-reading endpoint forwarded")),
-                        Vec::new(),
-                    )),
-                });
-            }
-            let forward = match bff.handle(&parts, None).await {
-                Decision::Respond(resp) => return Ok(respond(resp)),
-                Decision::Forward(f) => f,
+            let (forward, body) = match decide(&bff, &parts, body).await {
+                Door::Respond(resp) => return Ok(respond(resp)),
+                Door::Forward(forward, body) => (forward, body),
             };
-            // The hyper engine tells the layer who the client is: then this hop is the
-            // proxy's, with the forwarding headers; in front of an app it is not.
-            let client = parts.extensions.get::<ClientInfo>().copied();
-            let hop = match client {
-                Some(info) => headers::Hop::Proxy {
-                    peer: info.peer.ip(),
-                    https: info.https,
-                    trusted: &bff.config().resolved.trusted_proxies,
-                },
-                None => headers::Hop::Layer,
-            };
-            headers::apply_to_request(&mut parts.headers, &forward, hop);
+            // In front of an application the hop is not a proxy's: no forwarding
+            // headers.
+            headers::apply_to_request(&mut parts.headers, &forward, headers::Hop::Layer);
             parts.extensions.insert(BffSession {
                 id_token: forward.id_token.clone(),
             });
-            parts.extensions.insert(forward.target.clone());
             let resp = inner.call(Request::from_parts(parts, body)).await?;
             let (mut head, body) = resp.into_parts();
-            for c in &forward.set_cookies {
+            for c in forward.set_cookies() {
                 head.headers.append(SET_COOKIE, c.clone());
             }
-            Ok(Response::from_parts(head, Either::Left(body)))
+            Ok(Response::from_parts(head, BffBody::inner(body)))
         })
     }
 }

@@ -9,15 +9,13 @@
     clippy::result_large_err
 )]
 
-mod common;
-
 use std::time::Duration;
 
 use bff_proxy::devidp::{DevIdpSettings, RefreshPolicy, TokenQuirk};
 use bytes::Bytes;
-use common::browser::{Browser, Jar};
-use common::stack::{Front, Options, Stack, start};
-use common::{Http, Reply};
+use crate::support::browser::{Browser, Jar};
+use crate::support::stack::{Front, Options, Stack, start};
+use crate::support::{Http, Reply};
 use http::header::{COOKIE, HeaderValue};
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

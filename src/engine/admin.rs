@@ -2,7 +2,6 @@
 //! warm-up, shared by both engines.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,7 +18,7 @@ use crate::bff::Bff;
 
 /// Loads discovery and the JWKS until it works, so `/readyz` turns ready; stops
 /// trying when `stop` changes.
-pub async fn warm_up(bff: Arc<Bff>, mut stop: watch::Receiver<bool>) {
+pub async fn warm_up(bff: Bff, mut stop: watch::Receiver<bool>) {
     let mut wait = Duration::from_millis(200);
     loop {
         match bff.warm_up().await {
@@ -46,15 +45,15 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` until `stop` changes.
-pub async fn serve_admin(bff: Arc<Bff>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+pub async fn serve_admin(bff: Bff, listener: TcpListener, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let bff = Arc::clone(&bff);
+                let bff = bff.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
-                        let bff = Arc::clone(&bff);
+                        let bff = bff.clone();
                         async move { Ok::<_, Infallible>(admin(&bff, &req)) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()

@@ -21,6 +21,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+/// The one session key of the tests (`session.keys`).
+pub const KEY: &str = "vUqhFABZp5xGtuGc//zqNm1RE5BdmW8dWI70Hto8GV8=";
+/// The dev IdP client secret of the tests.
+pub const SECRET: &str = "s3cret";
+
 /// The bound on any one request in the tests.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 

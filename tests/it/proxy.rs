@@ -9,15 +9,13 @@
     clippy::result_large_err
 )]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Reply, eventually, rss_bytes};
+use crate::support::{Reply, eventually, rss_bytes};
 use futures_util::{SinkExt as _, StreamExt as _};
 
-use common::stack::{Front, Stack, stack};
+use crate::support::stack::{Front, Stack, stack};
 
 fn error_of(r: &Reply) -> String {
     r.json()["error"].as_str().unwrap_or_default().to_owned()
@@ -380,7 +378,7 @@ async fn upstream_failures_static_files_and_metrics(front: Front) {
     s.bff.clock().advance(Duration::from_secs(301));
     b.api("/api/c").await;
     let admin = s.admin.clone().unwrap();
-    let http = common::Http::new();
+    let http = crate::support::Http::new();
     assert_eq!(http.get(&format!("{admin}/healthz")).await.status, 200);
     assert!(
         eventually(Duration::from_secs(10), || s.bff.ready()).await,
@@ -436,7 +434,7 @@ async fn shuts_down_within_its_timeout(front: Front) {
     }
     assert!(started.elapsed() < Duration::from_secs(5));
     let _ = hanging.await;
-    let refused = common::Http::new()
+    let refused = crate::support::Http::new()
         .try_send(
             http::Request::get(format!("{}/", s.base))
                 .body(Default::default())

@@ -5,8 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::sync::Arc;
 
 use bff_proxy::Bff;
@@ -15,7 +13,7 @@ use bff_proxy::devecho::DevEcho;
 use bff_proxy::devidp::{DevIdp, DevIdpSettings};
 use bff_proxy::pingora::PingoraServer;
 use bff_proxy::proxy::ProxyServer;
-use common::browser::Browser;
+use crate::support::browser::Browser;
 use tokio::net::TcpListener;
 
 #[tokio::test]

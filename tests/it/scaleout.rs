@@ -4,8 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,13 +11,13 @@ use bff_proxy::config::{Config, Env};
 use bff_proxy::devidp::{DevClient, DevClientAuth, DevIdp, DevIdpSettings};
 use bff_proxy::store::RedisStore;
 use bff_proxy::{Bff, Decision};
-use common::Http;
-use common::browser::Jar;
+use crate::support::Http;
+use crate::support::browser::Jar;
 use http::Request;
 use http::header::{COOKIE, LOCATION};
 use http::request::Parts;
 
-const KEY: &str = "vUqhFABZp5xGtuGc//zqNm1RE5BdmW8dWI70Hto8GV8=";
+use crate::support::KEY;
 const PUBLIC: &str = "http://127.0.0.1:8080";
 
 fn parts(uri: &str, jar: &Jar, extra: &[(&str, &str)]) -> Parts {
@@ -42,7 +40,7 @@ fn respond(d: Decision) -> http::Response<bytes::Bytes> {
 
 fn bearer(d: Decision) -> String {
     match d {
-        Decision::Forward(f) => f.authorization.unwrap().to_str().unwrap().to_owned(),
+        Decision::Forward(f) => f.authorization().unwrap().to_str().unwrap().to_owned(),
         Decision::Respond(r) => panic!("{} {}", r.status(), String::from_utf8_lossy(r.body())),
     }
 }
@@ -283,7 +281,7 @@ async fn a_logout_on_one_replica_holds_on_the_others_at_once() {
 async fn front_door(bff: Arc<Bff>) -> std::net::SocketAddr {
     let slot = Arc::new(std::sync::OnceLock::new());
     let _ = slot.set(bff);
-    common::front_door(slot).await
+    crate::support::front_door(slot).await
 }
 
 #[tokio::test]
@@ -382,8 +380,8 @@ async fn a_redis_outage_falls_back_to_local_and_recovers() {
         .await;
     let new_cookie = match r {
         Decision::Forward(f) => {
-            assert!(!f.set_cookies.is_empty());
-            f.set_cookies
+            assert!(!f.set_cookies().is_empty());
+            f.set_cookies().to_vec()
         }
         Decision::Respond(r) => panic!("{} {}", r.status(), String::from_utf8_lossy(r.body())),
     };
@@ -452,8 +450,8 @@ async fn server_side_sessions_work_across_replicas() {
         .await;
     let refreshed = match d {
         Decision::Forward(f) => {
-            assert!(f.set_cookies.is_empty(), "the handle does not change");
-            f.authorization.unwrap().to_str().unwrap().to_owned()
+            assert!(f.set_cookies().is_empty(), "the handle does not change");
+            f.authorization().unwrap().to_str().unwrap().to_owned()
         }
         Decision::Respond(r) => panic!("{}", r.status()),
     };

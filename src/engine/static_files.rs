@@ -36,7 +36,8 @@ fn content_type(path: &Path) -> &'static str {
 
 /// The file a request path names inside `dir`, or None when it would leave it.
 fn resolve(dir: &Path, rel: &str) -> Option<PathBuf> {
-    let decoded: String = percent_decode(rel)?;
+    // The one percent-decoder of request paths (the path was checked before routing).
+    let decoded = String::from_utf8(crate::paths::percent_decode(rel.as_bytes())).ok()?;
     let mut path = dir.to_path_buf();
     for segment in decoded.split('/') {
         match segment {
@@ -47,14 +48,6 @@ fn resolve(dir: &Path, rel: &str) -> Option<PathBuf> {
         }
     }
     Some(path)
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes: Vec<u8> =
-        url::form_urlencoded::parse(format!("p={}", text.replace('+', "%2B")).as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned().into_bytes())?;
-    String::from_utf8(bytes).ok()
 }
 
 /// Serves one static file.

@@ -5,14 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::browser::Browser;
-use common::stack::{Front, KEY, Options, SECRET, Stack, start};
+use crate::support::browser::Browser;
+use crate::support::stack::{Front, KEY, Options, SECRET, Stack, start};
 use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
 

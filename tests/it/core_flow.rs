@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -12,14 +10,14 @@ use bff_proxy::config::{Config, Env};
 use bff_proxy::devidp::{DevClient, DevClientAuth, DevIdp, DevIdpSettings, RefreshPolicy};
 use bff_proxy::{Bff, Decision, Forward};
 use bytes::Bytes;
-use common::browser::Jar;
-use common::{Http, jwt_claims};
+use crate::support::browser::Jar;
+use crate::support::{Http, jwt_claims};
 use http::header::{COOKIE, HeaderMap, LOCATION, SET_COOKIE};
 use http::request::Parts;
 use http::{Request, Response};
 
-const KEY: &str = "vUqhFABZp5xGtuGc//zqNm1RE5BdmW8dWI70Hto8GV8=";
-const SECRET: &str = "s3cret";
+use crate::support::KEY;
+use crate::support::SECRET;
 const PUBLIC: &str = "http://127.0.0.1:8080";
 
 fn parts(method: &str, uri: &str, jar: &Jar, extra: &[(&str, &str)]) -> Parts {
@@ -47,12 +45,12 @@ fn forward(d: Decision) -> Forward {
 fn respond(d: Decision) -> Response<Bytes> {
     match d {
         Decision::Respond(r) => r,
-        Decision::Forward(f) => panic!("expected a response, got a forward to {:?}", f.target),
+        Decision::Forward(f) => panic!("expected a response, got a forward to {:?}", f.target()),
     }
 }
 
 fn bearer(f: &Forward) -> String {
-    f.authorization
+    f.authorization()
         .as_ref()
         .expect("no Authorization")
         .to_str()
@@ -244,16 +242,19 @@ async fn a_fresh_token_is_forwarded_with_the_header_rules() {
     let token = bearer(&f);
     assert_ne!(token, "client-forged");
     assert_eq!(jwt_claims(&token)["sub"], "dev-user-1");
-    assert!(f.strip_authorization);
+    assert!(f.strips_authorization());
     assert_eq!(
-        f.cookie.as_ref().unwrap(),
+        f.cookie().unwrap(),
         "theme=dark",
         "session cookie stripped, others kept"
     );
-    assert!(f.set_cookies.is_empty());
-    match &f.target {
-        bff_proxy::Target::Upstream(uri) => {
-            assert_eq!(uri.to_string(), "http://127.0.0.1:9/base/items?x=1")
+    assert!(f.set_cookies().is_empty());
+    match &f.target() {
+        target @ bff_proxy::Target::Upstream { .. } => {
+            assert_eq!(
+                target.upstream_uri().unwrap().to_string(),
+                "http://127.0.0.1:9/base/items?x=1"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -270,9 +271,9 @@ async fn near_expiry_is_refreshed_with_rotation_and_a_new_cookie() {
     let f = forward(h.api(&jar).await);
     let after = bearer(&f);
     assert_ne!(before, after);
-    assert!(!f.set_cookies.is_empty(), "rotated session cookie");
+    assert!(!f.set_cookies().is_empty(), "rotated session cookie");
     let old_jar = jar.clone();
-    jar.apply_values(&f.set_cookies);
+    jar.apply_values(&f.set_cookies());
     assert_ne!(jar.header(), old_jar.header());
     assert_eq!(h.idp.stats().token_refresh, 1);
     // The new cookie carries the new token without another refresh.
@@ -299,7 +300,7 @@ async fn two_hundred_concurrent_requests_cause_one_token_request() {
     let mut tokens = std::collections::HashSet::new();
     while let Some(d) = set.join_next().await {
         let f = forward(d.unwrap());
-        assert!(!f.set_cookies.is_empty());
+        assert!(!f.set_cookies().is_empty());
         tokens.insert(bearer(&f));
     }
     assert_eq!(tokens.len(), 1, "all got the same new token");
@@ -319,12 +320,12 @@ async fn the_old_cookie_inside_the_grace_window_gets_the_new_tokens_and_after_it
     h.expire_access_token();
     let first = forward(h.api(&old).await);
     let mut new = old.clone();
-    new.apply_values(&first.set_cookies.clone());
+    new.apply_values(&first.set_cookies().to_vec());
     // 30 s later the browser still sends the old cookie: grace (60 s).
     h.bff.clock().advance(Duration::from_secs(30));
     let again = forward(h.api(&old).await);
     assert_eq!(bearer(&again), bearer(&first));
-    assert!(!again.set_cookies.is_empty(), "the old cookie is replaced");
+    assert!(!again.set_cookies().is_empty(), "the old cookie is replaced");
     assert_eq!(h.idp.stats().token_refresh, 1, "no second token request");
     assert_eq!(h.bff.metrics().refresh_count("grace_hit"), 1);
 
@@ -376,7 +377,7 @@ async fn with_the_harshest_idp_a_storm_leaves_the_session_alive() {
         while let Some(d) = set.join_next().await {
             last = Some(forward(d.unwrap()));
         }
-        jar.apply_values(&last.unwrap().set_cookies);
+        jar.apply_values(&last.unwrap().set_cookies());
         assert_eq!(h.idp.stats().token_refresh, round + 1);
     }
     assert_eq!(h.idp.stats().reuse_detected, 0);
@@ -397,7 +398,7 @@ async fn an_idp_outage_never_ends_the_session() {
     h.bff.clock().advance(Duration::from_secs(280));
     let f = forward(h.api(&jar).await);
     assert_eq!(bearer(&f), current);
-    assert!(f.set_cookies.is_empty(), "cookie untouched");
+    assert!(f.set_cookies().is_empty(), "cookie untouched");
     // Expired: 503 with Retry-After, cookie untouched.
     h.bff.clock().advance(Duration::from_secs(30));
     let r = respond(h.api(&jar).await);
@@ -506,7 +507,7 @@ async fn absolute_lifetime_and_max_refreshes_end_the_session() {
     for _ in 0..2 {
         h.expire_access_token();
         let f = forward(h.api(&jar).await);
-        jar.apply_values(&f.set_cookies);
+        jar.apply_values(&f.set_cookies());
     }
     h.expire_access_token();
     let r = respond(h.api(&jar).await);
@@ -531,7 +532,7 @@ async fn an_idp_without_rotation_keeps_the_refresh_token() {
         for round in 1..=3 {
             h.expire_access_token();
             let f = forward(h.api(&jar).await);
-            jar.apply_values(&f.set_cookies);
+            jar.apply_values(&f.set_cookies());
             assert_eq!(h.idp.stats().refresh_ok, round);
         }
     }
@@ -679,15 +680,15 @@ async fn navigation_csrf_and_method_rules() {
         h.handle(parts("GET", "/opt/x", &jar, &[("x-csrf", "1")]))
             .await,
     );
-    assert!(f.authorization.is_some());
+    assert!(f.authorization().is_some());
     let f = forward(
         h.handle(parts("GET", "/opt/x", &none, &[("x-csrf", "1")]))
             .await,
     );
-    assert!(f.authorization.is_none());
+    assert!(f.authorization().is_none());
     // None: no token, no session handling, but the session cookie is still stripped.
     let f = forward(h.handle(parts("GET", "/pub/x", &jar, &[])).await);
-    assert!(f.authorization.is_none() && f.cookie.is_none() && !f.strip_authorization);
+    assert!(f.authorization().is_none() && f.cookie().is_none() && !f.strips_authorization());
     // Nothing routed.
     let r = respond(h.handle(parts("GET", "/elsewhere", &jar, &[])).await);
     assert_eq!(r.status(), 404);
@@ -861,7 +862,7 @@ async fn user_and_logout() {
 #[tokio::test]
 async fn backchannel_logout_revokes_the_session() {
     let slot: Arc<OnceLock<Arc<Bff>>> = Arc::new(OnceLock::new());
-    let addr = common::front_door(Arc::clone(&slot)).await;
+    let addr = crate::support::front_door(Arc::clone(&slot)).await;
     let h = Harness::start(Setup {
         backchannel: Some(format!("http://{addr}/bff/backchannel-logout")),
         ..Setup::default()
@@ -906,7 +907,7 @@ async fn an_unknown_kid_triggers_one_jwks_refetch() {
     h.expire_access_token();
     // The refresh returns an ID token signed with the new kid.
     let f = forward(h.api(&jar).await);
-    assert!(!f.set_cookies.is_empty());
+    assert!(!f.set_cookies().is_empty());
     assert_eq!(h.idp.stats().jwks, fetches + 1);
     // A new login validates with the cached set: no further fetch.
     h.login().await;
@@ -928,12 +929,12 @@ async fn a_refresh_updates_the_scope_and_the_id_token() {
     h.expire_access_token();
     let f = forward(h.api(&jar).await);
     let mut after_jar = jar.clone();
-    after_jar.apply_values(&f.set_cookies);
+    after_jar.apply_values(&f.set_cookies());
     let after = open(&after_jar);
     assert_eq!(after.scope, "openid offline_access", "narrower scope kept");
     let id_token = after.id_token.unwrap();
     assert_ne!(Some(&id_token), before.id_token.as_ref());
-    assert_eq!(common::jwt_header(&id_token)["kid"], new_kid.as_str());
+    assert_eq!(crate::support::jwt_header(&id_token)["kid"], new_kid.as_str());
     assert_eq!(after.refresh_count, 1);
     assert_ne!(after.refresh_token, before.refresh_token);
 }
@@ -954,7 +955,7 @@ async fn reuse_with_revoke_at_idp_kills_the_token_family_at_the_idp() {
     // The stale token went to the IdP once, on purpose, and its reuse detection
     // revoked the family.
     assert!(
-        common::eventually(Duration::from_secs(10), || h.idp.stats().reuse_detected
+        crate::support::eventually(Duration::from_secs(10), || h.idp.stats().reuse_detected
             == 1)
         .await,
         "the IdP saw the stale token"
@@ -979,7 +980,7 @@ async fn server_side_sessions_with_the_memory_store() {
     h.expire_access_token();
     let f = forward(h.api(&jar).await);
     assert!(
-        f.set_cookies.is_empty(),
+        f.set_cookies().is_empty(),
         "the handle stays; the stored session changed"
     );
     assert_ne!(bearer(&f), first);

@@ -4,12 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::Duration;
 
 use bff_proxy::devidp::{DevClient, DevClientAuth, DevIdp, DevIdpSettings, RefreshPolicy};
-use common::{Http, Reply, jwt_claims, jwt_header, pkce};
+use crate::support::{Http, Reply, jwt_claims, jwt_header, pkce};
 use serde_json::Value;
 
 const CLIENT: &str = "bff";

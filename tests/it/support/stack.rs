@@ -8,6 +8,7 @@ use bff_proxy::Bff;
 use bff_proxy::config::{Config, Env};
 use bff_proxy::devecho::DevEcho;
 use bff_proxy::devidp::{DevClient, DevClientAuth, DevIdp, DevIdpSettings};
+use bff_proxy::engine::lifecycle::Running;
 use bff_proxy::pingora::PingoraServer;
 use bff_proxy::proxy::ProxyServer;
 use bff_proxy::tower::{BffLayer, BffSession};
@@ -17,8 +18,7 @@ use tokio::net::TcpListener;
 
 use super::browser::Browser;
 
-pub const KEY: &str = "vUqhFABZp5xGtuGc//zqNm1RE5BdmW8dWI70Hto8GV8=";
-pub const SECRET: &str = "s3cret";
+pub use super::{KEY, SECRET};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Front {
@@ -28,8 +28,8 @@ pub enum Front {
 }
 
 pub enum Server {
-    Hyper(ProxyServer),
-    Pingora(PingoraServer),
+    Hyper(Running),
+    Pingora(Running),
 }
 
 impl Server {

@@ -6,30 +6,29 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use bff_proxy::Bff;
 use bff_proxy::config::{Config, Env};
 use bff_proxy::devecho::DevEcho;
+use bff_proxy::engine::lifecycle::Running;
 use bff_proxy::pingora::PingoraServer;
 use bff_proxy::proxy::ProxyServer;
 use bytes::Bytes;
-use common::browser::Browser;
-use common::provider::{Provider, start_provider};
-use common::{Http, Reply};
+use crate::support::browser::Browser;
+use crate::support::provider::{Provider, start_provider};
+use crate::support::{Http, Reply};
 use http::Request;
 use http::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use http_body_util::Full;
 use tokio::net::TcpListener;
 
-const KEY: &str = "vUqhFABZp5xGtuGc//zqNm1RE5BdmW8dWI70Hto8GV8=";
+use crate::support::KEY;
 
 enum Server {
-    Hyper(ProxyServer),
-    Pingora(PingoraServer),
+    Hyper(Running),
+    Pingora(Running),
 }
 
 struct Stack {
@@ -288,7 +287,7 @@ async fn interop(pingora: bool) {
         .unwrap();
     assert_eq!(back.as_str(), format!("{}/", s.base));
     assert!(
-        common::eventually(Duration::from_secs(10), || s
+        crate::support::eventually(Duration::from_secs(10), || s
             .bff
             .metrics()
             .sessions_ended_count("backchannel_logout")

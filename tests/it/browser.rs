@@ -6,8 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +18,7 @@ use bff_proxy::pingora::PingoraServer;
 use bff_proxy::proxy::ProxyServer;
 use tokio::net::TcpListener;
 
-const KEY: &str = "vUqhFABZp5xGtuGc//zqNm1RE5BdmW8dWI70Hto8GV8=";
+use crate::support::KEY;
 /// Access tokens live this long, so the script waits for real expiries.
 const ACCESS_TTL_SECS: u64 = 4;
 
@@ -51,7 +49,7 @@ async fn run_case(case: &str, pingora: bool, oidc_provider: bool) {
     let mut _provider = None;
     let mut _dev_idp = None;
     let (issuer, secret, auth_params) = if oidc_provider {
-        let p = common::provider::start_provider(&base, ACCESS_TTL_SECS).await;
+        let p = crate::support::provider::start_provider(&base, ACCESS_TTL_SECS).await;
         let issuer = p.issuer.clone();
         _provider = Some(p);
         (

@@ -1,0 +1,246 @@
+//! What the core answers a front door with: a [`Decision`] (respond, or forward as a
+//! [`Forward`] describes), and the JSON and redirect responses every endpoint and
+//! rejection is made of.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER, SET_COOKIE};
+use http::uri::PathAndQuery;
+use http::{Response, StatusCode};
+use serde_json::Value;
+
+use super::routes::Upstream;
+use crate::error::Error;
+
+/// What a front door does with a request. `Debug` shows the status or the forward,
+/// never a header value (Set-Cookie carries the sealed session).
+pub enum Decision {
+    /// Answer with this response.
+    Respond(Response<Bytes>),
+    /// Send it on, changed as described.
+    Forward(Box<Forward>),
+}
+
+impl std::fmt::Debug for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Respond(r) => f.debug_tuple("Respond").field(&r.status()).finish(),
+            Self::Forward(fw) => f.debug_tuple("Forward").field(fw).finish(),
+        }
+    }
+}
+
+/// Where a forwarded request goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The application behind the tower layer (a route with neither `upstream` nor
+    /// `static_dir`, or a path no route matches).
+    Application,
+    /// An upstream, resolved once per route, and the path and query to ask it for.
+    Upstream {
+        /// The route's upstream.
+        upstream: Arc<Upstream>,
+        /// The path (the route's prefix stripped if asked, below the upstream's base
+        /// path) and the client's query.
+        path: PathAndQuery,
+    },
+    /// A static folder and the path inside it (not yet resolved on disk).
+    Static {
+        /// The folder.
+        dir: Arc<Path>,
+        /// The request path below the route's path.
+        path: String,
+    },
+}
+
+impl Target {
+    /// The full URI of an upstream target (`scheme://authority/path?query`).
+    #[must_use]
+    pub fn upstream_uri(&self) -> Option<http::Uri> {
+        match self {
+            Self::Upstream { upstream, path } => http::Uri::builder()
+                .scheme(upstream.scheme())
+                .authority(upstream.authority().clone())
+                .path_and_query(path.clone())
+                .build()
+                .ok(),
+            _ => None,
+        }
+    }
+}
+
+/// How to forward a request. `Debug` redacts the token, the cookies and the ID token.
+#[derive(Clone)]
+pub struct Forward {
+    /// Index of the route in `config.routes` (None: no route matched and the request
+    /// passes to the application).
+    pub(crate) route: Option<usize>,
+    pub(crate) target: Target,
+    /// `Authorization: Bearer …` to set, when the route has a session.
+    pub(crate) authorization: Option<HeaderValue>,
+    /// Drop any client-sent `Authorization` (authenticated routes).
+    pub(crate) strip_authorization: bool,
+    /// The `Cookie` header to send on, without the BFF's own cookies; None removes it.
+    pub(crate) cookie: Option<HeaderValue>,
+    /// `Set-Cookie` values to add to the response (a rotated session).
+    pub(crate) set_cookies: Vec<HeaderValue>,
+    /// The session's ID token (verified at login), parsed only on demand.
+    pub(crate) id_token: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forward")
+            .field("route", &self.route)
+            .field("target", &self.target)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .field("strip_authorization", &self.strip_authorization)
+            .field("cookie", &self.cookie.as_ref().map(|_| "<redacted>"))
+            .field("set_cookies", &self.set_cookies.len())
+            .field("id_token", &self.id_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Forward {
+    /// Index of the matched route in `config.routes`; None when no route matched.
+    #[must_use]
+    pub fn route(&self) -> Option<usize> {
+        self.route
+    }
+
+    /// Where the request goes.
+    #[must_use]
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The `Authorization` value the request goes on with, if the route has a session.
+    #[must_use]
+    pub fn authorization(&self) -> Option<&HeaderValue> {
+        self.authorization.as_ref()
+    }
+
+    /// Whether a client-sent `Authorization` is dropped (authenticated routes).
+    #[must_use]
+    pub fn strips_authorization(&self) -> bool {
+        self.strip_authorization
+    }
+
+    /// The `Cookie` header sent on (the BFF's own cookies removed); None: no header.
+    #[must_use]
+    pub fn cookie(&self) -> Option<&HeaderValue> {
+        self.cookie.as_ref()
+    }
+
+    /// The `Set-Cookie` values the response gains (a refreshed session).
+    #[must_use]
+    pub fn set_cookies(&self) -> &[HeaderValue] {
+        &self.set_cookies
+    }
+
+    /// The session's ID-token claims, if it has a session with an ID token.
+    #[must_use]
+    pub fn claims(&self) -> Option<Value> {
+        self.id_token
+            .as_deref()
+            .and_then(crate::oidc::unverified_claims)
+    }
+}
+
+/// Why the core did not forward a request: the response, and the outcome label of
+/// `bff_requests_total`, which is the error's own code.
+pub(crate) struct Rejection {
+    pub(crate) outcome: &'static str,
+    pub(crate) response: Response<Bytes>,
+}
+
+impl Rejection {
+    /// An error answer with `Set-Cookie` values (a cleared session).
+    pub(crate) fn error(error: &Error, set_cookies: Vec<HeaderValue>) -> Self {
+        Self {
+            outcome: error.code(),
+            response: error_response(error, set_cookies),
+        }
+    }
+}
+
+impl From<crate::error::ErrorKind> for Rejection {
+    fn from(kind: crate::error::ErrorKind) -> Self {
+        Self::error(&Error::new(kind), Vec::new())
+    }
+}
+
+/// A JSON answer that no cache keeps.
+pub(crate) fn json_response(status: StatusCode, body: &str) -> Response<Bytes> {
+    let mut resp = Response::new(Bytes::from(body.to_owned()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The JSON answer for an error: status, `{"error": code}`, `Retry-After` when it
+/// applies, and any `Set-Cookie` values (a cleared session).
+pub(crate) fn error_response(err: &Error, set_cookies: Vec<HeaderValue>) -> Response<Bytes> {
+    let mut resp = json_response(err.status(), &err.json_body());
+    if let Some(secs) = err.retry_after_secs() {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    for c in set_cookies {
+        resp.headers_mut().append(SET_COOKIE, c);
+    }
+    resp
+}
+
+/// A 302 to `location`, with `Set-Cookie` values.
+pub(crate) fn redirect(location: &str, set_cookies: Vec<HeaderValue>) -> Response<Bytes> {
+    let mut resp = Response::new(Bytes::new());
+    *resp.status_mut() = StatusCode::FOUND;
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(LOCATION, v);
+    }
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for c in set_cookies {
+        h.append(SET_COOKIE, c);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_token_or_cookie() {
+        let forward = Forward {
+            route: Some(0),
+            target: Target::Application,
+            authorization: Some(HeaderValue::from_static("Bearer SECRET-AT")),
+            strip_authorization: true,
+            cookie: Some(HeaderValue::from_static("other=SECRET-COOKIE")),
+            set_cookies: vec![HeaderValue::from_static("__Host-Http-bff=SECRET-SEALED")],
+            id_token: Some(Arc::from("SECRET-ID")),
+        };
+        let mut resp = Response::new(Bytes::new());
+        resp.headers_mut().insert(
+            SET_COOKIE,
+            HeaderValue::from_static("__Host-Http-bff=SECRET-SEALED"),
+        );
+        for shown in [
+            format!("{forward:?}"),
+            format!("{:?}", Decision::Forward(Box::new(forward.clone()))),
+            format!("{:?}", Decision::Respond(resp)),
+        ] {
+            assert!(!shown.contains("SECRET"), "{shown}");
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! `GET {prefix}/callback`: the IdP's answer. The login cookie named by `state` is
+//! taken, the code exchanged, the ID token verified, and the session sealed.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+use http::request::Parts;
+
+use super::{param, query_params};
+use crate::bff::Core;
+use crate::bff::decision::{error_response, redirect};
+use crate::bff::sessions::Current;
+use crate::cookies::RequestCookies;
+use crate::error::{Error, ErrorKind};
+use crate::oidc::TokenError;
+use crate::session::{Session, SessionId};
+
+/// Time allowed for the code exchange at the IdP.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Core {
+    pub(super) async fn callback(
+        &self,
+        parts: &Parts,
+        cookies: &RequestCookies<'_>,
+    ) -> Result<Response<Bytes>, Error> {
+        let params = query_params(&parts.uri);
+        let state =
+            param(&params, "state").ok_or(Error::new(ErrorKind::BadRequest("state is missing")))?;
+        let login =
+            self.login_cookies
+                .take(self.storage.sealer.ring(), cookies, state, self.clock.now_secs());
+        // A failed attempt clears its own cookie; a finished login clears them all.
+        let clear_login = self.login_cookies.clear_one(state);
+        let fail = |kind: ErrorKind| {
+            let e = Error::new(kind);
+            Ok(error_response(&e, clear_login.clone()))
+        };
+        let Some(login) = login else {
+            // Another tab's login finished first and cleared every pending attempt:
+            // this browser is logged in already, so this tab goes to the app.
+            if let Ok(Current {
+                session: Some(_), ..
+            }) = self.current_session(cookies).await
+            {
+                return Ok(redirect("/", clear_login));
+            }
+            return fail(ErrorKind::BadRequest(
+                "the login expired or was started in another browser: start it again",
+            ));
+        };
+        if let Some(error) = param(&params, "error") {
+            let code: String = error
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
+            return fail(ErrorKind::LoginRefused { code });
+        }
+        if let Some(iss) = param(&params, "iss") {
+            // RFC 9207: the answer must come from our issuer (mix-up defence).
+            if iss.trim_end_matches('/') != self.oidc.issuer() {
+                return fail(ErrorKind::BadRequest("the iss parameter is not our issuer"));
+            }
+        }
+        let Some(code) = param(&params, "code").filter(|c| !c.is_empty()) else {
+            return fail(ErrorKind::BadRequest("code is missing"));
+        };
+        let tokens = match self
+            .oidc
+            .exchange_code(
+                code,
+                &login.verifier,
+                self.config.resolved.redirect_uri.as_str(),
+                EXCHANGE_TIMEOUT,
+            )
+            .await
+        {
+            Ok(t) => t,
+            Err(TokenError::Transient { .. }) => {
+                return fail(ErrorKind::IdpUnavailable {
+                    retry_after: Duration::from_secs(5),
+                });
+            }
+            Err(TokenError::Unreadable { why }) => {
+                tracing::error!(reason = %why, "the IdP answered the code exchange with a 2xx the BFF cannot read");
+                return fail(ErrorKind::IdpUnavailable {
+                    retry_after: Duration::from_secs(5),
+                });
+            }
+            Err(TokenError::Dead { .. }) => {
+                return fail(ErrorKind::BadRequest(
+                    "the IdP refused the authorization code: log in again",
+                ));
+            }
+            Err(TokenError::Misconfigured { code }) => {
+                tracing::error!(reason = %code, "the IdP refused the code exchange: check [oidc]");
+                return fail(ErrorKind::Misconfigured(
+                    "the IdP refused the client's credentials",
+                ));
+            }
+        };
+        let Some(id_token) = tokens.id_token.clone() else {
+            return fail(ErrorKind::BadRequest("the IdP returned no ID token"));
+        };
+        let claims = match self
+            .oidc
+            .validate_id_token(&id_token, Some(&login.nonce))
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "ID token rejected at login");
+                return fail(ErrorKind::BadRequest("the ID token did not validate"));
+            }
+        };
+        let now_ms = self.clock.now_ms();
+        let now = now_ms / 1000;
+        let mut session = Session::new(
+            SessionId::random(),
+            claims.sub,
+            tokens.access_token.clone(),
+            crate::refresh::access_expiry(&tokens, now),
+            now,
+        );
+        session.created_ms = now_ms;
+        session.refresh_token = tokens.refresh_token.clone().filter(|t| !t.is_empty());
+        session.id_token = Some(id_token);
+        session.idp_sid = claims.sid;
+        session.scope = tokens
+            .scope
+            .clone()
+            .unwrap_or_else(|| self.config.oidc.scopes.join(" "));
+        let present = cookies.session().present;
+        let mut set_cookies = self.storage.save(&session, &present, None).await?;
+        set_cookies.extend(self.login_cookies.clear_all(cookies));
+        tracing::info!(sid = %session.sid, "login");
+        Ok(redirect(&login.return_url, set_cookies))
+    }
+}

@@ -1,0 +1,192 @@
+//! The proxied-request flow, in DESIGN.md's order on an authenticated route: the
+//! method allowlist; a browser navigation without a session is sent to login; a
+//! missing CSRF header is refused; the session is opened, checked and refreshed if
+//! needed; the Bearer token goes on.
+
+use std::sync::Arc;
+
+use http::header::{ACCEPT, ALLOW, HeaderMap, HeaderValue};
+use http::request::Parts;
+use subtle::ConstantTimeEq as _;
+
+use super::Core;
+use super::decision::{Forward, Rejection, Target, redirect};
+use super::routes::Route;
+use crate::config::RouteAuth;
+use crate::cookies::RequestCookies;
+use crate::error::{Error, ErrorKind};
+use crate::refresh::Outcome;
+
+impl Core {
+    /// A forward with our cookies stripped and no token yet.
+    pub(crate) fn plain_forward(
+        cookies: &RequestCookies<'_>,
+        route: Option<usize>,
+        target: Target,
+        strip_authorization: bool,
+    ) -> Forward {
+        Forward {
+            route,
+            target,
+            authorization: None,
+            strip_authorization,
+            cookie: cookies.forwarded(),
+            set_cookies: Vec::new(),
+            id_token: None,
+        }
+    }
+
+    /// Whether the request carries the configured CSRF header and value (compared in
+    /// constant time).
+    pub(crate) fn csrf_ok(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get(&self.csrf_header)
+            .is_some_and(|v| bool::from(v.as_bytes().ct_eq(&self.csrf_value)))
+    }
+
+    fn is_navigation(&self, headers: &HeaderMap) -> bool {
+        if headers
+            .get("sec-fetch-mode")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"navigate"))
+        {
+            return true;
+        }
+        headers
+            .get(ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+            && !headers.contains_key(&self.csrf_header)
+    }
+
+    fn login_redirect(&self, parts: &Parts, clear: Vec<HeaderValue>) -> Rejection {
+        let original = parts
+            .uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str);
+        let target: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("returnUrl", original)
+            .finish();
+        Rejection {
+            outcome: "login_redirect",
+            response: redirect(&format!("{}/login?{target}", self.routes.prefix()), clear),
+        }
+    }
+
+    fn method_not_allowed(allow: Option<HeaderValue>) -> Rejection {
+        let mut rejection = Rejection::from(ErrorKind::MethodNotAllowed);
+        if let Some(v) = allow {
+            rejection.response.headers_mut().insert(ALLOW, v);
+        }
+        rejection
+    }
+
+    /// A request on a configured route: forwarded as the returned [`Forward`] says,
+    /// or refused.
+    pub(crate) async fn proxied(
+        &self,
+        route: &Route,
+        parts: &Parts,
+        cookies: &RequestCookies<'_>,
+    ) -> Result<Forward, Rejection> {
+        if let Some(allow) = route.refuses(&parts.method) {
+            return Err(Self::method_not_allowed(allow));
+        }
+        let target = route
+            .target(&parts.uri)
+            .ok_or(ErrorKind::BadRequest("the request path cannot be forwarded"))?;
+        let mut forward = Self::plain_forward(
+            cookies,
+            Some(route.index),
+            target,
+            route.auth != RouteAuth::None,
+        );
+        if route.auth == RouteAuth::None {
+            if route.csrf && !self.csrf_ok(&parts.headers) {
+                return Err(ErrorKind::Csrf.into());
+            }
+            return Ok(forward);
+        }
+        let read = self
+            .storage
+            .load(cookies)
+            .await
+            .map_err(|e| Rejection::error(&e, Vec::new()))?;
+        // An unreadable cookie is no session (401 unauthenticated); a readable one
+        // that was revoked is an ended session (401 session_expired). Either way a
+        // cookie that is there gets cleared.
+        let revoked = match read.session.as_ref() {
+            Some(s) => self.is_revoked(s).await,
+            None => false,
+        };
+        let session = read.session.filter(|_| !revoked);
+        let Some(session) = session else {
+            let clear = if read.present.is_empty() {
+                Vec::new()
+            } else {
+                self.storage.clear(&read.present)
+            };
+            if route.auth == RouteAuth::Required && self.is_navigation(&parts.headers) {
+                return Err(self.login_redirect(parts, clear));
+            }
+            if route.csrf && !self.csrf_ok(&parts.headers) {
+                return Err(Rejection::error(&Error::new(ErrorKind::Csrf), clear));
+            }
+            if route.auth == RouteAuth::Optional {
+                forward.set_cookies = clear;
+                return Ok(forward);
+            }
+            let kind = if revoked {
+                ErrorKind::SessionExpired
+            } else {
+                ErrorKind::Unauthenticated
+            };
+            return Err(Rejection::error(&Error::new(kind), clear));
+        };
+        if route.csrf && !self.csrf_ok(&parts.headers) {
+            return Err(ErrorKind::Csrf.into());
+        }
+        let (session, set_cookies) = match self.refresher.refresh(&session).await {
+            Outcome::Fresh | Outcome::KeepCurrent => (session, Vec::new()),
+            Outcome::Updated { session: next, .. } => {
+                // Older cookies of this session are replays once the grace window
+                // is over, whether or not the IdP rotated the refresh token.
+                self.revocations
+                    .record_generation(next.sid, next.refresh_count)
+                    .await;
+                let cookies = self
+                    .storage
+                    .save(&next, &read.present, read.handle)
+                    .await
+                    .map_err(|e| Rejection::error(&e, Vec::new()))?;
+                (*next, cookies)
+            }
+            Outcome::Unavailable { retry_after } => {
+                return Err(ErrorKind::IdpUnavailable { retry_after }.into());
+            }
+            Outcome::Misconfigured => {
+                return Err(
+                    ErrorKind::Misconfigured("the IdP refused the client's credentials").into(),
+                );
+            }
+            Outcome::Ended(reason) => {
+                self.end_session(&session, reason).await;
+                self.storage.forget(read.handle).await;
+                let clear = self.storage.clear(&read.present);
+                if route.auth == RouteAuth::Optional {
+                    forward.set_cookies = clear;
+                    return Ok(forward);
+                }
+                return Err(Rejection::error(
+                    &Error::new(ErrorKind::SessionExpired),
+                    clear,
+                ));
+            }
+        };
+        let bearer = HeaderValue::from_str(&format!("Bearer {}", session.access_token))
+            .map_err(|_| ErrorKind::Internal("the access token is not header-safe"))?;
+        forward.authorization = Some(bearer);
+        forward.set_cookies = set_cookies;
+        forward.id_token = session.id_token.as_deref().map(Arc::from);
+        Ok(forward)
+    }
+}

@@ -1,0 +1,300 @@
+//! The core: one request's head in, one [`Decision`] out. Every front door (the
+//! tower layer, the hyper and pingora engines) feeds it `http::request::Parts` and
+//! applies what it decides; bodies never pass through it, except the small form of a
+//! back-channel logout.
+//!
+//! - `routes`: the path checked once, the endpoint or route it names, each route's
+//!   upstream taken apart once;
+//! - `flow`: a request on a route, to a [`Forward`] or a rejection;
+//! - `sessions`: where sessions live (cookie or store), read once per request;
+//! - `endpoints`: `/bff/login`, `callback`, `user`, `logout`, `backchannel-logout`;
+//! - `decision`: what the doors get back.
+
+mod decision;
+mod endpoints;
+mod flow;
+mod routes;
+mod sessions;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::HeaderName;
+use http::request::Parts;
+use http::Method;
+
+pub use decision::{Decision, Forward, Target};
+pub(crate) use decision::error_response;
+pub(crate) use endpoints::MAX_BACKCHANNEL_BODY;
+pub use routes::Upstream;
+
+use crate::clock::Clock;
+use crate::config::{Config, RouteAuth};
+use crate::cookies::CookieNames;
+use crate::error::{Error, StartError};
+use crate::login::LoginCookies;
+use crate::metrics::Metrics;
+use crate::oidc::Oidc;
+use crate::refresh::{RefreshSettings, TokenRefresher};
+use crate::revocation::RevocationList;
+use crate::store::SharedStore;
+use routes::{Matched, RouteTable};
+use sessions::SessionStorage;
+
+/// The BFF core: cheap to clone (one `Arc` inside), shared by every door and task.
+#[derive(Clone)]
+pub struct Bff {
+    core: Arc<Core>,
+}
+
+/// What the core holds.
+#[derive(Clone)]
+pub(crate) struct Core {
+    config: Arc<Config>,
+    storage: SessionStorage,
+    login_cookies: LoginCookies,
+    oidc: Arc<Oidc>,
+    refresher: TokenRefresher,
+    revocations: Arc<RevocationList>,
+    metrics: Metrics,
+    clock: Arc<Clock>,
+    routes: RouteTable,
+    csrf_header: HeaderName,
+    csrf_value: Vec<u8>,
+    /// `<prefix>/backchannel-logout`, the one endpoint that reads a body.
+    backchannel_path: String,
+    /// A path no route matches goes to the application (tower layer) instead of 404.
+    pass_unmatched: bool,
+    /// Our cookie names: the one parser of the request's `Cookie` header.
+    cookie_names: CookieNames,
+}
+
+impl std::fmt::Debug for Bff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bff")
+            .field("issuer", &self.core.oidc.issuer())
+            .field("routes", &self.core.routes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bff {
+    /// Builds the core from a loaded config. No network until the first request (or
+    /// [`Bff::warm_up`]).
+    pub fn new(config: Config) -> Result<Self, StartError> {
+        let metrics = Metrics::new();
+        let clock = Arc::new(Clock::default());
+        let sealer = config
+            .session_sealer()
+            .map_err(|e| StartError::setting("session.keys", e.to_string()))?;
+        let oidc = Arc::new(
+            Oidc::new(&config, metrics.clone()).map_err(|why| StartError::setting("oidc", why))?,
+        );
+        let revocations = Arc::new(RevocationList::with_clock(
+            config.session.absolute_lifetime,
+            Arc::clone(&clock),
+        ));
+        let refresher = TokenRefresher::new(
+            Arc::clone(&oidc),
+            RefreshSettings::from_config(&config),
+            metrics.clone(),
+            Arc::clone(&revocations),
+            Arc::clone(&clock),
+        );
+        let routes = RouteTable::new(&config, &metrics)?;
+        let csrf_header =
+            HeaderName::from_bytes(config.csrf.header.to_ascii_lowercase().as_bytes())
+                .map_err(|_| StartError::setting("csrf.header", "not a header name"))?;
+        let storage = SessionStorage::new(
+            sealer,
+            config.session.mode == crate::config::SessionMode::Server,
+            Arc::clone(&clock),
+            config.session.absolute_lifetime,
+        );
+        let core = Core {
+            cookie_names: CookieNames::new(&config.session.cookie_name),
+            backchannel_path: format!("{}/backchannel-logout", config.server.prefix),
+            pass_unmatched: false,
+            login_cookies: LoginCookies::new(&config.session.cookie_name, config.session.secure),
+            csrf_value: config.csrf.value.as_bytes().to_vec(),
+            config: Arc::new(config),
+            storage,
+            oidc,
+            refresher,
+            revocations,
+            metrics,
+            clock,
+            routes,
+            csrf_header,
+        };
+        Ok(Self {
+            core: Arc::new(core),
+        })
+    }
+
+    /// Connects the store `[store]` names (Redis) and shares state through it; a
+    /// no-op for the memory store.
+    pub async fn connect_store(self) -> Result<Self, StartError> {
+        let store = &self.core.config.store;
+        if store.kind != crate::config::StoreKind::Redis {
+            return Ok(self);
+        }
+        let url = self.core.config.resolved.store_url.as_ref().ok_or_else(|| {
+            StartError::setting("store.url", "required by store.kind = \"redis\"")
+        })?;
+        let redis = crate::store::RedisStore::connect(
+            url.expose(),
+            &store.key_prefix,
+            store.timeout.max(std::time::Duration::from_secs(1)),
+        )
+        .await
+        .map_err(|e| StartError::unavailable("store.url", e.to_string()))?
+        .with_command_timeout(store.timeout);
+        Ok(self.with_store(Arc::new(redis)))
+    }
+
+    /// Coordinates refreshes with other replicas through a shared store (one token
+    /// request per rotation across all of them). Call it before the core is shared:
+    /// clones made earlier keep the store they had.
+    #[must_use]
+    pub fn with_store(mut self, store: Arc<dyn SharedStore>) -> Self {
+        let core = Arc::make_mut(&mut self.core);
+        core.revocations.set_store(Arc::clone(&store));
+        core.storage.use_store(&store);
+        core.refresher = core
+            .refresher
+            .clone()
+            .with_store(store, core.storage.sealer.ring().clone());
+        self
+    }
+
+    /// Paths no route matches pass to the application, with the BFF's cookies
+    /// stripped and no token, instead of getting 404: how the tower layer protects
+    /// some paths of an app and leaves the rest alone.
+    #[must_use]
+    pub fn pass_unmatched(mut self) -> Self {
+        Arc::make_mut(&mut self.core).pass_unmatched = true;
+        self
+    }
+
+    /// The config.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.core.config
+    }
+
+    /// The metrics.
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.core.metrics
+    }
+
+    /// The clock (tests move it forward).
+    #[cfg(any(test, feature = "test-util"))]
+    #[must_use]
+    pub fn clock(&self) -> &Clock {
+        &self.core.clock
+    }
+
+    /// The session sealer (tests forge or inspect cookies with it).
+    #[cfg(any(test, feature = "test-util"))]
+    #[must_use]
+    pub fn sealer(&self) -> &crate::cookies::SessionSealer {
+        &self.core.storage.sealer
+    }
+
+    /// Loads discovery and the JWKS; readiness.
+    pub async fn warm_up(&self) -> Result<(), String> {
+        self.core.oidc.warm_up().await.map_err(|e| e.to_string())
+    }
+
+    /// True once discovery and the JWKS are loaded.
+    #[must_use]
+    pub fn ready(&self) -> bool {
+        self.core.oidc.jwks_loaded()
+    }
+
+    /// Whether this request needs its body read (up to 64 KiB) and passed to
+    /// [`Bff::handle`]: only the back-channel logout.
+    #[must_use]
+    pub fn wants_body(&self, parts: &Parts) -> bool {
+        parts.method == Method::POST && parts.uri.path() == self.core.backchannel_path
+    }
+
+    /// Decides what to do with a request.
+    pub async fn handle(&self, parts: &Parts, body: Option<Bytes>) -> Decision {
+        self.core.handle(parts, body).await
+    }
+}
+
+impl Core {
+    async fn handle(&self, parts: &Parts, body: Option<Bytes>) -> Decision {
+        // DESIGN.md "Paths": the route is chosen on the path the upstream acts on, so
+        // a path another parser could read differently is refused before routing.
+        let matched = match self.routes.find(parts.uri.path()) {
+            Ok(m) => m,
+            Err(e) => return self.refuse("none", &e),
+        };
+        let label = match &matched {
+            Matched::Endpoint(_) => self.routes.prefix(),
+            Matched::Route(r) => r.label(),
+            Matched::Unmatched => "none",
+        };
+        // The Cookie header is parsed once, here, for everything below.
+        let cookies = match self.cookie_names.parse(&parts.headers) {
+            Ok(cookies) => cookies,
+            Err(e) => {
+                self.metrics.request(label, e.code());
+                // Our own login cookies may be what filled the header: expire them, so
+                // the browser is never locked out.
+                let names = self.cookie_names.login_names(&parts.headers);
+                return Decision::Respond(error_response(&e, self.login_cookies.expire(&names)));
+            }
+        };
+        match matched {
+            Matched::Endpoint(name) => {
+                let resp = self.endpoint(name, parts, &cookies, body).await;
+                self.metrics
+                    .request(label, resp.status().as_str());
+                Decision::Respond(resp)
+            }
+            Matched::Unmatched if self.pass_unmatched => {
+                self.metrics.request(label, "passed");
+                Decision::Forward(Box::new(Self::plain_forward(
+                    &cookies,
+                    None,
+                    Target::Application,
+                    false,
+                )))
+            }
+            Matched::Unmatched => {
+                self.refuse(label, &Error::new(crate::error::ErrorKind::NotFound))
+            }
+            Matched::Route(route) => match self.proxied(route, parts, &cookies).await {
+                Ok(forward) => {
+                    if route.auth == RouteAuth::Optional && forward.authorization.is_none() {
+                        self.metrics.request(label, "forwarded_anonymous");
+                    } else {
+                        route.forwarded.inc();
+                    }
+                    Decision::Forward(Box::new(forward))
+                }
+                Err(rejection) => {
+                    self.metrics.request(label, rejection.outcome);
+                    Decision::Respond(rejection.response)
+                }
+            },
+        }
+    }
+
+    fn refuse(&self, label: &str, error: &Error) -> Decision {
+        self.metrics.request(label, error.code());
+        Decision::Respond(error_response(error, Vec::new()))
+    }
+}
+
+impl From<Arc<Bff>> for Bff {
+    fn from(bff: Arc<Bff>) -> Self {
+        (*bff).clone()
+    }
+}

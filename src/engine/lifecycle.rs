@@ -1,0 +1,136 @@
+//! One server lifecycle for both engines: the readiness warm-up and the admin
+//! listener beside the proxy, a stop signal every task watches, SIGINT/SIGTERM, and
+//! a shutdown bounded by `server.shutdown_timeout`.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::bff::Bff;
+
+/// A running engine: its addresses, and the tasks that stop when it does.
+pub struct Running {
+    addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    shutdown_timeout: Duration,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("addr", &self.addr)
+            .field("admin_addr", &self.admin_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The start of a lifecycle: the stop signal, and the warm-up and admin tasks
+/// already running beside the engine about to start.
+pub(crate) struct Starting {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    admin_addr: Option<SocketAddr>,
+}
+
+impl Starting {
+    /// Spawns the readiness warm-up and, when given, the admin listener.
+    pub(crate) fn new(bff: &Bff, admin: Option<TcpListener>) -> std::io::Result<Self> {
+        let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
+        let (stop, stop_rx) = watch::channel(false);
+        Ok(Self {
+            tasks: side_tasks(bff, admin, &stop_rx),
+            stop,
+            admin_addr,
+        })
+    }
+
+    /// What the engine's own tasks watch to stop.
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// The engine is serving at `addr` with its task.
+    pub(crate) fn running(mut self, bff: &Bff, addr: SocketAddr, engine: JoinHandle<()>) -> Running {
+        self.tasks.push(engine);
+        Running {
+            addr,
+            admin_addr: self.admin_addr,
+            stop: self.stop,
+            shutdown_timeout: bff.config().server.shutdown_timeout,
+            tasks: Mutex::new(self.tasks),
+        }
+    }
+}
+
+/// The readiness warm-up and the admin listener, stopping when `stop` changes.
+pub fn side_tasks(
+    bff: &Bff,
+    admin: Option<TcpListener>,
+    stop: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = vec![tokio::spawn(super::admin::warm_up(bff.clone(), stop.clone()))];
+    if let Some(admin) = admin {
+        tasks.push(tokio::spawn(super::admin::serve_admin(
+            bff.clone(),
+            admin,
+            stop.clone(),
+        )));
+    }
+    tasks
+}
+
+impl Running {
+    /// The proxy's address.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin listener's address.
+    #[must_use]
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Stops accepting, lets open requests finish within `server.shutdown_timeout`,
+    /// then closes what is left.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let tasks: Vec<JoinHandle<()>> = self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(..)
+            .collect();
+        for task in tasks {
+            let abort = task.abort_handle();
+            // A little beyond the engine's own bound, which closes what is left.
+            let bound = self.shutdown_timeout + Duration::from_secs(1);
+            if tokio::time::timeout(bound, task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,21 @@
+//! The integration tests, in one binary (the crate, pingora included, is linked
+//! once): each module is one suite, `support` is what they share (an HTTP client,
+//! a browser jar, the stack builder, the one test key).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod browser;
+mod cli;
+mod config_fixtures;
+mod core_flow;
+mod demo;
+mod devidp;
+mod hardening;
+mod interop;
+mod logs;
+mod proxy;
+mod scaleout;
+mod store;
+mod tls;

@@ -1,18 +1,8 @@
 //! The BFF's clock: wall time plus an offset that tests move forward, so lifetimes
 //! and grace windows are tested without sleeping.
-//!
-//! ```
-//! use std::time::Duration;
-//! use bff_proxy::clock::Clock;
-//!
-//! let clock = Clock::default();
-//! let before = clock.now_secs();
-//! clock.advance(Duration::from_secs(3600));
-//! assert!(clock.now_secs() >= before + 3600);
-//! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Wall-clock time with a test offset.
 #[derive(Debug, Default)]
@@ -44,8 +34,24 @@ impl Clock {
     }
 
     /// Moves the clock forward (tests).
-    pub fn advance(&self, by: Duration) {
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn advance(&self, by: std::time::Duration) {
         let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
         self.offset_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod example {
+    /// What the module does, in a few lines.
+    #[test]
+    fn module_example() {
+        use std::time::Duration;
+        use crate::clock::Clock;
+
+        let clock = Clock::default();
+        let before = clock.now_secs();
+        clock.advance(Duration::from_secs(3600));
+        assert!(clock.now_secs() >= before + 3600);
     }
 }

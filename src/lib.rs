@@ -7,8 +7,9 @@
 //! `Authorization: Bearer …` into proxied requests. The browser only ever holds an
 //! opaque, HttpOnly cookie.
 //!
-//! The core (this crate without features) knows nothing of tower or pingora; the
-//! `tower` and `pingora` features add the front doors.
+//! The core ([`Bff`]) knows nothing of tower or pingora; the `tower` and `pingora`
+//! features add the front doors, `dev` the development IdP and echo upstream.
+//! ARCHITECTURE.md maps the crate.
 //!
 //! ```
 //! use bff_proxy::seal::KeyRing;
@@ -18,37 +19,54 @@
 //! assert!(KeyRing::parse_key(&key).is_ok());
 //! ```
 
-pub mod bff;
-pub mod client_key;
+// The core and what it is made of.
+mod bff;
+mod client_key;
+#[cfg(feature = "test-util")]
 pub mod clock;
+#[cfg(not(feature = "test-util"))]
+mod clock;
 pub mod config;
+#[cfg(feature = "test-util")]
 pub mod cookies;
-pub mod dev;
-pub mod devecho;
-pub mod devidp;
-pub mod engine;
+#[cfg(not(feature = "test-util"))]
+mod cookies;
 pub mod error;
 mod expiring;
-#[cfg(feature = "fuzzing")]
-pub mod fuzzing;
-pub mod logging;
-pub mod login;
+mod login;
 pub mod metrics;
-pub mod net;
-pub mod oidc;
-pub mod paths;
+mod net;
+mod oidc;
+mod paths;
+mod random;
+mod refresh;
+mod revocation;
+pub mod seal;
+#[cfg(feature = "test-util")]
+pub mod session;
+#[cfg(not(feature = "test-util"))]
+mod session;
+pub mod store;
+
+// What the front doors share, and the doors.
+pub mod engine;
 #[cfg(feature = "pingora")]
 pub mod pingora;
 #[cfg(feature = "tower")]
 pub mod proxy;
-pub mod random;
-pub mod refresh;
-pub mod revocation;
-pub mod seal;
-pub mod session;
-pub mod store;
 #[cfg(feature = "tower")]
 pub mod tower;
 
-pub use bff::{Bff, Decision, Forward, Target};
-pub use error::{Error, ErrorKind};
+// Operations and development.
+#[cfg(feature = "dev")]
+pub mod dev;
+#[cfg(feature = "dev")]
+pub mod devecho;
+#[cfg(feature = "dev")]
+pub mod devidp;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+pub mod logging;
+
+pub use bff::{Bff, Decision, Forward, Target, Upstream};
+pub use error::{Error, ErrorKind, StartError};

@@ -1,14 +1,6 @@
 //! Login state: `state`, `nonce` and the PKCE verifier of one login attempt, sealed in
 //! a short-lived cookie of its own, so several tabs can log in at once; and the
 //! checks on `returnUrl` that keep redirects on this site.
-//!
-//! ```
-//! use bff_proxy::login::check_return_url;
-//!
-//! assert_eq!(check_return_url("/app?tab=2").unwrap(), "/app?tab=2");
-//! assert!(check_return_url("//evil.example/").is_err());
-//! assert!(check_return_url("https://evil.example/").is_err());
-//! ```
 
 use std::time::Duration;
 
@@ -95,12 +87,6 @@ impl LoginCookies {
             prefix: CookieNames::new(base).login_prefix().to_owned(),
             secure,
         }
-    }
-
-    /// The prefix every login cookie name starts with.
-    #[must_use]
-    pub fn prefix(&self) -> &str {
-        &self.prefix
     }
 
     fn named(&self, name: &str) -> CookieSettings {
@@ -348,5 +334,18 @@ mod tests {
         assert!(jar.iter().any(|(k, _)| k == "other"));
         // An expired attempt is evicted whatever the count.
         assert_eq!(cookies.evict_for_new(&ring, &parsed, 1000 + 700).len(), 4);
+    }
+}
+
+#[cfg(test)]
+mod example {
+    /// What the module does, in a few lines.
+    #[test]
+    fn module_example() {
+        use crate::login::check_return_url;
+
+        assert_eq!(check_return_url("/app?tab=2").unwrap(), "/app?tab=2");
+        assert!(check_return_url("//evil.example/").is_err());
+        assert!(check_return_url("https://evil.example/").is_err());
     }
 }

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use bff_proxy::Bff;
 use bff_proxy::config::{Config, Engine, Env};
+#[cfg(feature = "dev")]
 use bff_proxy::dev::DevServices;
 use bff_proxy::engine::lifecycle::{side_tasks, wait_for_signal};
 use bff_proxy::error::StartError;
@@ -153,6 +154,22 @@ fn run(path: &std::path::Path, engine: Option<EngineArg>) -> ExitCode {
             })
         }
     }
+}
+
+/// A build without the `dev` feature has no dev services; config load refuses
+/// `[dev]` settings in such a build.
+#[cfg(not(feature = "dev"))]
+struct DevServices;
+
+#[cfg(not(feature = "dev"))]
+impl DevServices {
+    #[allow(clippy::unused_async)]
+    async fn start(_config: &Config) -> Result<Self, StartError> {
+        Ok(Self)
+    }
+
+    #[allow(clippy::unused_async)]
+    async fn shutdown(&self) {}
 }
 
 /// A multi-threaded runtime (`threads` workers when given).

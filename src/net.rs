@@ -1,12 +1,4 @@
 //! IP networks, for `server.trusted_proxies`.
-//!
-//! ```
-//! use bff_proxy::net::IpNet;
-//!
-//! let lb = IpNet::parse("10.0.0.0/8").unwrap();
-//! assert!(lb.contains("10.1.2.3".parse().unwrap()));
-//! assert!(!lb.contains("192.168.0.1".parse().unwrap()));
-//! ```
 
 use std::net::IpAddr;
 
@@ -84,5 +76,18 @@ mod tests {
         for bad in ["10.0.0.0/33", "fe80::/129", "host", "10.0.0.0/x", ""] {
             assert!(IpNet::parse(bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod example {
+    /// What the module does, in a few lines.
+    #[test]
+    fn module_example() {
+        use crate::net::IpNet;
+
+        let lb = IpNet::parse("10.0.0.0/8").unwrap();
+        assert!(lb.contains("10.1.2.3".parse().unwrap()));
+        assert!(!lb.contains("192.168.0.1".parse().unwrap()));
     }
 }

@@ -3,16 +3,6 @@
 //! what is forwarded is exactly the path that was checked, so a path that another
 //! parser could read differently (`/api/../admin`, `%2e%2e`, `..;x`, `%2F`, `\`) is
 //! refused with 400 instead of being "normalised" here and read again there.
-//!
-//! ```
-//! use bff_proxy::paths::{PathCheck, check_path};
-//!
-//! assert!(check_path("/api/items/42", PathCheck::Strict).is_ok());
-//! assert!(check_path("/sp/../admin", PathCheck::Strict).is_err());
-//! assert!(check_path("/api/%2E%2e/admin", PathCheck::Strict).is_err());
-//! assert!(check_path("/files/a%2Fb", PathCheck::Strict).is_err());
-//! assert!(check_path("/files/a%2Fb", PathCheck::AllowEncodedSlash).is_ok());
-//! ```
 
 use serde::Deserialize;
 
@@ -201,5 +191,20 @@ mod tests {
         for bad in ["/a/..%2fadmin", "/a%2f..%2fadmin", "/a/%2e%2e%2f", "/a%5Cb"] {
             assert!(check_path(bad, allow).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod example {
+    /// What the module does, in a few lines.
+    #[test]
+    fn module_example() {
+        use crate::paths::{PathCheck, check_path};
+
+        assert!(check_path("/api/items/42", PathCheck::Strict).is_ok());
+        assert!(check_path("/sp/../admin", PathCheck::Strict).is_err());
+        assert!(check_path("/api/%2E%2e/admin", PathCheck::Strict).is_err());
+        assert!(check_path("/files/a%2Fb", PathCheck::Strict).is_err());
+        assert!(check_path("/files/a%2Fb", PathCheck::AllowEncodedSlash).is_ok());
     }
 }

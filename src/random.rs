@@ -1,10 +1,5 @@
 //! Random text for protocol values: PKCE verifiers, `state`, `nonce`, client
 //! assertion ids, lock owners.
-//!
-//! ```
-//! let state = bff_proxy::random::random_text(32);
-//! assert_eq!(state.len(), 43); // 32 bytes, base64url without padding
-//! ```
 
 use base64::Engine as _;
 
@@ -15,4 +10,14 @@ pub fn random_text(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rngs::OsRng.fill_bytes(&mut buf);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+#[cfg(test)]
+mod example {
+    /// What the module does, in a few lines.
+    #[test]
+    fn module_example() {
+        let state = crate::random::random_text(32);
+        assert_eq!(state.len(), 43); // 32 bytes, base64url without padding
+    }
 }

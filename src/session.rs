@@ -6,17 +6,6 @@
 //! a typical session it is the tokens plus a few dozen bytes, where JSON adds the
 //! field names and turns the 16-byte session id into ~60 characters (numbers measured
 //! by `cargo bench --bench session`, recorded in the README).
-//!
-//! ```
-//! use bff_proxy::session::{Session, SessionId};
-//!
-//! let mut s = Session::new(SessionId::random(), "alice".into(), "at".into(), 1_700_000_300, 1_700_000_000);
-//! s.refresh_token = Some("rt".into());
-//! let bytes = s.encode();
-//! assert_eq!(Session::decode(&bytes).unwrap(), s);
-//! // Debug never shows a token.
-//! assert!(!format!("{s:?}").contains("\"at\""));
-//! ```
 
 use std::fmt;
 
@@ -368,5 +357,21 @@ pub(crate) mod tests {
             framed.extend_from_slice(&bytes);
             let _ = Session::decode(&framed);
         }
+    }
+}
+
+#[cfg(test)]
+mod example {
+    /// What the module does, in a few lines.
+    #[test]
+    fn module_example() {
+        use crate::session::{Session, SessionId};
+
+        let mut s = Session::new(SessionId::random(), "alice".into(), "at".into(), 1_700_000_300, 1_700_000_000);
+        s.refresh_token = Some("rt".into());
+        let bytes = s.encode();
+        assert_eq!(Session::decode(&bytes).unwrap(), s);
+        // Debug never shows a token.
+        assert!(!format!("{s:?}").contains("\"at\""));
     }
 }

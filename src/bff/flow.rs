@@ -147,7 +147,8 @@ impl Core {
         }
         let (session, set_cookies) = match self.refresher.refresh(&session).await {
             Outcome::Fresh | Outcome::KeepCurrent => (session, Vec::new()),
-            Outcome::Updated { session: next, .. } => {
+            Outcome::Updated { session: next, kind } => {
+                tracing::debug!(sid = %next.sid, ?kind, "session tokens updated");
                 // Older cookies of this session are replays once the grace window
                 // is over, whether or not the IdP rotated the refresh token.
                 self.revocations

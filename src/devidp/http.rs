@@ -7,10 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
@@ -20,20 +18,21 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::state::{OAuthError, random_token};
-use super::{DevClient, DevClientAuth, Inner};
+use super::{DevClient, Inner};
+
+use super::token::{revoke, token};
 
 /// The largest request body the IdP reads.
-const MAX_BODY: usize = 64 * 1024;
-const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub(super) const MAX_BODY: usize = 64 * 1024;
+pub(super) const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 pub(crate) const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
-type Body = Full<Bytes>;
+pub(super) type Body = Full<Bytes>;
 
 /// Serves until `stop`; while `down` is true the listener is closed and every open
 /// connection cut, so clients see connections refused.
@@ -93,7 +92,7 @@ pub(crate) async fn serve(
     conns.abort_all();
 }
 
-async fn handle(inner: &Inner, req: Request<Incoming>) -> Response<Body> {
+pub(super) async fn handle(inner: &Inner, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let query = parts.uri.query().unwrap_or("").to_owned();
     let body = if parts.method == Method::POST {
@@ -141,7 +140,7 @@ async fn handle(inner: &Inner, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-fn discovery(issuer: &str) -> Value {
+pub(super) fn discovery(issuer: &str) -> Value {
     json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
@@ -171,7 +170,7 @@ fn discovery(issuer: &str) -> Value {
 
 /// Parses `application/x-www-form-urlencoded` text; a parameter given twice is an
 /// error (RFC 6749 3.1).
-fn parse_form(text: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
+pub(super) fn parse_form(text: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
     let mut out = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(text) {
         if out.insert(k.to_string(), v.into_owned()).is_some() {
@@ -183,7 +182,7 @@ fn parse_form(text: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
     Ok(out)
 }
 
-fn client<'a>(inner: &'a Inner, client_id: &str) -> Option<&'a DevClient> {
+pub(super) fn client<'a>(inner: &'a Inner, client_id: &str) -> Option<&'a DevClient> {
     inner
         .settings
         .clients
@@ -191,7 +190,7 @@ fn client<'a>(inner: &'a Inner, client_id: &str) -> Option<&'a DevClient> {
         .find(|c| c.client_id == client_id)
 }
 
-fn authorize(inner: &Inner, query: &str, form: Option<&Bytes>) -> Response<Body> {
+pub(super) fn authorize(inner: &Inner, query: &str, form: Option<&Bytes>) -> Response<Body> {
     inner.state().stats.authorize += 1;
     let submitted = form.is_some();
     let params = match parse_form(form.map_or(query.as_bytes(), |b| b.as_ref())) {
@@ -280,14 +279,14 @@ fn authorize(inner: &Inner, query: &str, form: Option<&Bytes>) -> Response<Body>
 }
 
 /// Keeps an injected error code to the OAuth error alphabet.
-fn error_code(text: &str) -> String {
+pub(super) fn error_code(text: &str) -> String {
     text.chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
         .take(64)
         .collect()
 }
 
-fn login_form(params: &HashMap<String, String>, username: &str) -> Response<Body> {
+pub(super) fn login_form(params: &HashMap<String, String>, username: &str) -> Response<Body> {
     let mut hidden = String::new();
     let mut keys: Vec<&String> = params.keys().collect();
     keys.sort();
@@ -309,7 +308,7 @@ fn login_form(params: &HashMap<String, String>, username: &str) -> Response<Body
     text_response(StatusCode::OK, "text/html; charset=utf-8", html)
 }
 
-fn escape_html(text: &str) -> String {
+pub(super) fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -324,291 +323,7 @@ fn escape_html(text: &str) -> String {
     out
 }
 
-async fn token(inner: &Inner, headers: &http::HeaderMap, body: &Bytes) -> Response<Body> {
-    let form = parse_form(body);
-    let latency = {
-        let mut state = inner.state();
-        state.stats.token_requests += 1;
-        match form
-            .as_ref()
-            .ok()
-            .and_then(|f| f.get("grant_type"))
-            .map(String::as_str)
-        {
-            Some("authorization_code") => state.stats.token_authorization_code += 1,
-            Some("refresh_token") => state.stats.token_refresh += 1,
-            _ => {}
-        }
-        state.faults.latency
-    };
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    {
-        let mut state = inner.state();
-        if state.faults.fail_next > 0 {
-            state.faults.fail_next -= 1;
-            state.stats.injected_failures += 1;
-            let status = StatusCode::from_u16(state.faults.fail_status)
-                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let mut resp =
-                text_response(status, "application/json", state.faults.fail_body.clone());
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                resp.headers_mut()
-                    .insert(RETRY_AFTER, http::HeaderValue::from_static("1"));
-            }
-            return resp;
-        }
-    }
-    let result = form.and_then(|form| {
-        let client = authenticate_client(inner, headers, &form)?;
-        let get = |k: &str| form.get(k).map(String::as_str);
-        let need = |k: &str| {
-            get(k)
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| OAuthError::invalid_request(format!("{k} is required")))
-        };
-        match get("grant_type") {
-            Some("authorization_code") => {
-                let (code, redirect_uri, verifier) =
-                    (need("code")?, need("redirect_uri")?, need("code_verifier")?);
-                inner.state().redeem_code(
-                    &inner.issuer,
-                    &inner.settings,
-                    client,
-                    code,
-                    redirect_uri,
-                    verifier,
-                )
-            }
-            Some("refresh_token") => {
-                let token = need("refresh_token")?;
-                inner
-                    .state()
-                    .refresh(&inner.issuer, &inner.settings, client, token, get("scope"))
-            }
-            Some(_) => Err(OAuthError::new(
-                400,
-                "unsupported_grant_type",
-                "grant_type must be authorization_code or refresh_token",
-            )),
-            None => Err(OAuthError::invalid_request("grant_type is required")),
-        }
-    });
-    let result = result.and_then(|body| {
-        let quirk = inner.state().faults.take_quirk();
-        apply_quirk(inner, body, quirk)
-    });
-    match result {
-        Ok(TokenBody::Json(body)) => {
-            let mut resp = json_response(StatusCode::OK, &body);
-            resp.headers_mut()
-                .insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
-            resp
-        }
-        Ok(TokenBody::Text(text)) => text_response(StatusCode::OK, "application/json", text),
-        Err(e) => {
-            if e.error == "invalid_client" {
-                inner.state().stats.invalid_client += 1;
-            }
-            let mut resp = oauth_error(&e);
-            if e.status == 401 {
-                resp.headers_mut().insert(
-                    http::header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static("Basic realm=\"dev-idp\""),
-                );
-            }
-            resp
-        }
-    }
-}
-
-/// A token response body: JSON, or (a quirk) text that is not.
-enum TokenBody {
-    Json(Value),
-    Text(String),
-}
-
-/// Changes a successful token response as the quirk says.
-fn apply_quirk(
-    inner: &Inner,
-    mut body: Value,
-    quirk: Option<super::TokenQuirk>,
-) -> Result<TokenBody, OAuthError> {
-    use super::TokenQuirk;
-    match quirk {
-        None => {}
-        Some(TokenQuirk::EmptyRefreshToken) => body["refresh_token"] = json!(""),
-        Some(TokenQuirk::ExpiresInString) => {
-            let secs = body["expires_in"].as_u64().unwrap_or(300);
-            body["expires_in"] = json!(secs.to_string());
-        }
-        Some(TokenQuirk::Unreadable(text)) => return Ok(TokenBody::Text(text)),
-        Some(TokenQuirk::OtherSub(sub)) => {
-            if let Some(id_token) = body["id_token"].as_str() {
-                let payload = id_token.split('.').nth(1).unwrap_or_default();
-                let mut claims: Value = URL_SAFE_NO_PAD
-                    .decode(payload)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok())
-                    .unwrap_or(Value::Null);
-                claims["sub"] = json!(sub);
-                body["id_token"] = json!(inner.state().sign(&claims, "JWT")?);
-            }
-        }
-    }
-    Ok(TokenBody::Json(body))
-}
-
-fn revoke(inner: &Inner, headers: &http::HeaderMap, body: &Bytes) -> Response<Body> {
-    inner.state().stats.revocation += 1;
-    let result = parse_form(body).and_then(|form| {
-        let client = authenticate_client(inner, headers, &form)?;
-        let token = form
-            .get("token")
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-        inner.state().revoke(client, token);
-        Ok(())
-    });
-    match result {
-        // RFC 7009 2.2: 200 whether or not the token was known.
-        Ok(()) => text_response(StatusCode::OK, "application/json", "{}".into()),
-        Err(e) => {
-            if e.error == "invalid_client" {
-                inner.state().stats.invalid_client += 1;
-            }
-            oauth_error(&e)
-        }
-    }
-}
-
-/// Finds and authenticates the client of a token or revocation request.
-fn authenticate_client<'a>(
-    inner: &'a Inner,
-    headers: &http::HeaderMap,
-    form: &HashMap<String, String>,
-) -> Result<&'a DevClient, OAuthError> {
-    let basic = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "));
-    let methods = usize::from(basic.is_some())
-        + usize::from(form.contains_key("client_secret"))
-        + usize::from(form.contains_key("client_assertion"));
-    if methods > 1 {
-        return Err(OAuthError::invalid_request(
-            "more than one client authentication method used",
-        ));
-    }
-    let bad = || OAuthError::invalid_client("client authentication failed");
-    if let Some(encoded) = basic {
-        let decoded = STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
-        let text = String::from_utf8(decoded).map_err(|_| bad())?;
-        let (id, secret) = text.split_once(':').ok_or_else(bad)?;
-        // RFC 6749 2.3.1: both parts are form-urlencoded before Basic encoding.
-        let id = form_decode(id);
-        let secret = form_decode(secret);
-        let client = client(inner, &id).ok_or_else(bad)?;
-        return match &client.auth {
-            DevClientAuth::SecretBasic(expected) if secret_eq(expected, &secret) => Ok(client),
-            _ => Err(bad()),
-        };
-    }
-    if let Some(assertion) = form.get("client_assertion") {
-        if form.get("client_assertion_type").map(String::as_str) != Some(JWT_BEARER) {
-            return Err(OAuthError::invalid_request(
-                "client_assertion_type must be jwt-bearer",
-            ));
-        }
-        let issuer = unverified_claim(assertion, "iss").ok_or_else(bad)?;
-        let client = client(inner, &issuer).ok_or_else(bad)?;
-        if form
-            .get("client_id")
-            .is_some_and(|id| *id != client.client_id)
-        {
-            return Err(bad());
-        }
-        let DevClientAuth::PrivateKeyJwt { public_key_pem } = &client.auth else {
-            return Err(bad());
-        };
-        verify_assertion(inner, client, public_key_pem, assertion).map_err(|_| bad())?;
-        return Ok(client);
-    }
-    let id = form
-        .get("client_id")
-        .ok_or_else(|| OAuthError::invalid_client("client authentication required"))?;
-    let client = client(inner, id).ok_or_else(bad)?;
-    match (&client.auth, form.get("client_secret")) {
-        (DevClientAuth::SecretPost(expected), Some(secret)) if secret_eq(expected, secret) => {
-            Ok(client)
-        }
-        (DevClientAuth::None, None) => Ok(client),
-        _ => Err(bad()),
-    }
-}
-
-fn form_decode(text: &str) -> String {
-    url::form_urlencoded::parse(format!("x={text}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
-
-fn secret_eq(expected: &str, given: &str) -> bool {
-    expected.as_bytes().ct_eq(given.as_bytes()).into()
-}
-
-/// Reads one claim of a JWT without verifying it (only to find which key verifies).
-fn unverified_claim(jwt: &str, claim: &str) -> Option<String> {
-    let payload = jwt.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    let value: Value = serde_json::from_slice(&bytes).ok()?;
-    value.get(claim)?.as_str().map(str::to_owned)
-}
-
-fn verify_assertion(
-    inner: &Inner,
-    client: &DevClient,
-    public_key_pem: &str,
-    assertion: &str,
-) -> Result<(), String> {
-    let (key, alg) = if public_key_pem.contains("BEGIN EC")
-        || public_key_pem.contains("BEGIN PUBLIC KEY") && !public_key_pem.contains("RSA")
-    {
-        match DecodingKey::from_ec_pem(public_key_pem.as_bytes()) {
-            Ok(k) => (k, Algorithm::ES256),
-            Err(_) => (
-                DecodingKey::from_rsa_pem(public_key_pem.as_bytes()).map_err(|e| e.to_string())?,
-                Algorithm::RS256,
-            ),
-        }
-    } else {
-        (
-            DecodingKey::from_rsa_pem(public_key_pem.as_bytes()).map_err(|e| e.to_string())?,
-            Algorithm::RS256,
-        )
-    };
-    let mut validation = Validation::new(alg);
-    validation.set_audience(&[format!("{}/token", inner.issuer), inner.issuer.clone()]);
-    validation.set_issuer(&[&client.client_id]);
-    validation.sub = Some(client.client_id.clone());
-    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
-    let data =
-        jsonwebtoken::decode::<Value>(assertion, &key, &validation).map_err(|e| e.to_string())?;
-    let jti = data
-        .claims
-        .get("jti")
-        .and_then(Value::as_str)
-        .ok_or("jti is required")?
-        .to_owned();
-    if !inner.state().used_assertions.insert(jti) {
-        return Err("assertion replayed".into());
-    }
-    Ok(())
-}
-
-async fn end_session(inner: &Inner, query: &str) -> Response<Body> {
+pub(super) async fn end_session(inner: &Inner, query: &str) -> Response<Body> {
     inner.state().stats.end_session += 1;
     let params = match parse_form(query.as_bytes()) {
         Ok(p) => p,
@@ -664,7 +379,7 @@ async fn end_session(inner: &Inner, query: &str) -> Response<Body> {
 
 /// Verifies a token this IdP signed (any of its keys), ignoring expiry, as an
 /// `id_token_hint` may be expired.
-fn verify_own_token(inner: &Inner, token: &str) -> Option<Value> {
+pub(super) fn verify_own_token(inner: &Inner, token: &str) -> Option<Value> {
     let header = jsonwebtoken::decode_header(token).ok()?;
     let jwks = inner.state().jwks();
     let key = jwks["keys"]
@@ -763,11 +478,11 @@ impl BackchannelClient {
     }
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+pub(super) fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     text_response(status, "application/json", body.to_string())
 }
 
-fn oauth_error(e: &OAuthError) -> Response<Body> {
+pub(super) fn oauth_error(e: &OAuthError) -> Response<Body> {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
     let mut resp = json_response(
         status,
@@ -778,7 +493,7 @@ fn oauth_error(e: &OAuthError) -> Response<Body> {
     resp
 }
 
-fn text_response(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+pub(super) fn text_response(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut()
@@ -786,7 +501,7 @@ fn text_response(status: StatusCode, content_type: &'static str, body: String) -
     resp
 }
 
-fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
+pub(super) fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
     let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}</title></head>\
          <body><h1>{0}</h1><p>{1}</p></body></html>",
@@ -796,7 +511,7 @@ fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
     text_response(status, "text/html; charset=utf-8", html)
 }
 
-fn redirect(location: &str) -> Response<Body> {
+pub(super) fn redirect(location: &str) -> Response<Body> {
     let mut resp = text_response(StatusCode::FOUND, "text/plain", String::new());
     if let Ok(v) = http::HeaderValue::from_str(location) {
         resp.headers_mut().insert(LOCATION, v);

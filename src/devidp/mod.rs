@@ -27,6 +27,7 @@
 //! ```
 
 mod http;
+mod token;
 mod state;
 
 use std::fmt;

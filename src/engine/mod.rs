@@ -4,9 +4,9 @@
 //! for a target the engine serves itself). The doors (`tower`, `proxy`, `pingora`)
 //! only translate between their engine's types and these.
 
-pub mod admin;
+pub(crate) mod admin;
 pub(crate) mod conn;
-pub mod headers;
+pub(crate) mod headers;
 pub mod lifecycle;
 pub(crate) mod static_files;
 

@@ -12,18 +12,6 @@
 //! The engines wrap each accepted connection in [`GuardedIo`], which watches the
 //! clock while the engine waits to read a request head, and tell its
 //! [`ConnState`] when a request head is complete and when its response is done.
-//!
-//! ```
-//! use std::time::Duration;
-//! use bff_proxy::conn::ConnLimits;
-//!
-//! let limits = ConnLimits::new(Duration::from_secs(10), Duration::from_secs(60), 2);
-//! let a = limits.admit().unwrap();
-//! let _b = limits.admit().unwrap();
-//! assert!(limits.admit().is_none(), "a third connection is refused");
-//! drop(a);
-//! assert!(limits.admit().is_some());
-//! ```
 
 use std::future::Future;
 use std::io;
@@ -363,56 +351,21 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+mod tests;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_trickled_head_gets_408_at_the_header_deadline() {
-        let limits = ConnLimits::new(Duration::from_secs(10), Duration::from_secs(60), 10);
-        let (client, server) = tokio::io::duplex(1024);
-        let (mut io, state) = limits.guard(server);
-        let (mut client_read, mut client_write) = tokio::io::split(client);
-        let reader = tokio::spawn(async move {
-            let mut buf = [0u8; 64];
-            let mut total = Vec::new();
-            loop {
-                match io.read(&mut buf).await {
-                    Ok(0) | Err(_) => return total,
-                    Ok(n) => total.extend_from_slice(&buf[..n]),
-                }
-            }
-        });
-        client_write.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-        for _ in 0..3 {
-            tokio::time::sleep(Duration::from_secs(4)).await;
-            client_write.write_all(b"X-A: b\r\n").await.unwrap();
-        }
-        tokio::time::timeout(Duration::from_secs(5), state.timed_out())
-            .await
-            .expect("timed out at 10 s");
-        let mut answer = vec![0u8; REQUEST_TIMEOUT.len()];
-        client_read.read_exact(&mut answer).await.unwrap();
-        assert_eq!(answer, REQUEST_TIMEOUT);
-        reader.abort();
-    }
+#[cfg(test)]
+mod example {
+    /// What the module does, in a few lines.
+    #[test]
+    fn module_example() {
+        use std::time::Duration;
+        use crate::engine::conn::ConnLimits;
 
-    #[tokio::test(start_paused = true)]
-    async fn an_idle_connection_reads_end_of_stream_at_the_idle_deadline() {
-        let limits = ConnLimits::new(Duration::from_secs(10), Duration::from_secs(60), 10);
-        let (_client, server) = tokio::io::duplex(1024);
-        let (mut io, state) = limits.guard(server);
-        state.request_started();
-        state.request_finished();
-        let started = Instant::now();
-        let mut buf = [0u8; 8];
-        assert_eq!(io.read(&mut buf).await.unwrap(), 0);
-        assert!(started.elapsed() >= Duration::from_secs(60));
-        // While a request is answered, no deadline applies.
-        let (_client, server) = tokio::io::duplex(1024);
-        let (mut io, state) = limits.guard(server);
-        state.request_started();
-        let read = tokio::time::timeout(Duration::from_secs(600), io.read(&mut buf)).await;
-        assert!(read.is_err(), "still waiting after 600 s");
+        let limits = ConnLimits::new(Duration::from_secs(10), Duration::from_secs(60), 2);
+        let a = limits.admit().unwrap();
+        let _b = limits.admit().unwrap();
+        assert!(limits.admit().is_none(), "a third connection is refused");
+        drop(a);
+        assert!(limits.admit().is_some());
     }
 }

@@ -1,0 +1,267 @@
+//! Environment overrides: `BFF_<SECTION>_<KEY>` for every setting, typed as the
+//! setting is, and the `env:NAME` references a file makes.
+
+#![allow(clippy::wildcard_imports)]
+
+use super::*;
+
+/// The environment the config reads: `BFF_<SECTION>_<KEY>` overrides and `env:`
+/// secrets. Tests build their own instead of touching the process environment.
+#[derive(Clone, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Env")
+            .field("vars", &self.vars.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Env {
+    /// The process environment (variables that are not UTF-8 are skipped).
+    #[must_use]
+    pub fn from_process() -> Self {
+        Self {
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        }
+    }
+
+    /// An environment of the given pairs.
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+
+    fn bff_vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut vars: Vec<(&str, &str)> = self
+            .vars
+            .iter()
+            .filter(|(k, _)| k.starts_with("BFF_"))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        vars.sort_unstable();
+        vars.into_iter()
+    }
+}
+
+/// The kind of value a setting takes, for turning an environment variable into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Str,
+    Bool,
+    Int,
+    List,
+    Table,
+}
+
+/// Every setting an environment variable can override: `BFF_<SECTION>_<KEY>`.
+/// `[[routes]]` cannot be overridden this way (it is a list of tables).
+pub(super) const SETTINGS: &[(&str, &[(&str, Kind)])] = &[
+    (
+        "server",
+        &[
+            ("listen", Kind::Str),
+            ("public_url", Kind::Str),
+            ("admin_listen", Kind::Str),
+            ("engine", Kind::Str),
+            ("prefix", Kind::Str),
+            ("shutdown_timeout", Kind::Str),
+            ("tls_cert", Kind::Str),
+            ("tls_key", Kind::Str),
+            ("threads", Kind::Int),
+            ("upstream_connect_timeout", Kind::Str),
+            ("upstream_timeout", Kind::Str),
+            ("upstream_keepalive", Kind::Int),
+            ("header_timeout", Kind::Str),
+            ("idle_timeout", Kind::Str),
+            ("max_connections", Kind::Int),
+            ("trusted_proxies", Kind::List),
+            ("path_check", Kind::Str),
+        ],
+    ),
+    (
+        "oidc",
+        &[
+            ("issuer", Kind::Str),
+            ("client_id", Kind::Str),
+            ("client_secret", Kind::Str),
+            ("client_auth", Kind::Str),
+            ("private_key", Kind::Str),
+            ("scopes", Kind::List),
+            ("auth_params", Kind::Table),
+            ("post_logout_redirect_uri", Kind::Str),
+            ("revocation_endpoint", Kind::Str),
+        ],
+    ),
+    (
+        "session",
+        &[
+            ("cookie_name", Kind::Str),
+            ("secure", Kind::Bool),
+            ("same_site", Kind::Str),
+            ("keys", Kind::List),
+            ("absolute_lifetime", Kind::Str),
+            ("max_refreshes", Kind::Int),
+            ("mode", Kind::Str),
+        ],
+    ),
+    (
+        "refresh",
+        &[
+            ("skew", Kind::Str),
+            ("grace", Kind::Str),
+            ("timeout", Kind::Str),
+            ("on_reuse", Kind::Str),
+        ],
+    ),
+    ("csrf", &[("header", Kind::Str), ("value", Kind::Str)]),
+    (
+        "store",
+        &[
+            ("kind", Kind::Str),
+            ("url", Kind::Str),
+            ("key_prefix", Kind::Str),
+            ("timeout", Kind::Str),
+        ],
+    ),
+    (
+        "dev",
+        &[
+            ("idp", Kind::Bool),
+            ("echo", Kind::Str),
+            ("access_token_lifetime", Kind::Str),
+            ("login_form", Kind::Bool),
+        ],
+    ),
+];
+
+
+/// Applies `BFF_<SECTION>_<KEY>` variables to the parsed table.
+pub(super) fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: &Env,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+) {
+    let referenced = env_references(table);
+    for (var, raw) in env.bff_vars() {
+        let rest = var["BFF_".len()..].to_ascii_lowercase();
+        let Some((section, key)) = rest.split_once('_') else {
+            continue;
+        };
+        let Some((_, keys)) = SETTINGS.iter().find(|(s, _)| *s == section) else {
+            continue;
+        };
+        let Some(&(_, kind)) = keys.iter().find(|(k, _)| *k == key) else {
+            // Variables like BFF_SESSION_KEY are often secrets named by `env:`; only
+            // one that nothing uses is worth a word (it may be a typo).
+            if !referenced.iter().any(|r| r == var) {
+                warnings.push(Problem::new(
+                    var,
+                    format!(
+                        "is set but {section}.{key} is no setting, and no env: reference uses it"
+                    ),
+                ));
+            }
+            continue;
+        };
+        match env_value(raw, kind) {
+            Ok(value) => {
+                let entry = table
+                    .entry(section.to_owned())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let Some(t) = entry.as_table_mut() {
+                    t.insert(key.to_owned(), value);
+                }
+            }
+            Err(why) => problems.push(Problem::new(var, why)),
+        }
+    }
+}
+
+pub(super) fn env_value(raw: &str, kind: Kind) -> Result<toml::Value, String> {
+    match kind {
+        Kind::Str => Ok(toml::Value::String(raw.to_owned())),
+        Kind::Bool => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
+            _ => Err(format!("expected true or false, got {raw:?}")),
+        },
+        Kind::Int => raw
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("expected a whole number, got {raw:?}")),
+        Kind::List => {
+            let trimmed = raw.trim();
+            if trimmed.starts_with('[') {
+                parse_toml_value(trimmed).and_then(|v| {
+                    if v.is_array() {
+                        Ok(v)
+                    } else {
+                        Err("expected a TOML array".into())
+                    }
+                })
+            } else {
+                Ok(toml::Value::Array(
+                    trimmed
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_owned()))
+                        .collect(),
+                ))
+            }
+        }
+        Kind::Table => parse_toml_value(raw.trim()).and_then(|v| {
+            if v.is_table() {
+                Ok(v)
+            } else {
+                Err("expected a TOML inline table, like { prompt = \"consent\" }".into())
+            }
+        }),
+    }
+}
+
+pub(super) fn parse_toml_value(text: &str) -> Result<toml::Value, String> {
+    let doc: toml::Table = format!("v = {text}")
+        .parse()
+        .map_err(|e: toml::de::Error| format!("not a TOML value: {}", one_line(e.message())))?;
+    doc.get("v")
+        .cloned()
+        .ok_or_else(|| "not a TOML value".to_owned())
+}
+
+/// The names of every `env:NAME` the table refers to.
+pub(super) fn env_references(table: &toml::Table) -> Vec<String> {
+    fn walk(v: &toml::Value, out: &mut Vec<String>) {
+        match v {
+            toml::Value::String(s) => {
+                if let Some(name) = s.strip_prefix("env:") {
+                    out.push(name.to_owned());
+                }
+            }
+            toml::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            toml::Value::Table(t) => t.values().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    table.values().for_each(|v| walk(v, &mut out));
+    out
+}

@@ -1,0 +1,142 @@
+//! The `[[routes]]` and `[dev]` checks.
+
+#![allow(clippy::wildcard_imports)]
+
+use super::*;
+
+pub(super) fn check_dev(c: &Sections, issuer: Option<&Url>, problems: &mut Vec<Problem>) {
+    if !cfg!(feature = "dev") {
+        // Configured but not built in: refused, never silently ignored.
+        let built_without = "this build has no dev services (built without the `dev` cargo feature): remove it";
+        if c.dev.idp {
+            problems.push(Problem::new("dev.idp", built_without));
+        }
+        if c.dev.echo.is_some() {
+            problems.push(Problem::new("dev.echo", built_without));
+        }
+    }
+    if c.dev.idp {
+        if let Some(url) = issuer {
+            let loopback_ip = matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+                || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
+            if url.scheme() != "http" || !loopback_ip || url.port().is_none() {
+                problems.push(Problem::new(
+                    "oidc.issuer",
+                    "with dev.idp = true it must be a loopback http URL with a port, like \"http://127.0.0.1:9000\" (the dev IdP listens there)",
+                ));
+            }
+        }
+    }
+    if let Some(addr) = c.dev.echo {
+        if !addr.ip().is_loopback() {
+            problems.push(Problem::new(
+                "dev.echo",
+                format!("{addr} must be a loopback address: the echo upstream is for local demos and tests"),
+            ));
+        }
+    }
+}
+
+pub(super) fn check_routes(
+    c: &Sections,
+    base_dir: &Path,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+) -> (Vec<Option<Url>>, Vec<Option<PathBuf>>) {
+    let prefix = c.server.prefix.as_str();
+    let mut upstreams = Vec::with_capacity(c.routes.len());
+    let mut static_dirs = Vec::with_capacity(c.routes.len());
+    for (i, r) in c.routes.iter().enumerate() {
+        let at = |field: &str| format!("routes[{i}].{field}");
+        if !r.path.starts_with('/') || r.path.contains(['?', '#', ' ']) {
+            problems.push(Problem::new(
+                at("path"),
+                format!(
+                    "{:?} must be a path starting with / (no ? # or spaces)",
+                    r.path
+                ),
+            ));
+        }
+        if r.path == prefix || r.path.starts_with(&format!("{prefix}/")) {
+            problems.push(Problem::new(
+                at("path"),
+                format!(
+                    "{:?} is inside the BFF's own prefix {prefix:?} (server.prefix)",
+                    r.path
+                ),
+            ));
+        }
+        if let Some(j) = c.routes[..i].iter().position(|o| o.path == r.path) {
+            problems.push(Problem::new(
+                at("path"),
+                format!("{:?} is already the path of routes[{j}]", r.path),
+            ));
+        }
+        let upstream = match (&r.upstream, &r.static_dir) {
+            (Some(_), Some(_)) => {
+                problems.push(Problem::new(
+                    at("upstream"),
+                    "a route has either upstream or static_dir, not both",
+                ));
+                None
+            }
+            // Served by the application behind the tower layer; the proxy binary
+            // refuses such routes at start (it has nowhere to send them).
+            (None, None) => None,
+            (Some(text), None) => http_url(text, &at("upstream"), problems, UrlRules::ABSOLUTE),
+            (None, Some(_)) => None,
+        };
+        let static_dir = r.static_dir.as_ref().and_then(|dir| {
+            let full = base_dir.join(dir);
+            if full.is_dir() {
+                Some(full)
+            } else {
+                problems.push(Problem::new(
+                    at("static_dir"),
+                    format!("{} is not a folder", full.display()),
+                ));
+                None
+            }
+        });
+        if r.static_dir.is_some() {
+            if r.strip_prefix {
+                problems.push(Problem::new(
+                    at("strip_prefix"),
+                    "applies to upstream routes only",
+                ));
+            }
+            if r.auth != RouteAuth::None && r.csrf_required() {
+                warnings.push(Problem::new(
+                    at("csrf"),
+                    "a static_dir route with auth and the CSRF check answers 403 to every page load with a session (navigations send no CSRF header): set csrf = false",
+                ));
+            }
+        }
+        if let Some(methods) = &r.methods {
+            if methods.is_empty() {
+                problems.push(Problem::new(
+                    at("methods"),
+                    "an empty allowlist would refuse everything: remove it or list methods",
+                ));
+            }
+            for (m, method) in methods.iter().enumerate() {
+                let valid = http::Method::from_bytes(method.as_bytes()).is_ok()
+                    && method.bytes().all(|b| b.is_ascii_uppercase());
+                if !valid {
+                    problems.push(Problem::new(
+                        format!("routes[{i}].methods[{m}]"),
+                        format!("{method:?} is not an HTTP method in upper case, like \"GET\""),
+                    ));
+                } else if methods[..m].contains(method) {
+                    problems.push(Problem::new(
+                        format!("routes[{i}].methods[{m}]"),
+                        format!("{method:?} is listed twice"),
+                    ));
+                }
+            }
+        }
+        upstreams.push(upstream);
+        static_dirs.push(static_dir);
+    }
+    (upstreams, static_dirs)
+}

@@ -1,0 +1,339 @@
+//! The token endpoint: its answers read leniently but safely, its errors sorted into
+//! what they mean for a session (dead, transient, our misconfiguration), and the
+//! grants the BFF makes (code exchange, refresh, revocation).
+
+#![allow(clippy::wildcard_imports)]
+
+use super::*;
+
+/// A token-endpoint answer. `Debug` redacts the tokens.
+#[derive(Clone, Deserialize)]
+pub struct TokenResponse {
+    /// The access token.
+    pub access_token: String,
+    /// Its type (`Bearer`).
+    #[serde(default)]
+    pub token_type: String,
+    /// Lifetime in seconds: a number or a numeric string (Azure AD v1 and ADFS send
+    /// `"3599"`); anything else counts as absent.
+    #[serde(default, deserialize_with = "lenient_seconds")]
+    pub expires_in: Option<u64>,
+    /// A (possibly rotated) refresh token; `""` counts as none returned.
+    #[serde(default, deserialize_with = "non_empty")]
+    pub refresh_token: Option<String>,
+    /// An ID token.
+    #[serde(default)]
+    pub id_token: Option<String>,
+    /// The granted scope.
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+impl fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("id_token", &self.id_token.as_ref().map(|_| "<redacted>"))
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The longest `expires_in` believed (ten years): more is a mistake, and would
+/// overflow clock arithmetic.
+pub(super) const MAX_EXPIRES_IN: u64 = 10 * 365 * 24 * 3600;
+
+pub(super) fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let value = Option::<Value>::deserialize(d)?;
+    let secs = match &value {
+        Some(Value::Number(n)) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .map(|f| f as u64)
+        }),
+        Some(Value::String(text)) => text.trim().parse::<u64>().ok().or_else(|| {
+            text.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .map(|f| f as u64)
+        }),
+        _ => None,
+    };
+    Ok(secs.map(|s| s.min(MAX_EXPIRES_IN)))
+}
+
+pub(super) fn non_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|t| !t.is_empty()))
+}
+
+/// Reads a 2xx token-endpoint body. An answer without an access token, or one that
+/// is not the JSON of RFC 6749 5.1, is unreadable.
+pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, TokenError> {
+    let tokens: TokenResponse =
+        serde_json::from_slice(body).map_err(|e| TokenError::Unreadable {
+            why: format!("unreadable token response: {}", e.classify_text()),
+        })?;
+    if tokens.access_token.is_empty() {
+        return Err(TokenError::Unreadable {
+            why: "token response without an access token".into(),
+        });
+    }
+    if !tokens.token_type.is_empty() && !tokens.token_type.eq_ignore_ascii_case("bearer") {
+        return Err(TokenError::Misconfigured {
+            code: format!("token_type {:?} is not Bearer", tokens.token_type),
+        });
+    }
+    Ok(tokens)
+}
+
+/// A serde_json error's category, without the excerpt of the input (which could hold
+/// a token).
+pub(super) trait ClassifyText {
+    fn classify_text(&self) -> &'static str;
+}
+
+impl ClassifyText for serde_json::Error {
+    fn classify_text(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "I/O error",
+            serde_json::error::Category::Syntax => "not JSON",
+            serde_json::error::Category::Data => "JSON of the wrong shape",
+            serde_json::error::Category::Eof => "truncated JSON",
+        }
+    }
+}
+
+/// How a token request failed, in the terms the refresh engine acts on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The grant is dead (`invalid_grant`, or a 400/403 that is not an OAuth error):
+    /// the session ends.
+    #[error("the IdP refused the grant ({code})")]
+    Dead {
+        /// The OAuth error, or a description of the non-OAuth answer.
+        code: String,
+    },
+    /// The IdP refused *us* (`invalid_client`, `unauthorized_client`, or another
+    /// error about our request): the session is kept, and the operator must act.
+    #[error("the IdP refused the client's request ({code}): check the client configuration")]
+    Misconfigured {
+        /// The OAuth error or status.
+        code: String,
+    },
+    /// A 2xx answer that cannot be read. The IdP may have consumed the refresh token,
+    /// so it is never sent again for this request: 503, never a retry.
+    #[error("the IdP answered 2xx but the answer is unusable: {why}")]
+    Unreadable {
+        /// What was wrong with it.
+        why: String,
+    },
+    /// Worth retrying: connect error, time-out, 5xx, 429.
+    #[error("transient IdP failure: {why}")]
+    Transient {
+        /// What happened.
+        why: String,
+        /// The IdP's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Classifies a non-2xx token-endpoint answer (DESIGN.md "Classifying
+/// token-endpoint answers").
+#[must_use]
+pub fn classify_token_error(
+    status: StatusCode,
+    body: &[u8],
+    retry_after: Option<Duration>,
+) -> TokenError {
+    let oauth_code = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
+        .filter(|c| !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_graphic()));
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        return TokenError::Transient {
+            why: format!("HTTP {}", status.as_u16()),
+            retry_after,
+        };
+    }
+    match oauth_code.as_deref() {
+        Some("invalid_grant") => TokenError::Dead {
+            code: "invalid_grant".into(),
+        },
+        Some("temporarily_unavailable") => TokenError::Transient {
+            why: "temporarily_unavailable".into(),
+            retry_after,
+        },
+        Some(code) => TokenError::Misconfigured { code: code.into() },
+        None if status == StatusCode::BAD_REQUEST || status == StatusCode::FORBIDDEN => {
+            TokenError::Dead {
+                code: format!("HTTP {} without an OAuth error", status.as_u16()),
+            }
+        }
+        None => TokenError::Misconfigured {
+            code: format!("HTTP {}", status.as_u16()),
+        },
+    }
+}
+
+pub(super) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+
+impl Oidc {
+    /// Adds client authentication to a token or revocation request.
+    pub(super) fn authenticate(
+        &self,
+        form: &mut Vec<(&'static str, String)>,
+        audience: &str,
+    ) -> Result<Option<HeaderValue>, TokenError> {
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        match &self.credentials {
+            ClientCredentials::Basic { secret } => {
+                let creds = STANDARD.encode(format!("{}:{}", enc(&self.client_id), enc(secret)));
+                HeaderValue::from_str(&format!("Basic {creds}"))
+                    .map(Some)
+                    .map_err(|_| TokenError::Misconfigured {
+                        code: "client credentials are not header-safe".into(),
+                    })
+            }
+            ClientCredentials::Post { secret } => {
+                form.push(("client_id", self.client_id.clone()));
+                form.push(("client_secret", secret.clone()));
+                Ok(None)
+            }
+            ClientCredentials::PrivateKeyJwt { key, alg } => {
+                let now = unix_now();
+                let claims = serde_json::json!({
+                    "iss": self.client_id, "sub": self.client_id, "aud": audience,
+                    "iat": now, "exp": now + 60, "jti": crate::random::random_text(16),
+                });
+                let assertion =
+                    jsonwebtoken::encode(&jsonwebtoken::Header::new(*alg), &claims, key).map_err(
+                        |e| TokenError::Misconfigured {
+                            code: format!("cannot sign the client assertion: {e}"),
+                        },
+                    )?;
+                form.push(("client_id", self.client_id.clone()));
+                form.push((
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+                ));
+                form.push(("client_assertion", assertion));
+                Ok(None)
+            }
+            ClientCredentials::None => {
+                form.push(("client_id", self.client_id.clone()));
+                Ok(None)
+            }
+        }
+    }
+
+    /// One token request (no retries): `grant` pairs plus client authentication.
+    pub(super) async fn token_request(
+        &self,
+        mut form: Vec<(&'static str, String)>,
+        timeout: Duration,
+    ) -> Result<TokenResponse, TokenError> {
+        let meta = self.metadata().await.map_err(|e| TokenError::Transient {
+            why: e.to_string(),
+            retry_after: None,
+        })?;
+        let auth = self.authenticate(&mut form, &meta.token_endpoint)?;
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let resp = self
+            .http
+            .post_form(&meta.token_endpoint, &pairs, auth, timeout)
+            .await;
+        self.count("token", &resp);
+        let resp = resp.map_err(|e| TokenError::Transient {
+            why: e.to_string(),
+            retry_after: None,
+        })?;
+        if !resp.status.is_success() {
+            return Err(classify_token_error(
+                resp.status,
+                &resp.body,
+                retry_after(&resp.headers),
+            ));
+        }
+        parse_token_response(&resp.body)
+    }
+
+    /// Exchanges an authorization code (with its PKCE verifier).
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        verifier: &str,
+        redirect_uri: &str,
+        timeout: Duration,
+    ) -> Result<TokenResponse, TokenError> {
+        self.token_request(
+            vec![
+                ("grant_type", "authorization_code".into()),
+                ("code", code.into()),
+                ("redirect_uri", redirect_uri.into()),
+                ("code_verifier", verifier.into()),
+            ],
+            timeout,
+        )
+        .await
+    }
+
+    /// One refresh-token request (the refresh engine retries).
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        timeout: Duration,
+    ) -> Result<TokenResponse, TokenError> {
+        self.token_request(
+            vec![
+                ("grant_type", "refresh_token".into()),
+                ("refresh_token", refresh_token.into()),
+            ],
+            timeout,
+        )
+        .await
+    }
+
+    /// Revokes a refresh token (RFC 7009). Ok(false) when the IdP has no revocation
+    /// endpoint.
+    pub async fn revoke(&self, refresh_token: &str, timeout: Duration) -> Result<bool, TokenError> {
+        let meta = self.metadata().await.map_err(|e| TokenError::Transient {
+            why: e.to_string(),
+            retry_after: None,
+        })?;
+        let Some(endpoint) = meta.revocation_endpoint.clone() else {
+            return Ok(false);
+        };
+        let mut form = vec![
+            ("token", refresh_token.to_owned()),
+            ("token_type_hint", "refresh_token".to_owned()),
+        ];
+        let auth = self.authenticate(&mut form, &endpoint)?;
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let resp = self.http.post_form(&endpoint, &pairs, auth, timeout).await;
+        self.count("revocation", &resp);
+        let resp = resp.map_err(|e| TokenError::Transient {
+            why: e.to_string(),
+            retry_after: None,
+        })?;
+        if resp.status.is_success() {
+            Ok(true)
+        } else {
+            Err(classify_token_error(
+                resp.status,
+                &resp.body,
+                retry_after(&resp.headers),
+            ))
+        }
+    }
+}

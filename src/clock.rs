@@ -46,8 +46,8 @@ mod example {
     /// What the module does, in a few lines.
     #[test]
     fn module_example() {
-        use std::time::Duration;
         use crate::clock::Clock;
+        use std::time::Duration;
 
         let clock = Clock::default();
         let before = clock.now_secs();

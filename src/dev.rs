@@ -2,9 +2,9 @@
 //! `oidc.issuer` and the echo upstream at `dev.echo`.
 
 use crate::config::Config;
-use crate::error::StartError;
 use crate::devecho::DevEcho;
 use crate::devidp::{DevIdp, DevIdpSettings};
+use crate::error::StartError;
 
 /// The dev services of one config (none when `[dev]` asks for none).
 #[derive(Debug, Default)]
@@ -18,21 +18,20 @@ impl DevServices {
     pub async fn start(config: &Config) -> Result<Self, StartError> {
         let mut services = Self::default();
         if config.dev.idp {
-            let settings = DevIdpSettings::for_config(config)
-                .ok_or_else(|| {
+            let settings = DevIdpSettings::for_config(config).ok_or_else(|| {
                 StartError::setting("oidc.issuer", "the dev IdP needs a loopback IP and a port")
             })?;
             let addr = settings.listen;
-            let idp = DevIdp::start(settings)
-                .await
-                .map_err(|e| StartError::unavailable("dev.idp", format!("cannot listen at {addr}: {e}")))?;
+            let idp = DevIdp::start(settings).await.map_err(|e| {
+                StartError::unavailable("dev.idp", format!("cannot listen at {addr}: {e}"))
+            })?;
             tracing::info!(issuer = idp.issuer(), "development IdP running (dev.idp)");
             services.idp = Some(idp);
         }
         if let Some(addr) = config.dev.echo {
-            let echo = DevEcho::start(addr)
-                .await
-                .map_err(|e| StartError::unavailable("dev.echo", format!("cannot listen at {addr}: {e}")))?;
+            let echo = DevEcho::start(addr).await.map_err(|e| {
+                StartError::unavailable("dev.echo", format!("cannot listen at {addr}: {e}"))
+            })?;
             tracing::info!(addr = %echo.addr(), "echo upstream running (dev.echo)");
             services.echo = Some(echo);
         }

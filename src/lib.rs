@@ -49,6 +49,7 @@ mod session;
 pub mod store;
 
 // What the front doors share, and the doors.
+#[cfg(any(feature = "tower", feature = "pingora"))]
 pub mod engine;
 #[cfg(feature = "pingora")]
 pub mod pingora;

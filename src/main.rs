@@ -179,23 +179,22 @@ fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, StartError
     if let Some(threads) = threads {
         runtime.worker_threads(threads);
     }
-    runtime
-        .build()
-        .map_err(|e| StartError::unavailable("server.threads", format!("cannot start the runtime: {e}")))
+    runtime.build().map_err(|e| {
+        StartError::unavailable("server.threads", format!("cannot start the runtime: {e}"))
+    })
 }
 
 /// What both engines start with: the dev services `[dev]` asks for, the core with
 /// its store, and the admin listener bound.
 async fn prepare(config: Config) -> Result<(DevServices, Bff, Option<TcpListener>), StartError> {
     let dev = DevServices::start(&config).await?;
-    let admin = match config.server.admin_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| StartError::unavailable("server.admin_listen", format!("{addr}: {e}")))?,
-        ),
-        None => None,
-    };
+    let admin =
+        match config.server.admin_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                StartError::unavailable("server.admin_listen", format!("{addr}: {e}"))
+            })?),
+            None => None,
+        };
     let bff = Bff::new(config)?.connect_store().await?;
     Ok((dev, bff, admin))
 }

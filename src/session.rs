@@ -367,7 +367,13 @@ mod example {
     fn module_example() {
         use crate::session::{Session, SessionId};
 
-        let mut s = Session::new(SessionId::random(), "alice".into(), "at".into(), 1_700_000_300, 1_700_000_000);
+        let mut s = Session::new(
+            SessionId::random(),
+            "alice".into(),
+            "at".into(),
+            1_700_000_300,
+            1_700_000_000,
+        );
         s.refresh_token = Some("rt".into());
         let bytes = s.encode();
         assert_eq!(Session::decode(&bytes).unwrap(), s);

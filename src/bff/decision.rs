@@ -11,7 +11,7 @@ use http::uri::PathAndQuery;
 use http::{Response, StatusCode};
 use serde_json::Value;
 
-use super::routes::Upstream;
+use super::upstream::Upstream;
 use crate::error::Error;
 
 /// What a front door does with a request. `Debug` shows the status or the forward,

@@ -91,9 +91,9 @@ impl Core {
         if let Some(allow) = route.refuses(&parts.method) {
             return Err(Self::method_not_allowed(allow));
         }
-        let target = route
-            .target(&parts.uri)
-            .ok_or(ErrorKind::BadRequest("the request path cannot be forwarded"))?;
+        let target = route.target(&parts.uri).ok_or(ErrorKind::BadRequest(
+            "the request path cannot be forwarded",
+        ))?;
         let mut forward = Self::plain_forward(
             cookies,
             Some(route.index),
@@ -147,7 +147,10 @@ impl Core {
         }
         let (session, set_cookies) = match self.refresher.refresh(&session).await {
             Outcome::Fresh | Outcome::KeepCurrent => (session, Vec::new()),
-            Outcome::Updated { session: next, kind } => {
+            Outcome::Updated {
+                session: next,
+                kind,
+            } => {
                 tracing::debug!(sid = %next.sid, ?kind, "session tokens updated");
                 // Older cookies of this session are replays once the grace window
                 // is over, whether or not the IdP rotated the refresh token.

@@ -15,18 +15,20 @@ mod endpoints;
 mod flow;
 mod routes;
 mod sessions;
+mod upstream;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::HeaderName;
-use http::request::Parts;
 use http::Method;
+use http::request::Parts;
 
-pub use decision::{Decision, Forward, Target};
 pub(crate) use decision::error_response;
+pub use decision::{Decision, Forward, Target};
+#[cfg(any(feature = "tower", feature = "pingora"))]
 pub(crate) use endpoints::MAX_BACKCHANNEL_BODY;
-pub use routes::Upstream;
+pub use upstream::Upstream;
 
 use crate::clock::Clock;
 use crate::config::{Config, RouteAuth};
@@ -139,9 +141,15 @@ impl Bff {
         if store.kind != crate::config::StoreKind::Redis {
             return Ok(self);
         }
-        let url = self.core.config.resolved.store_url.as_ref().ok_or_else(|| {
-            StartError::setting("store.url", "required by store.kind = \"redis\"")
-        })?;
+        let url = self
+            .core
+            .config
+            .resolved
+            .store_url
+            .as_ref()
+            .ok_or_else(|| {
+                StartError::setting("store.url", "required by store.kind = \"redis\"")
+            })?;
         let redis = crate::store::RedisStore::connect(
             url.expose(),
             &store.key_prefix,
@@ -254,8 +262,7 @@ impl Core {
         match matched {
             Matched::Endpoint(name) => {
                 let resp = self.endpoint(name, parts, &cookies, body).await;
-                self.metrics
-                    .request(label, resp.status().as_str());
+                self.metrics.request(label, resp.status().as_str());
                 Decision::Respond(resp)
             }
             Matched::Unmatched if self.pass_unmatched => {

@@ -150,7 +150,6 @@ pub(super) const SETTINGS: &[(&str, &[(&str, Kind)])] = &[
     ),
 ];
 
-
 /// Applies `BFF_<SECTION>_<KEY>` variables to the parsed table.
 pub(super) fn apply_env_overrides(
     table: &mut toml::Table,

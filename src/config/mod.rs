@@ -22,8 +22,8 @@
 //! ```
 
 mod env;
-mod sections;
 mod secret;
+mod sections;
 mod validate;
 
 use std::collections::{BTreeMap, HashMap};
@@ -39,8 +39,8 @@ use crate::seal::{KeyError, KeyRing};
 
 pub use env::Env;
 use env::*;
-pub use sections::*;
 pub use secret::{Secret, SecretSource};
+pub use sections::*;
 pub use validate::{Resolved, TlsFiles};
 
 /// The whole configuration, checked, with its secrets resolved.

@@ -320,13 +320,27 @@ mod example {
         use http::header::{COOKIE, HeaderMap, HeaderValue};
 
         let settings = CookieSettings::new("__Host-Http-bff", true, SameSite::Strict);
-        let sealer = SessionSealer::new(KeyRing::new(vec![KeyRing::generate_key()]).unwrap(), settings);
-        let session = Session::new(SessionId::random(), "alice".into(), "at".into(), 2_000_000_000, 1_999_999_000);
+        let sealer = SessionSealer::new(
+            KeyRing::new(vec![KeyRing::generate_key()]).unwrap(),
+            settings,
+        );
+        let session = Session::new(
+            SessionId::random(),
+            "alice".into(),
+            "at".into(),
+            2_000_000_000,
+            1_999_999_000,
+        );
 
         // Write, then send back what the browser would.
-        let set_cookies = sealer.set_cookies(&session, None, &Default::default()).unwrap();
+        let set_cookies = sealer
+            .set_cookies(&session, None, &Default::default())
+            .unwrap();
         let mut request = HeaderMap::new();
-        let pairs: Vec<&str> = set_cookies.iter().map(|v| v.to_str().unwrap().split(';').next().unwrap()).collect();
+        let pairs: Vec<&str> = set_cookies
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap())
+            .collect();
         request.insert(COOKIE, HeaderValue::from_str(&pairs.join("; ")).unwrap());
         let read = sealer.read(&request).unwrap();
         assert_eq!(read.session, Some(session));

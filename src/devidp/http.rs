@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use http::header::{CONTENT_TYPE, LOCATION};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
@@ -22,17 +22,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::Inner;
 use super::state::{OAuthError, random_token};
-use super::{DevClient, Inner};
 
 use super::token::{revoke, token};
+use super::wire::*;
 
-/// The largest request body the IdP reads.
-pub(super) const MAX_BODY: usize = 64 * 1024;
-pub(super) const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 pub(crate) const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
-
-pub(super) type Body = Full<Bytes>;
 
 /// Serves until `stop`; while `down` is true the listener is closed and every open
 /// connection cut, so clients see connections refused.
@@ -166,28 +162,6 @@ pub(super) fn discovery(issuer: &str) -> Value {
         "backchannel_logout_session_supported": true,
         "authorization_response_iss_parameter_supported": true,
     })
-}
-
-/// Parses `application/x-www-form-urlencoded` text; a parameter given twice is an
-/// error (RFC 6749 3.1).
-pub(super) fn parse_form(text: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
-    let mut out = HashMap::new();
-    for (k, v) in url::form_urlencoded::parse(text) {
-        if out.insert(k.to_string(), v.into_owned()).is_some() {
-            return Err(OAuthError::invalid_request(format!(
-                "parameter {k} given more than once"
-            )));
-        }
-    }
-    Ok(out)
-}
-
-pub(super) fn client<'a>(inner: &'a Inner, client_id: &str) -> Option<&'a DevClient> {
-    inner
-        .settings
-        .clients
-        .iter()
-        .find(|c| c.client_id == client_id)
 }
 
 pub(super) fn authorize(inner: &Inner, query: &str, form: Option<&Bytes>) -> Response<Body> {
@@ -476,29 +450,6 @@ impl BackchannelClient {
             _ => false,
         }
     }
-}
-
-pub(super) fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    text_response(status, "application/json", body.to_string())
-}
-
-pub(super) fn oauth_error(e: &OAuthError) -> Response<Body> {
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut resp = json_response(
-        status,
-        &json!({"error": e.error, "error_description": e.description}),
-    );
-    resp.headers_mut()
-        .insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
-    resp
-}
-
-pub(super) fn text_response(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
-    resp
 }
 
 pub(super) fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {

@@ -27,8 +27,9 @@
 //! ```
 
 mod http;
-mod token;
 mod state;
+mod token;
+mod wire;
 
 use std::fmt;
 use std::net::SocketAddr;

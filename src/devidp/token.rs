@@ -14,11 +14,15 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 
-use super::http::*;
 use super::state::OAuthError;
+use super::wire::*;
 use super::{DevClient, DevClientAuth, Inner};
 
-pub(super) async fn token(inner: &Inner, headers: &http::HeaderMap, body: &Bytes) -> Response<Body> {
+pub(super) async fn token(
+    inner: &Inner,
+    headers: &http::HeaderMap,
+    body: &Bytes,
+) -> Response<Body> {
     let form = parse_form(body);
     let latency = {
         let mut state = inner.state();

@@ -56,7 +56,12 @@ impl Starting {
     }
 
     /// The engine is serving at `addr` with its task.
-    pub(crate) fn running(mut self, bff: &Bff, addr: SocketAddr, engine: JoinHandle<()>) -> Running {
+    pub(crate) fn running(
+        mut self,
+        bff: &Bff,
+        addr: SocketAddr,
+        engine: JoinHandle<()>,
+    ) -> Running {
         self.tasks.push(engine);
         Running {
             addr,
@@ -74,7 +79,10 @@ pub fn side_tasks(
     admin: Option<TcpListener>,
     stop: &watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
-    let mut tasks = vec![tokio::spawn(super::admin::warm_up(bff.clone(), stop.clone()))];
+    let mut tasks = vec![tokio::spawn(super::admin::warm_up(
+        bff.clone(),
+        stop.clone(),
+    ))];
     if let Some(admin) = admin {
         tasks.push(tokio::spawn(super::admin::serve_admin(
             bff.clone(),

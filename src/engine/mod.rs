@@ -76,12 +76,16 @@ pub(crate) enum Door<B> {
 /// The core's decision for a request of an `http`-typed door: the back-channel
 /// body read (bounded) when the core wants it, the request's own body handed back
 /// otherwise.
-pub(crate) async fn decide<B>(bff: &crate::bff::Bff, parts: &http::request::Parts, body: B) -> Door<B>
+pub(crate) async fn decide<B>(
+    bff: &crate::bff::Bff,
+    parts: &http::request::Parts,
+    body: B,
+) -> Door<B>
 where
     B: http_body::Body<Data = Bytes>,
 {
-    use http_body_util::BodyExt as _;
     use crate::bff::Decision;
+    use http_body_util::BodyExt as _;
     if !bff.wants_body(parts) {
         return match bff.handle(parts, None).await {
             Decision::Respond(resp) => Door::Respond(resp),

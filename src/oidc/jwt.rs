@@ -163,7 +163,6 @@ pub fn check_logout_claims(claims: &Value, now: u64) -> Result<LogoutClaims, Str
     })
 }
 
-
 /// The claims of a JWT, **unverified**: only for tokens that were verified when
 /// they entered (the ID token in our own sealed session) or whose claims decide
 /// nothing about trust (an access token's `exp`, as a hint).
@@ -188,7 +187,10 @@ pub(super) fn checked_header(token: &str) -> Result<jsonwebtoken::Header, OidcEr
     Ok(header)
 }
 
-pub(super) fn check_key_fits(header: &jsonwebtoken::Header, key: &JwksKey) -> Result<(), OidcError> {
+pub(super) fn check_key_fits(
+    header: &jsonwebtoken::Header,
+    key: &JwksKey,
+) -> Result<(), OidcError> {
     if key.algs.allows(header.alg) {
         Ok(())
     } else {
@@ -277,7 +279,6 @@ pub(super) fn key_set(set: &jsonwebtoken::jwk::JwkSet) -> KeySet {
     }
     keys
 }
-
 
 impl Oidc {
     /// True once the JWKS has been fetched.

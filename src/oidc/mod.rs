@@ -21,7 +21,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use crate::client_key::parse_private_key;
-pub use client::{FetchError, IdpHttp, IdpResponse, client_tls_config};
+#[cfg(feature = "tower")]
+pub use client::client_tls_config;
+pub use client::{FetchError, IdpHttp, IdpResponse};
 
 use crate::config::{ClientAuth, Config};
 use crate::metrics::Metrics;
@@ -314,7 +316,6 @@ impl Oidc {
         }
         Ok(())
     }
-
 }
 
 #[cfg(test)]
@@ -329,9 +330,16 @@ mod example {
         use http::StatusCode;
 
         // IdPs differ: a bare 400 with an empty body means the refresh token is dead...
-        assert!(matches!(classify_token_error(StatusCode::BAD_REQUEST, b"", None), TokenError::Dead { .. }));
+        assert!(matches!(
+            classify_token_error(StatusCode::BAD_REQUEST, b"", None),
+            TokenError::Dead { .. }
+        ));
         // ...while invalid_client means our own configuration is wrong.
-        let e = classify_token_error(StatusCode::UNAUTHORIZED, br#"{"error":"invalid_client"}"#, None);
+        let e = classify_token_error(
+            StatusCode::UNAUTHORIZED,
+            br#"{"error":"invalid_client"}"#,
+            None,
+        );
         assert!(matches!(e, TokenError::Misconfigured { .. }));
     }
 }

@@ -48,7 +48,9 @@ impl fmt::Debug for TokenResponse {
 /// overflow clock arithmetic.
 pub(super) const MAX_EXPIRES_IN: u64 = 10 * 365 * 24 * 3600;
 
-pub(super) fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+pub(super) fn lenient_seconds<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u64>, D::Error> {
     let value = Option::<Value>::deserialize(d)?;
     let secs = match &value {
         Some(Value::Number(n)) => n.as_u64().or_else(|| {
@@ -68,7 +70,9 @@ pub(super) fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<
     Ok(secs.map(|s| s.min(MAX_EXPIRES_IN)))
 }
 
-pub(super) fn non_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub(super) fn non_empty<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
     Ok(Option::<String>::deserialize(d)?.filter(|t| !t.is_empty()))
 }
 
@@ -186,7 +190,6 @@ pub(super) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
-
 
 impl Oidc {
     /// Adds client authentication to a token or revocation request.

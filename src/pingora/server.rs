@@ -109,7 +109,8 @@ impl PingoraServer {
         admin: Option<TcpListener>,
     ) -> Result<Running, StartError> {
         let bff = bff.into();
-        let unavailable = |e: std::io::Error| StartError::unavailable("server.listen", e.to_string());
+        let unavailable =
+            |e: std::io::Error| StartError::unavailable("server.listen", e.to_string());
         let addr = listener.local_addr().map_err(unavailable)?;
         let conf = Arc::new(server_conf(&bff));
         let mut service = proxy_service(&conf, bff.clone());

@@ -76,7 +76,11 @@ impl HyperDoor {
     }
 
     /// Answers one request from a client at `peer`.
-    pub(crate) async fn serve(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    pub(crate) async fn serve(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
         let (forward, body) = match decide(&self.bff, &parts, body).await {
             Door::Respond(resp) => return resp.map(full),

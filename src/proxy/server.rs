@@ -31,9 +31,9 @@ impl ProxyServer {
     pub async fn start(bff: impl Into<Bff>) -> Result<Running, StartError> {
         let bff = bff.into();
         let server = &bff.config().server;
-        let listener = TcpListener::bind(server.listen)
-            .await
-            .map_err(|e| StartError::unavailable("server.listen", format!("{}: {e}", server.listen)))?;
+        let listener = TcpListener::bind(server.listen).await.map_err(|e| {
+            StartError::unavailable("server.listen", format!("{}: {e}", server.listen))
+        })?;
         let admin = match server.admin_listen {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
                 StartError::unavailable("server.admin_listen", format!("{addr}: {e}"))

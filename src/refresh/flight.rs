@@ -116,7 +116,10 @@ impl TokenRefresher {
     /// A tombstone another replica left for this token.
     pub(super) async fn shared_tombstone(&self, key: &[u8; 32]) -> Option<u64> {
         let (store, _) = self.inner.shared.as_ref()?;
-        let bytes = store.get(&format!("tomb:{}", crate::store::hex(key))).await.ok()??;
+        let bytes = store
+            .get(&format!("tomb:{}", crate::store::hex(key)))
+            .await
+            .ok()??;
         let at = u64::from_be_bytes(bytes.try_into().ok()?);
         self.tombstone(*key, at);
         Some(at)

@@ -127,7 +127,7 @@ fn hashed(kind: &str, id: &str) -> String {
 impl RevocationList {
     /// Entries live for `lifetime` (the session's absolute lifetime), on the wall
     /// clock.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     #[must_use]
     pub fn new(lifetime: Duration) -> Self {
         Self::with_clock(lifetime, Arc::new(Clock::default()))
@@ -345,9 +345,9 @@ mod example {
     /// What the module does, in a few lines.
     #[test]
     fn module_example() {
-        use std::time::Duration;
         use crate::revocation::RevocationList;
         use crate::session::SessionId;
+        use std::time::Duration;
 
         let list = RevocationList::new(Duration::from_secs(3600));
         let sid = SessionId::random();

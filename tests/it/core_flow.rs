@@ -6,12 +6,12 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::support::browser::Jar;
+use crate::support::{Http, jwt_claims};
 use bff_proxy::config::{Config, Env};
 use bff_proxy::devidp::{DevClient, DevClientAuth, DevIdp, DevIdpSettings, RefreshPolicy};
 use bff_proxy::{Bff, Decision, Forward};
 use bytes::Bytes;
-use crate::support::browser::Jar;
-use crate::support::{Http, jwt_claims};
 use http::header::{COOKIE, HeaderMap, LOCATION, SET_COOKIE};
 use http::request::Parts;
 use http::{Request, Response};
@@ -325,7 +325,10 @@ async fn the_old_cookie_inside_the_grace_window_gets_the_new_tokens_and_after_it
     h.bff.clock().advance(Duration::from_secs(30));
     let again = forward(h.api(&old).await);
     assert_eq!(bearer(&again), bearer(&first));
-    assert!(!again.set_cookies().is_empty(), "the old cookie is replaced");
+    assert!(
+        !again.set_cookies().is_empty(),
+        "the old cookie is replaced"
+    );
     assert_eq!(h.idp.stats().token_refresh, 1, "no second token request");
     assert_eq!(h.bff.metrics().refresh_count("grace_hit"), 1);
 
@@ -934,7 +937,10 @@ async fn a_refresh_updates_the_scope_and_the_id_token() {
     assert_eq!(after.scope, "openid offline_access", "narrower scope kept");
     let id_token = after.id_token.unwrap();
     assert_ne!(Some(&id_token), before.id_token.as_ref());
-    assert_eq!(crate::support::jwt_header(&id_token)["kid"], new_kid.as_str());
+    assert_eq!(
+        crate::support::jwt_header(&id_token)["kid"],
+        new_kid.as_str()
+    );
     assert_eq!(after.refresh_count, 1);
     assert_ne!(after.refresh_token, before.refresh_token);
 }

@@ -7,13 +7,13 @@
 
 use std::sync::Arc;
 
+use crate::support::browser::Browser;
 use bff_proxy::Bff;
 use bff_proxy::config::{Config, Env};
 use bff_proxy::devecho::DevEcho;
 use bff_proxy::devidp::{DevIdp, DevIdpSettings};
 use bff_proxy::pingora::PingoraServer;
 use bff_proxy::proxy::ProxyServer;
-use crate::support::browser::Browser;
 use tokio::net::TcpListener;
 
 #[tokio::test]

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use bff_proxy::devidp::{DevClient, DevClientAuth, DevIdp, DevIdpSettings, RefreshPolicy};
 use crate::support::{Http, Reply, jwt_claims, jwt_header, pkce};
+use bff_proxy::devidp::{DevClient, DevClientAuth, DevIdp, DevIdpSettings, RefreshPolicy};
 use serde_json::Value;
 
 const CLIENT: &str = "bff";

@@ -11,11 +11,11 @@
 
 use std::time::Duration;
 
-use bff_proxy::devidp::{DevIdpSettings, RefreshPolicy, TokenQuirk};
-use bytes::Bytes;
 use crate::support::browser::{Browser, Jar};
 use crate::support::stack::{Front, Options, Stack, start};
 use crate::support::{Http, Reply};
+use bff_proxy::devidp::{DevIdpSettings, RefreshPolicy, TokenQuirk};
+use bytes::Bytes;
 use http::header::{COOKIE, HeaderValue};
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

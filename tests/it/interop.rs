@@ -9,6 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::browser::Browser;
+use crate::support::provider::{Provider, start_provider};
+use crate::support::{Http, Reply};
 use bff_proxy::Bff;
 use bff_proxy::config::{Config, Env};
 use bff_proxy::devecho::DevEcho;
@@ -16,9 +19,6 @@ use bff_proxy::engine::lifecycle::Running;
 use bff_proxy::pingora::PingoraServer;
 use bff_proxy::proxy::ProxyServer;
 use bytes::Bytes;
-use crate::support::browser::Browser;
-use crate::support::provider::{Provider, start_provider};
-use crate::support::{Http, Reply};
 use http::Request;
 use http::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use http_body_util::Full;

@@ -7,12 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::Http;
+use crate::support::browser::Jar;
 use bff_proxy::config::{Config, Env};
 use bff_proxy::devidp::{DevClient, DevClientAuth, DevIdp, DevIdpSettings};
 use bff_proxy::store::RedisStore;
 use bff_proxy::{Bff, Decision};
-use crate::support::Http;
-use crate::support::browser::Jar;
 use http::Request;
 use http::header::{COOKIE, LOCATION};
 use http::request::Parts;

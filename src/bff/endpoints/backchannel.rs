@@ -14,7 +14,10 @@ use crate::error::{Error, ErrorKind};
 pub(crate) const MAX_BACKCHANNEL_BODY: usize = 64 * 1024;
 
 impl Core {
-    pub(super) async fn backchannel_logout(&self, body: Option<Bytes>) -> Result<Response<Bytes>, Error> {
+    pub(super) async fn backchannel_logout(
+        &self,
+        body: Option<Bytes>,
+    ) -> Result<Response<Bytes>, Error> {
         let body = body.ok_or(Error::new(ErrorKind::BadRequest("logout_token is missing")))?;
         if body.len() > MAX_BACKCHANNEL_BODY {
             return Err(Error::new(ErrorKind::BadRequest("body too large")));

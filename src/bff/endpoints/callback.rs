@@ -28,9 +28,12 @@ impl Core {
         let params = query_params(&parts.uri);
         let state =
             param(&params, "state").ok_or(Error::new(ErrorKind::BadRequest("state is missing")))?;
-        let login =
-            self.login_cookies
-                .take(self.storage.sealer.ring(), cookies, state, self.clock.now_secs());
+        let login = self.login_cookies.take(
+            self.storage.sealer.ring(),
+            cookies,
+            state,
+            self.clock.now_secs(),
+        );
         // A failed attempt clears its own cookie; a finished login clears them all.
         let clear_login = self.login_cookies.clear_one(state);
         let fail = |kind: ErrorKind| {

@@ -7,7 +7,8 @@ use super::*;
 pub(super) fn check_dev(c: &Sections, issuer: Option<&Url>, problems: &mut Vec<Problem>) {
     if !cfg!(feature = "dev") {
         // Configured but not built in: refused, never silently ignored.
-        let built_without = "this build has no dev services (built without the `dev` cargo feature): remove it";
+        let built_without =
+            "this build has no dev services (built without the `dev` cargo feature): remove it";
         if c.dev.idp {
             problems.push(Problem::new("dev.idp", built_without));
         }

@@ -358,8 +358,8 @@ mod example {
     /// What the module does, in a few lines.
     #[test]
     fn module_example() {
-        use std::time::Duration;
         use crate::engine::conn::ConnLimits;
+        use std::time::Duration;
 
         let limits = ConnLimits::new(Duration::from_secs(10), Duration::from_secs(60), 2);
         let a = limits.admit().unwrap();

@@ -276,7 +276,10 @@ mod example {
         use http::{HeaderMap, HeaderValue};
 
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, x-private"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
         h.insert("x-private", HeaderValue::from_static("1"));
         h.insert("accept", HeaderValue::from_static("*/*"));
         remove_hop_by_hop(&mut h, false);

@@ -132,9 +132,7 @@ fn request_rules() {
     );
     assert_eq!(h[&X_FORWARDED_PROTO], "http");
     assert_eq!(h[&X_FORWARDED_HOST], "app.example");
-    assert!(
-        !h.contains_key(HOST) && !h.contains_key(CONNECTION) && !h.contains_key("keep-alive")
-    );
+    assert!(!h.contains_key(HOST) && !h.contains_key(CONNECTION) && !h.contains_key("keep-alive"));
 
     // Authenticated route without a session (optional): the forged one is dropped.
     let mut h = HeaderMap::new();

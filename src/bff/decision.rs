@@ -36,7 +36,8 @@ impl std::fmt::Debug for Decision {
 #[derive(Debug, Clone)]
 pub enum Target {
     /// The application behind the tower layer (a route with neither `upstream` nor
-    /// `static_dir`, or a path no route matches).
+    /// `static_dir`, or a path no route matches). The proxy engines have none: they
+    /// answer 404 (the binary refuses such routes at start).
     Application,
     /// An upstream, resolved once per route, and the path and query to ask it for.
     Upstream {
@@ -46,13 +47,15 @@ pub enum Target {
         /// path) and the client's query.
         path: PathAndQuery,
     },
-    /// A static folder and the path inside it (not yet resolved on disk).
-    Static {
-        /// The folder.
-        dir: Arc<Path>,
-        /// The request path below the route's path.
-        path: String,
-    },
+}
+
+/// A file of a `static_dir` route, served by the core itself.
+#[derive(Debug, Clone)]
+pub(crate) struct StaticFile {
+    /// The folder.
+    pub(crate) dir: Arc<Path>,
+    /// The request path below the route's path (not yet resolved on disk).
+    pub(crate) path: String,
 }
 
 impl Target {
@@ -66,7 +69,7 @@ impl Target {
                 .path_and_query(path.clone())
                 .build()
                 .ok(),
-            _ => None,
+            Target::Application => None,
         }
     }
 }
@@ -88,6 +91,8 @@ pub struct Forward {
     pub(crate) set_cookies: Vec<HeaderValue>,
     /// The session's ID token (verified at login), parsed only on demand.
     pub(crate) id_token: Option<Arc<str>>,
+    /// A `static_dir` route's file: the core serves it and never hands it on.
+    pub(crate) static_file: Option<StaticFile>,
 }
 
 impl std::fmt::Debug for Forward {
@@ -136,6 +141,15 @@ impl Forward {
     #[must_use]
     pub fn cookie(&self) -> Option<&HeaderValue> {
         self.cookie.as_ref()
+    }
+
+    /// The upstream and the path to ask it for, when the request goes to one.
+    #[must_use]
+    pub fn upstream(&self) -> Option<(&Arc<Upstream>, &PathAndQuery)> {
+        match &self.target {
+            Target::Upstream { upstream, path } => Some((upstream, path)),
+            Target::Application => None,
+        }
     }
 
     /// The `Set-Cookie` values the response gains (a refreshed session).
@@ -229,6 +243,7 @@ mod tests {
             cookie: Some(HeaderValue::from_static("other=SECRET-COOKIE")),
             set_cookies: vec![HeaderValue::from_static("__Host-Http-bff=SECRET-SEALED")],
             id_token: Some(Arc::from("SECRET-ID")),
+            static_file: None,
         };
         let mut resp = Response::new(Bytes::new());
         resp.headers_mut().insert(

@@ -33,6 +33,7 @@ impl Core {
             cookie: cookies.forwarded(),
             set_cookies: Vec::new(),
             id_token: None,
+            static_file: None,
         }
     }
 
@@ -91,7 +92,7 @@ impl Core {
         if let Some(allow) = route.refuses(&parts.method) {
             return Err(Self::method_not_allowed(allow));
         }
-        let target = route.target(&parts.uri).ok_or(ErrorKind::BadRequest(
+        let (target, static_file) = route.target(&parts.uri).ok_or(ErrorKind::BadRequest(
             "the request path cannot be forwarded",
         ))?;
         let mut forward = Self::plain_forward(
@@ -100,6 +101,7 @@ impl Core {
             target,
             route.auth != RouteAuth::None,
         );
+        forward.static_file = static_file;
         if route.auth == RouteAuth::None {
             if route.csrf && !self.csrf_ok(&parts.headers) {
                 return Err(ErrorKind::Csrf.into());

@@ -11,10 +11,12 @@
 //! - `decision`: what the doors get back.
 
 mod decision;
+mod door;
 mod endpoints;
 mod flow;
 mod routes;
 mod sessions;
+mod static_files;
 mod upstream;
 
 use std::sync::Arc;
@@ -26,8 +28,7 @@ use http::request::Parts;
 
 pub(crate) use decision::error_response;
 pub use decision::{Decision, Forward, Target};
-#[cfg(any(feature = "tower", feature = "pingora"))]
-pub(crate) use endpoints::MAX_BACKCHANNEL_BODY;
+pub use door::DoorRequest;
 pub use upstream::Upstream;
 
 use crate::clock::Clock;
@@ -229,7 +230,30 @@ impl Bff {
         parts.method == Method::POST && parts.uri.path() == self.core.backchannel_path
     }
 
-    /// Decides what to do with a request.
+    /// Decides what to do with a request: the one call of a front door. The body
+    /// is read (bounded) only when the core needs it.
+    pub async fn decide<R: DoorRequest>(&self, req: &mut R) -> Decision {
+        if !self.wants_body(req.head()) {
+            return self.core.handle(req.head(), None).await;
+        }
+        let body = match door::read_bounded(req).await {
+            Ok(body) => body,
+            Err(resp) => return Decision::Respond(resp),
+        };
+        match self.core.handle(req.head(), Some(body)).await {
+            Decision::Respond(resp) => Decision::Respond(resp),
+            // The body-reading endpoint always answers itself.
+            Decision::Forward(_) => Decision::Respond(error_response(
+                &Error::new(crate::error::ErrorKind::Internal(
+                    "a body-reading endpoint forwarded",
+                )),
+                Vec::new(),
+            )),
+        }
+    }
+
+    /// Decides what to do with a request whose body (if the core wants one, see
+    /// [`Bff::wants_body`]) the caller read already.
     pub async fn handle(&self, parts: &Parts, body: Option<Bytes>) -> Decision {
         self.core.handle(parts, body).await
     }
@@ -278,11 +302,25 @@ impl Core {
                 self.refuse(label, &Error::new(crate::error::ErrorKind::NotFound))
             }
             Matched::Route(route) => match self.proxied(route, parts, &cookies).await {
-                Ok(forward) => {
+                Ok(mut forward) => {
                     if route.auth == RouteAuth::Optional && forward.authorization.is_none() {
                         self.metrics.request(label, "forwarded_anonymous");
                     } else {
                         route.forwarded.inc();
+                    }
+                    // A static folder is served here, by the core, for every door.
+                    if let Some(file) = forward.static_file.take() {
+                        let mut resp = static_files::serve(
+                            &file.dir,
+                            &file.path,
+                            &parts.method,
+                            &parts.headers,
+                        )
+                        .await;
+                        for c in forward.set_cookies {
+                            resp.headers_mut().append(http::header::SET_COOKIE, c);
+                        }
+                        return Decision::Respond(resp);
                     }
                     Decision::Forward(Box::new(forward))
                 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Uri};
 
-use super::decision::Target;
+use super::decision::{StaticFile, Target};
 use super::upstream::Upstream;
 use crate::config::{Config, RouteAuth};
 use crate::error::{Error, ErrorKind, StartError};
@@ -53,19 +53,23 @@ impl Route {
         (!methods.contains(method)).then(|| self.allow.clone())
     }
 
-    /// Where a request for `uri` on this route goes; None when its path cannot be
-    /// forwarded.
-    pub(crate) fn target(&self, uri: &Uri) -> Option<Target> {
+    /// Where a request for `uri` on this route goes (a static file is served by the
+    /// core, with `Target::Application` as its placeholder); None when its path
+    /// cannot be forwarded.
+    pub(crate) fn target(&self, uri: &Uri) -> Option<(Target, Option<StaticFile>)> {
         let path = uri.path();
         match &self.destination {
-            Destination::Application => Some(Target::Application),
-            Destination::Static(dir) => Some(Target::Static {
-                dir: Arc::clone(dir),
-                path: path
-                    .strip_prefix(self.path.as_str())
-                    .unwrap_or(path)
-                    .to_owned(),
-            }),
+            Destination::Application => Some((Target::Application, None)),
+            Destination::Static(dir) => Some((
+                Target::Application,
+                Some(StaticFile {
+                    dir: Arc::clone(dir),
+                    path: path
+                        .strip_prefix(self.path.as_str())
+                        .unwrap_or(path)
+                        .to_owned(),
+                }),
+            )),
             Destination::Upstream(upstream) => {
                 let rest = if self.strip_prefix {
                     path.strip_prefix(self.path.as_str()).unwrap_or(path)
@@ -86,10 +90,13 @@ impl Route {
                     text.push_str(q);
                 }
                 let path = PathAndQuery::from_maybe_shared(bytes::Bytes::from(text)).ok()?;
-                Some(Target::Upstream {
-                    upstream: Arc::clone(upstream),
-                    path,
-                })
+                Some((
+                    Target::Upstream {
+                        upstream: Arc::clone(upstream),
+                        path,
+                    },
+                    None,
+                ))
             }
         }
     }

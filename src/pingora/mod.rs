@@ -12,6 +12,7 @@
 //! header rules come from the core.
 
 mod conn;
+mod respond;
 mod server;
 
 use std::sync::Arc;
@@ -19,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::Response;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
@@ -28,10 +28,11 @@ use pingora::{Error as PingoraError, ErrorType, Result};
 pub use conn::GuardedApp;
 pub use server::{PingoraServer, proxy_service, run_blocking, server_conf};
 
-use crate::bff::{Bff, Decision, Forward, Target};
+use crate::bff::{Bff, Decision, DoorRequest, Forward};
+use crate::engine::error_answer;
 use crate::engine::headers;
-use crate::engine::{BoundedBody, error_answer, serve_locally};
 use crate::error::ErrorKind;
+use respond::write;
 
 /// The per-request state.
 #[derive(Debug, Default)]
@@ -70,20 +71,17 @@ impl BffPingora {
     }
 }
 
-/// Writes a whole response from the core.
-async fn write(session: &mut Session, resp: Response<Bytes>) -> Result<()> {
-    let (parts, body) = resp.into_parts();
-    let mut head = ResponseHeader::build(parts.status, Some(parts.headers.len() + 1))?;
-    for (name, value) in &parts.headers {
-        head.append_header(name.clone(), value.clone())?;
+/// A pingora request handed to the core: the head, and the body when it asks.
+struct PingoraRequest<'a>(&'a mut Session);
+
+impl DoorRequest for PingoraRequest<'_> {
+    fn head(&self) -> &http::request::Parts {
+        self.0.req_header()
     }
-    head.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    let empty = body.is_empty();
-    session.write_response_header(Box::new(head), empty).await?;
-    if !empty {
-        session.write_response_body(Some(body), true).await?;
+
+    async fn next_chunk(&mut self) -> std::result::Result<Option<Bytes>, ()> {
+        self.0.read_request_body().await.map_err(|_| ())
     }
-    Ok(())
 }
 
 /// pingora's headers keep a case-preserving map beside the `HeaderMap`: edits go
@@ -154,37 +152,26 @@ impl ProxyHttp for BffPingora {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let body = if self.bff.wants_body(session.req_header()) {
-            let mut body = BoundedBody::default();
-            while let Some(chunk) = session.read_request_body().await? {
-                if let Err(resp) = body.push(&chunk) {
-                    write(session, resp).await?;
-                    return Ok(true);
-                }
-            }
-            Some(body.finish())
-        } else {
-            None
-        };
-        let forward = match self.bff.handle(session.req_header(), body).await {
+        match self.bff.decide(&mut PingoraRequest(session)).await {
             Decision::Respond(resp) => {
                 write(session, resp).await?;
-                return Ok(true);
+                Ok(true)
             }
-            Decision::Forward(forward) => forward,
-        };
-        let req = session.req_header();
-        if let Some(resp) = serve_locally(&forward, &req.method, &req.headers).await {
-            write(session, resp).await?;
-            return Ok(true);
+            // Routes for an application behind the tower layer have none here: the
+            // binary refuses them at start.
+            Decision::Forward(forward) if forward.upstream().is_none() => {
+                write(session, error_answer(ErrorKind::NotFound)).await?;
+                Ok(true)
+            }
+            Decision::Forward(forward) => {
+                ctx.forward = Some(forward);
+                Ok(false)
+            }
         }
-        ctx.forward = Some(forward);
-        Ok(false)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let Some(Target::Upstream { upstream, .. }) = ctx.forward.as_ref().map(|f| f.target())
-        else {
+        let Some((upstream, _)) = ctx.forward.as_ref().and_then(|f| f.upstream()) else {
             return Err(PingoraError::explain(
                 ErrorType::InternalError,
                 "no upstream chosen for this request",
@@ -224,7 +211,7 @@ impl ProxyHttp for BffPingora {
         let Some(forward) = ctx.forward.as_ref() else {
             return Ok(());
         };
-        let Target::Upstream { upstream, path } = forward.target() else {
+        let Some((upstream, path)) = forward.upstream() else {
             return Ok(());
         };
         let peer = session.client_addr().and_then(|a| a.as_inet()).map_or(

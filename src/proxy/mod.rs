@@ -21,7 +21,7 @@ pub use server::ProxyServer;
 
 use crate::bff::Bff;
 use crate::engine::headers;
-use crate::engine::{Door, decide, error_answer, serve_locally};
+use crate::engine::{Door, decide, error_answer};
 use crate::error::{ErrorKind, StartError};
 
 /// The body type the engine answers with.
@@ -86,11 +86,10 @@ impl HyperDoor {
             Door::Respond(resp) => return resp.map(full),
             Door::Forward(forward, body) => (forward, body),
         };
-        if let Some(resp) = serve_locally(&forward, &parts.method, &parts.headers).await {
-            return resp.map(full);
-        }
+        // Routes for an application behind the tower layer have none here: the
+        // binary refuses them at start.
         let Some(uri) = forward.target().upstream_uri() else {
-            return error(ErrorKind::Internal("no upstream URI"));
+            return error(ErrorKind::NotFound);
         };
         let hop = headers::Hop::Proxy {
             peer: peer.ip(),

@@ -16,7 +16,6 @@ use super::decision::error_response;
 use crate::cookies::RequestCookies;
 use crate::error::{Error, ErrorKind};
 
-#[cfg(any(feature = "tower", feature = "pingora"))]
 pub(crate) use backchannel::MAX_BACKCHANNEL_BODY;
 
 /// The query's parameters, decoded.

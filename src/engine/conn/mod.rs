@@ -233,6 +233,9 @@ impl<T> std::fmt::Debug for GuardedIo<T> {
     }
 }
 
+/// What pingora's adapter needs of a guarded connection (its `IO` trait reaches
+/// through to the socket).
+#[cfg(feature = "pingora")]
 impl<T> GuardedIo<T> {
     /// The wrapped connection.
     pub fn get_ref(&self) -> &T {
@@ -249,7 +252,9 @@ impl<T> GuardedIo<T> {
     pub fn state(&self) -> &Arc<ConnState> {
         &self.state
     }
+}
 
+impl<T> GuardedIo<T> {
     /// The deadline of the current phase, if it has one.
     fn deadline(&self) -> Option<(Instant, Phase)> {
         let phase = self.state.phase();

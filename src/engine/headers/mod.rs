@@ -136,6 +136,7 @@ const CLIENT_MAY_NOT_SET: &[&str] = &[
 pub enum Hop<'a> {
     /// The tower layer in front of an application: the session headers and the
     /// client's forbidden headers only (the layer is not a proxy hop).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     Layer,
     /// The proxy: also `X-Forwarded-For/Proto/Host` and `Host`.
     Proxy {

@@ -13,6 +13,7 @@ fn forward(bearer: Option<&'static str>, strip: bool) -> Forward {
         cookie: Some(HeaderValue::from_static("theme=dark")),
         set_cookies: vec![HeaderValue::from_static("s=1; Path=/")],
         id_token: None,
+        static_file: None,
     }
 }
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
-use crate::bff::error_response;
+use super::decision::error_response;
 use crate::error::{Error, ErrorKind};
 
 /// Files larger than this are not served from a static route (it is for SPA assets).
@@ -51,7 +51,12 @@ fn resolve(dir: &Path, rel: &str) -> Option<PathBuf> {
 }
 
 /// Serves one static file.
-pub async fn serve(dir: &Path, rel: &str, method: &Method, headers: &HeaderMap) -> Response<Bytes> {
+pub(crate) async fn serve(
+    dir: &Path,
+    rel: &str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response<Bytes> {
     if method != Method::GET && method != Method::HEAD {
         let mut resp = error_response(&Error::new(ErrorKind::MethodNotAllowed), Vec::new());
         resp.headers_mut()

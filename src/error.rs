@@ -205,6 +205,8 @@ pub enum StartError {
         /// What is wrong with it.
         why: String,
     },
+    /// The config has problems, each named by its TOML path.
+    Config(crate::config::ConfigError),
     /// Something the config names could not be reached or opened (the store, a
     /// listener's address): which setting, and what happened.
     Unavailable {
@@ -235,7 +237,7 @@ impl StartError {
     /// Whether the config itself is wrong (exit 64) rather than the machine's state.
     #[must_use]
     pub fn is_bad_setting(&self) -> bool {
-        matches!(self, Self::Setting { .. })
+        matches!(self, Self::Setting { .. } | Self::Config(_))
     }
 }
 
@@ -245,11 +247,18 @@ impl fmt::Display for StartError {
             Self::Setting { setting, why } | Self::Unavailable { setting, why } => {
                 write!(f, "{setting}: {why}")
             }
+            Self::Config(e) => write!(f, "{e}"),
         }
     }
 }
 
 impl std::error::Error for StartError {}
+
+impl From<crate::config::ConfigError> for StartError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
 
 #[cfg(test)]
 mod tests {

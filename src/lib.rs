@@ -31,6 +31,7 @@ pub mod config;
 pub mod cookies;
 #[cfg(not(feature = "test-util"))]
 mod cookies;
+mod endpoints;
 pub mod error;
 mod expiring;
 mod login;
@@ -69,5 +70,5 @@ pub mod devidp;
 pub mod fuzzing;
 pub mod logging;
 
-pub use bff::{Bff, Decision, Forward, Target, Upstream};
+pub use bff::{Bff, BffBuilder, Decision, DoorRequest, Forward, RouteSpec, Target, Upstream};
 pub use error::{Error, ErrorKind, StartError};

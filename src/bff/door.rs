@@ -9,7 +9,7 @@ use http::Response;
 use http::request::Parts;
 
 use super::decision::error_response;
-use super::endpoints::MAX_BACKCHANNEL_BODY;
+use crate::endpoints::MAX_BACKCHANNEL_BODY;
 use crate::error::{Error, ErrorKind};
 
 /// A request as a front door holds it.

@@ -7,12 +7,11 @@
 //!   upstream taken apart once;
 //! - `flow`: a request on a route, to a [`Forward`] or a rejection;
 //! - `sessions`: where sessions live (cookie or store), read once per request;
-//! - `endpoints`: `/bff/login`, `callback`, `user`, `logout`, `backchannel-logout`;
 //! - `decision`: what the doors get back.
 
+mod builder;
 mod decision;
 mod door;
-mod endpoints;
 mod flow;
 mod routes;
 mod sessions;
@@ -26,9 +25,11 @@ use http::HeaderName;
 use http::Method;
 use http::request::Parts;
 
-pub(crate) use decision::error_response;
+pub use builder::{BffBuilder, RouteSpec};
 pub use decision::{Decision, Forward, Target};
+pub(crate) use decision::{error_response, json_response, redirect};
 pub use door::DoorRequest;
+pub(crate) use sessions::Current;
 pub use upstream::Upstream;
 
 use crate::clock::Clock;
@@ -53,23 +54,23 @@ pub struct Bff {
 /// What the core holds.
 #[derive(Clone)]
 pub(crate) struct Core {
-    config: Arc<Config>,
-    storage: SessionStorage,
-    login_cookies: LoginCookies,
-    oidc: Arc<Oidc>,
-    refresher: TokenRefresher,
-    revocations: Arc<RevocationList>,
-    metrics: Metrics,
-    clock: Arc<Clock>,
-    routes: RouteTable,
-    csrf_header: HeaderName,
-    csrf_value: Vec<u8>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) storage: SessionStorage,
+    pub(crate) login_cookies: LoginCookies,
+    pub(crate) oidc: Arc<Oidc>,
+    pub(crate) refresher: TokenRefresher,
+    pub(crate) revocations: Arc<RevocationList>,
+    pub(crate) metrics: Metrics,
+    pub(crate) clock: Arc<Clock>,
+    pub(crate) routes: RouteTable,
+    pub(crate) csrf_header: HeaderName,
+    pub(crate) csrf_value: Vec<u8>,
     /// `<prefix>/backchannel-logout`, the one endpoint that reads a body.
-    backchannel_path: String,
+    pub(crate) backchannel_path: String,
     /// A path no route matches goes to the application (tower layer) instead of 404.
-    pass_unmatched: bool,
+    pub(crate) pass_unmatched: bool,
     /// Our cookie names: the one parser of the request's `Cookie` header.
-    cookie_names: CookieNames,
+    pub(crate) cookie_names: CookieNames,
 }
 
 impl std::fmt::Debug for Bff {

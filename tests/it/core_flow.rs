@@ -273,7 +273,7 @@ async fn near_expiry_is_refreshed_with_rotation_and_a_new_cookie() {
     assert_ne!(before, after);
     assert!(!f.set_cookies().is_empty(), "rotated session cookie");
     let old_jar = jar.clone();
-    jar.apply_values(&f.set_cookies());
+    jar.apply_values(f.set_cookies());
     assert_ne!(jar.header(), old_jar.header());
     assert_eq!(h.idp.stats().token_refresh, 1);
     // The new cookie carries the new token without another refresh.
@@ -320,7 +320,7 @@ async fn the_old_cookie_inside_the_grace_window_gets_the_new_tokens_and_after_it
     h.expire_access_token();
     let first = forward(h.api(&old).await);
     let mut new = old.clone();
-    new.apply_values(&first.set_cookies().to_vec());
+    new.apply_values(first.set_cookies());
     // 30 s later the browser still sends the old cookie: grace (60 s).
     h.bff.clock().advance(Duration::from_secs(30));
     let again = forward(h.api(&old).await);
@@ -380,7 +380,7 @@ async fn with_the_harshest_idp_a_storm_leaves_the_session_alive() {
         while let Some(d) = set.join_next().await {
             last = Some(forward(d.unwrap()));
         }
-        jar.apply_values(&last.unwrap().set_cookies());
+        jar.apply_values(last.unwrap().set_cookies());
         assert_eq!(h.idp.stats().token_refresh, round + 1);
     }
     assert_eq!(h.idp.stats().reuse_detected, 0);
@@ -510,7 +510,7 @@ async fn absolute_lifetime_and_max_refreshes_end_the_session() {
     for _ in 0..2 {
         h.expire_access_token();
         let f = forward(h.api(&jar).await);
-        jar.apply_values(&f.set_cookies());
+        jar.apply_values(f.set_cookies());
     }
     h.expire_access_token();
     let r = respond(h.api(&jar).await);
@@ -535,7 +535,7 @@ async fn an_idp_without_rotation_keeps_the_refresh_token() {
         for round in 1..=3 {
             h.expire_access_token();
             let f = forward(h.api(&jar).await);
-            jar.apply_values(&f.set_cookies());
+            jar.apply_values(f.set_cookies());
             assert_eq!(h.idp.stats().refresh_ok, round);
         }
     }
@@ -932,7 +932,7 @@ async fn a_refresh_updates_the_scope_and_the_id_token() {
     h.expire_access_token();
     let f = forward(h.api(&jar).await);
     let mut after_jar = jar.clone();
-    after_jar.apply_values(&f.set_cookies());
+    after_jar.apply_values(f.set_cookies());
     let after = open(&after_jar);
     assert_eq!(after.scope, "openid offline_access", "narrower scope kept");
     let id_token = after.id_token.unwrap();

@@ -7,6 +7,7 @@
 mod support;
 
 mod browser;
+mod builder;
 mod cli;
 mod config_fixtures;
 mod core_flow;

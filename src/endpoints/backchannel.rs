@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 
 use crate::bff::Core;
-use crate::bff::decision::json_response;
+use crate::bff::json_response;
 use crate::error::{Error, ErrorKind};
 
 /// The largest back-channel logout body read.

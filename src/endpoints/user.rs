@@ -7,8 +7,8 @@ use http::{Response, StatusCode};
 use serde_json::json;
 
 use crate::bff::Core;
-use crate::bff::decision::{error_response, json_response};
-use crate::bff::sessions::Current;
+use crate::bff::Current;
+use crate::bff::{error_response, json_response};
 use crate::cookies::RequestCookies;
 use crate::error::{Error, ErrorKind};
 

@@ -9,8 +9,8 @@ use subtle::ConstantTimeEq as _;
 
 use super::{param, query_params};
 use crate::bff::Core;
-use crate::bff::decision::{error_response, redirect};
-use crate::bff::sessions::Current;
+use crate::bff::Current;
+use crate::bff::{error_response, redirect};
 use crate::cookies::RequestCookies;
 use crate::error::{Error, ErrorKind};
 use crate::login::check_return_url;

@@ -9,7 +9,7 @@ use http::request::Parts;
 
 use super::{param, query_params};
 use crate::bff::Core;
-use crate::bff::decision::redirect;
+use crate::bff::redirect;
 use crate::cookies::RequestCookies;
 use crate::error::{Error, ErrorKind};
 use crate::login::{LoginState, check_return_url};

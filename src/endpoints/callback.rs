@@ -9,8 +9,8 @@ use http::request::Parts;
 
 use super::{param, query_params};
 use crate::bff::Core;
-use crate::bff::decision::{error_response, redirect};
-use crate::bff::sessions::Current;
+use crate::bff::Current;
+use crate::bff::{error_response, redirect};
 use crate::cookies::RequestCookies;
 use crate::error::{Error, ErrorKind};
 use crate::oidc::TokenError;

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Response, Uri};
 
-use super::Core;
-use super::decision::error_response;
+use crate::bff::Core;
+use crate::bff::error_response;
 use crate::cookies::RequestCookies;
 use crate::error::{Error, ErrorKind};
 

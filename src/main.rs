@@ -13,7 +13,7 @@ use bff_proxy::Bff;
 use bff_proxy::config::{Config, Engine, Env};
 #[cfg(feature = "dev")]
 use bff_proxy::dev::DevServices;
-use bff_proxy::engine::lifecycle::{side_tasks, wait_for_signal};
+use bff_proxy::engine::lifecycle::{bind, side_tasks, wait_for_signal};
 use bff_proxy::error::StartError;
 use bff_proxy::seal::KeyRing;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -190,9 +190,7 @@ async fn prepare(config: Config) -> Result<(DevServices, Bff, Option<TcpListener
     let dev = DevServices::start(&config).await?;
     let admin =
         match config.server.admin_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
-                StartError::unavailable("server.admin_listen", format!("{addr}: {e}"))
-            })?),
+            Some(addr) => Some(bind("server.admin_listen", addr).await?),
             None => None,
         };
     let bff = Bff::new(config)?.connect_store().await?;
@@ -214,9 +212,7 @@ fn run_hyper(config: Config) -> Result<(), StartError> {
     runtime(config.server.threads)?.block_on(async {
         let (dev, bff, admin) = prepare(config).await?;
         let listen = bff.config().server.listen;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|e| StartError::unavailable("server.listen", format!("{listen}: {e}")))?;
+        let listener = bind("server.listen", listen).await?;
         let server = bff_proxy::proxy::ProxyServer::start_with(bff.clone(), listener, admin)?;
         serving(&bff, "hyper");
         wait_for_signal().await;

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::bff::Bff;
+use crate::error::StartError;
 
 /// A running engine: its addresses, and the tasks that stop when it does.
 pub struct Running {
@@ -125,6 +126,14 @@ impl Running {
             }
         }
     }
+}
+
+/// Binds the listener a setting names; a taken or foreign address is an error that
+/// names the setting.
+pub async fn bind(setting: &str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartError::unavailable(setting, format!("{addr}: {e}")))
 }
 
 /// Waits for SIGINT or SIGTERM.

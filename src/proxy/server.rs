@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use super::{HyperDoor, ProxyBody};
 use crate::bff::Bff;
 use crate::engine::conn::{ConnLimits, ConnState};
-use crate::engine::lifecycle::{Running, Starting};
+use crate::engine::lifecycle::{Running, Starting, bind};
 use crate::error::StartError;
 
 /// The hyper engine.
@@ -31,13 +31,9 @@ impl ProxyServer {
     pub async fn start(bff: impl Into<Bff>) -> Result<Running, StartError> {
         let bff = bff.into();
         let server = &bff.config().server;
-        let listener = TcpListener::bind(server.listen).await.map_err(|e| {
-            StartError::unavailable("server.listen", format!("{}: {e}", server.listen))
-        })?;
+        let listener = bind("server.listen", server.listen).await?;
         let admin = match server.admin_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
-                StartError::unavailable("server.admin_listen", format!("{addr}: {e}"))
-            })?),
+            Some(addr) => Some(bind("server.admin_listen", addr).await?),
             None => None,
         };
         Self::start_with(bff, listener, admin)

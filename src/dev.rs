@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::devecho::DevEcho;
 use crate::devidp::{DevIdp, DevIdpSettings};
-use crate::error::StartError;
+use crate::start::StartError;
 
 /// The dev services of one config (none when `[dev]` asks for none).
 #[derive(Debug, Default)]

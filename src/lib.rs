@@ -21,6 +21,7 @@
 
 // The core and what it is made of.
 mod bff;
+mod builder;
 mod client_key;
 #[cfg(feature = "test-util")]
 pub mod clock;
@@ -42,11 +43,13 @@ mod paths;
 mod random;
 mod refresh;
 mod revocation;
+mod schema;
 pub mod seal;
 #[cfg(feature = "test-util")]
 pub mod session;
 #[cfg(not(feature = "test-util"))]
 mod session;
+mod start;
 pub mod store;
 
 // What the front doors share, and the doors.
@@ -66,9 +69,13 @@ pub mod dev;
 pub mod devecho;
 #[cfg(feature = "dev")]
 pub mod devidp;
+#[cfg(feature = "dev")]
+mod devstate;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod logging;
 
-pub use bff::{Bff, BffBuilder, Decision, DoorRequest, Forward, RouteSpec, Target, Upstream};
-pub use error::{Error, ErrorKind, StartError};
+pub use bff::{Bff, Decision, DoorRequest, Forward, Target, Upstream};
+pub use builder::{BffBuilder, RouteSpec};
+pub use error::{Error, ErrorKind};
+pub use start::StartError;

@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bff_proxy::Bff;
+use bff_proxy::StartError;
 use bff_proxy::config::{Config, Engine, Env};
 #[cfg(feature = "dev")]
 use bff_proxy::dev::DevServices;
 use bff_proxy::engine::lifecycle::{bind, side_tasks, wait_for_signal};
-use bff_proxy::error::StartError;
 use bff_proxy::seal::KeyRing;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
@@ -188,11 +188,10 @@ fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, StartError
 /// its store, and the admin listener bound.
 async fn prepare(config: Config) -> Result<(DevServices, Bff, Option<TcpListener>), StartError> {
     let dev = DevServices::start(&config).await?;
-    let admin =
-        match config.server.admin_listen {
-            Some(addr) => Some(bind("server.admin_listen", addr).await?),
-            None => None,
-        };
+    let admin = match config.server.admin_listen {
+        Some(addr) => Some(bind("server.admin_listen", addr).await?),
+        None => None,
+    };
     let bff = Bff::new(config)?.connect_store().await?;
     Ok((dev, bff, admin))
 }

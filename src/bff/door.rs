@@ -9,8 +9,10 @@ use http::Response;
 use http::request::Parts;
 
 use super::decision::error_response;
-use crate::endpoints::MAX_BACKCHANNEL_BODY;
 use crate::error::{Error, ErrorKind};
+
+/// The largest back-channel logout body read.
+pub(crate) const MAX_BACKCHANNEL_BODY: usize = 64 * 1024;
 
 /// A request as a front door holds it.
 pub trait DoorRequest: Send {

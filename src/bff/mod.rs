@@ -9,7 +9,6 @@
 //! - `sessions`: where sessions live (cookie or store), read once per request;
 //! - `decision`: what the doors get back.
 
-mod builder;
 mod decision;
 mod door;
 mod flow;
@@ -25,22 +24,23 @@ use http::HeaderName;
 use http::Method;
 use http::request::Parts;
 
-pub use builder::{BffBuilder, RouteSpec};
 pub use decision::{Decision, Forward, Target};
 pub(crate) use decision::{error_response, json_response, redirect};
 pub use door::DoorRequest;
+pub(crate) use door::MAX_BACKCHANNEL_BODY;
 pub(crate) use sessions::Current;
 pub use upstream::Upstream;
 
 use crate::clock::Clock;
 use crate::config::{Config, RouteAuth};
 use crate::cookies::CookieNames;
-use crate::error::{Error, StartError};
+use crate::error::Error;
 use crate::login::LoginCookies;
 use crate::metrics::Metrics;
 use crate::oidc::Oidc;
 use crate::refresh::{RefreshSettings, TokenRefresher};
 use crate::revocation::RevocationList;
+use crate::start::StartError;
 use crate::store::SharedStore;
 use routes::{Matched, RouteTable};
 use sessions::SessionStorage;

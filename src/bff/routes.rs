@@ -12,10 +12,11 @@ use http::{HeaderValue, Method, Uri};
 use super::decision::{StaticFile, Target};
 use super::upstream::Upstream;
 use crate::config::{Config, RouteAuth};
-use crate::error::{Error, ErrorKind, StartError};
+use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
 use crate::paths::PathCheck;
 use crate::paths::check_path;
+use crate::start::StartError;
 
 /// Where a route's requests go.
 #[derive(Clone)]

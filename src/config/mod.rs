@@ -22,25 +22,18 @@
 //! ```
 
 mod env;
-mod secret;
-mod sections;
 mod validate;
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use serde::Deserialize;
 
 use crate::cookies::{CookieSettings, SameSite, SessionSealer};
 use crate::seal::{KeyError, KeyRing};
 
-pub use env::Env;
+pub use crate::schema::*;
 use env::*;
-pub use secret::{Secret, SecretSource};
-pub use sections::*;
 pub use validate::{Resolved, TlsFiles};
 
 /// The whole configuration, checked, with its secrets resolved.
@@ -66,30 +59,6 @@ pub struct Config {
     pub resolved: Resolved,
     /// Advice that does not stop the proxy (e.g. a public client).
     pub warnings: Vec<Problem>,
-}
-
-/// One thing wrong (or worth a warning) in the config, at a TOML path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Where: `session.keys[0]`, `routes[2].upstream`, or the env var's name.
-    pub path: String,
-    /// What and why, never a secret value.
-    pub message: String,
-}
-
-impl Problem {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
 }
 
 /// Every problem found in a config.
@@ -331,32 +300,6 @@ fn routes(table: &toml::Table, problems: &mut Vec<Problem>) -> Option<Vec<RouteC
         .filter_map(|(i, item)| deserialize_at(item.clone(), &format!("routes[{i}]"), problems))
         .collect();
     (problems.len() == before).then_some(routes)
-}
-
-/// Durations as humantime strings: "30s", "12h", "1h 30m".
-mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    /// No setting means anything near this; past it, adding a duration to a clock
-    /// reading could overflow. Each setting has its own, lower bound in validation.
-    pub(super) const MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        let parsed = humantime::parse_duration(&text).map_err(|_| {
-            serde::de::Error::custom(format!(
-                "invalid duration {text:?}: expected a number and a unit, like \"30s\" or \"12h\""
-            ))
-        })?;
-        if parsed > MAX {
-            return Err(serde::de::Error::custom(format!(
-                "duration {text:?} is far too long"
-            )));
-        }
-        Ok(parsed)
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use super::*;
+use std::time::Duration;
 
 const KEY_A: &str = "vUqhFABZp5xGtuGc//zqNm1RE5BdmW8dWI70Hto8GV8=";
 

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::Inner;
-use super::state::{OAuthError, random_token};
+use crate::devstate::grants::{OAuthError, random_token};
 
 use super::token::{revoke, token};
 use super::wire::*;

@@ -14,9 +14,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 
-use super::state::OAuthError;
 use super::wire::*;
 use super::{DevClient, DevClientAuth, Inner};
+use crate::devstate::grants::OAuthError;
 
 pub(super) async fn token(
     inner: &Inner,

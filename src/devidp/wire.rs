@@ -9,8 +9,8 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{Value, json};
 
-use super::state::OAuthError;
 use super::{DevClient, Inner};
+use crate::devstate::grants::OAuthError;
 
 /// The largest request body the IdP reads.
 pub(super) const MAX_BODY: usize = 64 * 1024;

@@ -6,12 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 
-use crate::bff::Core;
 use crate::bff::json_response;
+use crate::bff::{Core, MAX_BACKCHANNEL_BODY};
 use crate::error::{Error, ErrorKind};
-
-/// The largest back-channel logout body read.
-pub(crate) const MAX_BACKCHANNEL_BODY: usize = 64 * 1024;
 
 impl Core {
     pub(super) async fn backchannel_logout(

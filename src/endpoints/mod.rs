@@ -16,8 +16,6 @@ use crate::bff::error_response;
 use crate::cookies::RequestCookies;
 use crate::error::{Error, ErrorKind};
 
-pub(crate) use backchannel::MAX_BACKCHANNEL_BODY;
-
 /// The query's parameters, decoded.
 fn query_params(uri: &Uri) -> Vec<(String, String)> {
     uri.query()

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::bff::Bff;
-use crate::error::StartError;
+use crate::start::StartError;
 
 /// A running engine: its addresses, and the tasks that stop when it does.
 pub struct Running {

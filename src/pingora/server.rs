@@ -15,7 +15,7 @@ use super::{BffPingora, GuardedApp};
 use crate::bff::Bff;
 use crate::engine::conn::ConnLimits;
 use crate::engine::lifecycle::{Running, Starting, wait_for_signal};
-use crate::error::StartError;
+use crate::start::StartError;
 use pingora::services::listening::Service;
 
 /// pingora's server configuration from ours (no second YAML file): threads, a

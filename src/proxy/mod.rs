@@ -22,7 +22,8 @@ pub use server::ProxyServer;
 use crate::bff::Bff;
 use crate::engine::headers;
 use crate::engine::{Door, decide, error_answer};
-use crate::error::{ErrorKind, StartError};
+use crate::error::ErrorKind;
+use crate::start::StartError;
 
 /// The body type the engine answers with.
 pub type ProxyBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;

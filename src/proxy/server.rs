@@ -20,7 +20,7 @@ use super::{HyperDoor, ProxyBody};
 use crate::bff::Bff;
 use crate::engine::conn::{ConnLimits, ConnState};
 use crate::engine::lifecycle::{Running, Starting, bind};
-use crate::error::StartError;
+use crate::start::StartError;
 
 /// The hyper engine.
 #[derive(Debug)]

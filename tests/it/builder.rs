@@ -47,18 +47,23 @@ async fn public_url_is_required_in_code() {
     assert!(err.to_string().starts_with("server.public_url:"), "{err}");
 }
 
-#[tokio::test]
-async fn problems_name_the_setting_as_the_file_would() {
-    let err = complete()
-        .keys(["not a key"])
-        .set("refresh.skew", "soon")
-        .build()
-        .await
-        .unwrap_err();
+async fn problem_paths(builder: bff_proxy::BffBuilder) -> Vec<String> {
+    let err = builder.build().await.unwrap_err();
+    assert!(err.is_bad_setting(), "{err:?}");
     let StartError::Config(e) = &err else {
         panic!("{err:?}")
     };
-    let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
-    assert!(paths.contains(&"session.keys[0]"), "{paths:?}");
-    assert!(paths.contains(&"refresh.skew"), "{paths:?}");
+    e.problems.iter().map(|p| p.path.clone()).collect()
+}
+
+#[tokio::test]
+async fn problems_name_the_setting_as_the_file_would() {
+    let paths = problem_paths(complete().keys(["not a key"])).await;
+    assert_eq!(paths, ["session.keys[0]"]);
+    let paths = problem_paths(complete().set("refresh.skew", "soon")).await;
+    assert_eq!(paths, ["refresh.skew"]);
+    let paths =
+        problem_paths(complete().route(RouteSpec::new("/bff/x").upstream("http://127.0.0.1:9")))
+            .await;
+    assert_eq!(paths, ["routes[1].path"]);
 }

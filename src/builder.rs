@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use super::Bff;
+use crate::bff::Bff;
 use crate::config::{Config, Env};
-use crate::error::StartError;
+use crate::start::StartError;
 use crate::store::SharedStore;
 
 /// Builds a [`Bff`] without a config file. `Debug` shows which settings are set,

@@ -11,14 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bff_proxy::Bff;
-use bff_proxy::config::{Config, Env};
 use bff_proxy::devecho::DevEcho;
 use bff_proxy::devidp::{DevClient, DevClientAuth, DevIdp, DevIdpSettings};
 use bff_proxy::pingora::PingoraServer;
 use bff_proxy::proxy::ProxyServer;
 use tokio::net::TcpListener;
 
-use crate::support::KEY;
+use crate::support::config::TestConfig;
 /// Access tokens live this long, so the script waits for real expiries.
 const ACCESS_TTL_SECS: u64 = 4;
 
@@ -76,32 +75,20 @@ async fn run_case(case: &str, pingora: bool, oidc_provider: bool) {
         (issuer, "s3cret", "")
     };
     let spa = root.join("examples/spa");
-    let text = format!(
-        r#"
-[server]
-public_url = "{base}"
-[oidc]
-issuer = "{issuer}"
-client_id = "bff"
-client_secret = "{secret}"
-scopes = ["openid", "profile", "email", "offline_access"]
-{auth_params}
-post_logout_redirect_uri = "{base}/"
-[session]
-keys = ["{KEY}"]
-[refresh]
-skew = "1s"
-[[routes]]
-path = "/api/"
-upstream = "http://{echo}"
-[[routes]]
-path = "/"
-static_dir = {spa:?}
-auth = "none"
-"#,
-        echo = echo.addr()
-    );
-    let config = Config::from_toml(&text, ".".as_ref(), &Env::default()).unwrap();
+    let mut config = TestConfig::new(&issuer, &base)
+        .secret(secret)
+        .set(
+            "oidc",
+            r#"scopes = ["openid", "profile", "email", "offline_access"]"#,
+        )
+        .set("oidc", format!("post_logout_redirect_uri = \"{base}/\""))
+        .set("refresh", r#"skew = "1s""#)
+        .upstream("/api/", &format!("http://{}", echo.addr()), &[])
+        .route("/", &[&format!("static_dir = {spa:?}"), r#"auth = "none""#]);
+    if !auth_params.is_empty() {
+        config = config.set("oidc", auth_params);
+    }
+    let config = config.load();
     let bff = Arc::new(Bff::new(config).unwrap());
     let (hyper, pingora_server) = if pingora {
         (

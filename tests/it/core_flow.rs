@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::support::browser::Jar;
 use crate::support::{Http, jwt_claims};
-use bff_proxy::config::{Config, Env};
+use bff_proxy::config::Env;
 use bff_proxy::devidp::{DevClient, DevClientAuth, DevIdp, DevIdpSettings, RefreshPolicy};
 use bff_proxy::{Bff, Decision, Forward};
 use bytes::Bytes;
@@ -16,8 +16,8 @@ use http::header::{COOKIE, HeaderMap, LOCATION, SET_COOKIE};
 use http::request::Parts;
 use http::{Request, Response};
 
-use crate::support::KEY;
 use crate::support::SECRET;
+use crate::support::config::TestConfig;
 const PUBLIC: &str = "http://127.0.0.1:8080";
 
 fn parts(method: &str, uri: &str, jar: &Jar, extra: &[(&str, &str)]) -> Parts {
@@ -100,38 +100,26 @@ impl Default for Setup {
     }
 }
 
-fn config_text(issuer: &str, auth_lines: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:8080"
-public_url = "{PUBLIC}"
-[oidc]
-issuer = "{issuer}"
-client_id = "bff"
-{auth_lines}
-scopes = ["openid", "profile", "offline_access"]
-post_logout_redirect_uri = "{PUBLIC}/"
-[session]
-keys = ["{KEY}"]
-[[routes]]
-path = "/api/"
-upstream = "http://127.0.0.1:9/base"
-strip_prefix = true
-[[routes]]
-path = "/opt/"
-upstream = "http://127.0.0.1:9"
-auth = "optional"
-[[routes]]
-path = "/pub/"
-upstream = "http://127.0.0.1:9"
-auth = "none"
-[[routes]]
-path = "/get-only/"
-upstream = "http://127.0.0.1:9"
-methods = ["GET"]
-"#
-    )
+fn config(issuer: &str, auth_lines: &str) -> TestConfig {
+    auth_lines
+        .lines()
+        .fold(TestConfig::new(issuer, PUBLIC), |c, line| {
+            c.set("oidc", line.to_owned())
+        })
+        .set("server", r#"listen = "127.0.0.1:8080""#)
+        .set(
+            "oidc",
+            r#"scopes = ["openid", "profile", "offline_access"]"#,
+        )
+        .set("oidc", format!("post_logout_redirect_uri = \"{PUBLIC}/\""))
+        .upstream("/api/", "http://127.0.0.1:9/base", &["strip_prefix = true"])
+        .upstream("/opt/", "http://127.0.0.1:9", &[r#"auth = "optional""#])
+        .upstream("/pub/", "http://127.0.0.1:9", &[r#"auth = "none""#])
+        .upstream(
+            "/get-only/",
+            "http://127.0.0.1:9",
+            &[r#"methods = ["GET"]"#],
+        )
 }
 
 impl Harness {
@@ -147,8 +135,8 @@ impl Harness {
         })
         .await
         .unwrap();
-        let text = config_text(idp.issuer(), &setup.auth_lines);
-        let config = Config::from_toml(&text, ".".as_ref(), &Env::from_pairs(setup.env)).unwrap();
+        let config = config(idp.issuer(), &setup.auth_lines)
+            .load_in(".".as_ref(), &Env::from_pairs(setup.env));
         let bff = Arc::new(Bff::new(config).unwrap());
         Self {
             idp,

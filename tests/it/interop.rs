@@ -13,7 +13,6 @@ use crate::support::browser::Browser;
 use crate::support::provider::{Provider, start_provider};
 use crate::support::{Http, Reply};
 use bff_proxy::Bff;
-use bff_proxy::config::{Config, Env};
 use bff_proxy::devecho::DevEcho;
 use bff_proxy::engine::lifecycle::Running;
 use bff_proxy::pingora::PingoraServer;
@@ -24,7 +23,7 @@ use http::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use http_body_util::Full;
 use tokio::net::TcpListener;
 
-use crate::support::KEY;
+use crate::support::config::TestConfig;
 
 enum Server {
     Hyper(Running),
@@ -46,27 +45,16 @@ async fn stack(pingora: bool) -> Stack {
     let echo = DevEcho::start("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let text = format!(
-        r#"
-[server]
-public_url = "{base}"
-[oidc]
-issuer = "{issuer}"
-client_id = "bff"
-client_secret = "interop-secret"
-scopes = ["openid", "profile", "email", "offline_access"]
-auth_params = {{ prompt = "consent" }}
-post_logout_redirect_uri = "{base}/"
-[session]
-keys = ["{KEY}"]
-[[routes]]
-path = "/api/"
-upstream = "http://{echo}"
-"#,
-        issuer = provider.issuer,
-        echo = echo.addr()
-    );
-    let config = Config::from_toml(&text, ".".as_ref(), &Env::default()).unwrap();
+    let config = TestConfig::new(&provider.issuer, &base)
+        .secret("interop-secret")
+        .set(
+            "oidc",
+            r#"scopes = ["openid", "profile", "email", "offline_access"]"#,
+        )
+        .set("oidc", r#"auth_params = { prompt = "consent" }"#)
+        .set("oidc", format!("post_logout_redirect_uri = \"{base}/\""))
+        .upstream("/api/", &format!("http://{}", echo.addr()), &[])
+        .load();
     let bff = Arc::new(Bff::new(config).unwrap());
     let server = if pingora {
         Server::Pingora(

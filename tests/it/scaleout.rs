@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::support::Http;
 use crate::support::browser::Jar;
-use bff_proxy::config::{Config, Env};
+use bff_proxy::config::Env;
 use bff_proxy::devidp::{DevClient, DevClientAuth, DevIdp, DevIdpSettings};
 use bff_proxy::store::RedisStore;
 use bff_proxy::{Bff, Decision};
@@ -17,7 +17,7 @@ use http::Request;
 use http::header::{COOKIE, LOCATION};
 use http::request::Parts;
 
-use crate::support::KEY;
+use crate::support::config::TestConfig;
 const PUBLIC: &str = "http://127.0.0.1:8080";
 
 fn parts(uri: &str, jar: &Jar, extra: &[(&str, &str)]) -> Parts {
@@ -78,25 +78,11 @@ async fn replicas_on(
     })
     .await
     .unwrap();
-    let text = format!(
-        r#"
-[server]
-public_url = "{PUBLIC}"
-[oidc]
-issuer = "{issuer}"
-client_id = "bff"
-client_secret = "s"
-scopes = ["openid", "offline_access"]
-[session]
-keys = ["{KEY}"]
-[refresh]
-timeout = "10s"
-[[routes]]
-path = "/api/"
-upstream = "http://127.0.0.1:9"
-"#,
-        issuer = idp.issuer()
-    );
+    let config = TestConfig::new(idp.issuer(), PUBLIC)
+        .secret("s")
+        .set("oidc", r#"scopes = ["openid", "offline_access"]"#)
+        .set("refresh", r#"timeout = "10s""#)
+        .upstream("/api/", "http://127.0.0.1:9", &[]);
     let prefix = format!("bff-test:{}:", bff_proxy::devidp::random_text(6));
     let store = Arc::new(
         RedisStore::connect(redis_url, &prefix, timeout)
@@ -105,9 +91,7 @@ upstream = "http://127.0.0.1:9"
     );
     let bffs = (0..n)
         .map(|_| {
-            let config =
-                Config::from_toml(&text, ".".as_ref(), &Env::from_pairs(env.iter().copied()))
-                    .unwrap();
+            let config = config.load_in(".".as_ref(), &Env::from_pairs(env.iter().copied()));
             Arc::new(Bff::new(config).unwrap().with_store(store.clone()))
         })
         .collect();

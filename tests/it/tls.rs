@@ -17,7 +17,7 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::support::KEY;
+use crate::support::config::TestConfig;
 
 fn client(
     cert_pem: &str,
@@ -62,26 +62,16 @@ async fn terminates_tls(pingora: bool) {
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let text = format!(
-        r#"
-[server]
-public_url = "https://{addr}"
-tls_cert = "file:cert.pem"
-tls_key = "file:key.pem"
-[oidc]
-issuer = "http://127.0.0.1:1"
-client_id = "bff"
-client_secret = "s"
-[session]
-keys = ["{KEY}"]
-[[routes]]
-path = "/pub/"
-upstream = "http://{echo}"
-auth = "none"
-"#,
-        echo = echo.addr()
-    );
-    let config = Config::from_toml(&text, dir.path(), &Env::default()).unwrap();
+    let config = TestConfig::new("http://127.0.0.1:1", &format!("https://{addr}"))
+        .secret("s")
+        .set("server", r#"tls_cert = "file:cert.pem""#)
+        .set("server", r#"tls_key = "file:key.pem""#)
+        .upstream(
+            "/pub/",
+            &format!("http://{}", echo.addr()),
+            &[r#"auth = "none""#],
+        )
+        .load_in(dir.path(), &Env::default());
     assert!(config.resolved.tls.is_some());
     let bff = Arc::new(Bff::new(config).unwrap());
     let (hyper, pingora_server) = if pingora {
@@ -145,17 +135,15 @@ async fn pingora_engine_terminates_tls() {
 fn tls_files_must_be_files_with_pem() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("junk.pem"), "not a certificate").unwrap();
-    let base = format!(
-        r#"
-[oidc]
-issuer = "https://idp.example.com"
-client_id = "bff"
-client_secret = "s"
-[session]
-keys = ["{KEY}"]
-"#
-    );
-    let with = |server: &str| format!("[server]\n{server}\n{base}");
+    let with = |server: &str| {
+        server
+            .lines()
+            .fold(
+                TestConfig::new("https://idp.example.com", "https://app.example.com").secret("s"),
+                |config, line| config.set("server", line.to_owned()),
+            )
+            .toml()
+    };
     let err = Config::from_toml(
         &with("tls_cert = \"file:junk.pem\"\ntls_key = \"file:junk.pem\""),
         dir.path(),

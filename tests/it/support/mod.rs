@@ -176,6 +176,7 @@ pub fn jwt_header(jwt: &str) -> Value {
 }
 
 pub mod browser;
+pub mod config;
 pub mod provider;
 pub mod stack;
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bff_proxy::Bff;
-use bff_proxy::config::{Config, Env};
+use bff_proxy::config::Env;
 use bff_proxy::devecho::DevEcho;
 use bff_proxy::devidp::{DevClient, DevClientAuth, DevIdp, DevIdpSettings};
 use bff_proxy::engine::lifecycle::Running;
@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 use super::browser::Browser;
+use super::config::TestConfig;
 
 pub use super::{KEY, SECRET};
 
@@ -76,8 +77,6 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// The dev IdP (its client list is filled in).
     pub idp: DevIdpSettings,
-    /// Extra lines for the `[oidc]` section.
-    pub oidc_lines: String,
 }
 
 impl Options {
@@ -196,70 +195,35 @@ pub async fn start(front: Front, options: Options) -> Stack {
     .await
     .unwrap();
     let spa = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/spa");
-    let routes = match front {
-        Front::Hyper | Front::Pingora => format!(
-            r#"
-[[routes]]
-path = "/api/"
-upstream = "http://{echo}"
-[[routes]]
-path = "/sp/"
-upstream = "http://{echo}/base"
-strip_prefix = true
-[[routes]]
-path = "/ws/"
-upstream = "http://{ws}"
-csrf = false
-[[routes]]
-path = "/pub/"
-upstream = "http://{echo}"
-auth = "none"
-[[routes]]
-path = "/slow/"
-upstream = "http://{silent}"
-auth = "none"
-[[routes]]
-path = "/down/"
-upstream = "http://127.0.0.1:1"
-auth = "none"
-[[routes]]
-path = "/"
-static_dir = {spa:?}
-auth = "none"
-"#,
-            echo = echo.addr(),
-            ws = ws_upstream().await,
-            silent = silent_upstream().await,
-        ),
-        Front::Axum => r#"
-[[routes]]
-path = "/api/"
-[[routes]]
-path = "/pub/"
-auth = "none"
-"#
-        .to_owned(),
-    };
-    let text = format!(
-        r#"
-[server]
-public_url = "{base}"
-upstream_timeout = "1s"
-[oidc]
-issuer = "{issuer}"
-client_id = "bff"
-client_secret = "{SECRET}"
-post_logout_redirect_uri = "{base}/"
-{oidc_lines}
-[session]
-keys = ["{KEY}"]
-[refresh]
-timeout = "1s"
-{routes}"#,
-        issuer = idp.issuer(),
-        oidc_lines = options.oidc_lines,
-    );
-    let config = Config::from_toml(&text, ".".as_ref(), &Env::from_pairs(options.env)).unwrap();
+    let config = TestConfig::new(idp.issuer(), &base)
+        .secret(SECRET)
+        .set("server", r#"upstream_timeout = "1s""#)
+        .set("oidc", format!("post_logout_redirect_uri = \"{base}/\""))
+        .set("refresh", r#"timeout = "1s""#);
+    let none = r#"auth = "none""#;
+    let config = match front {
+        Front::Hyper | Front::Pingora => {
+            let echo = format!("http://{}", echo.addr());
+            config
+                .upstream("/api/", &echo, &[])
+                .upstream("/sp/", &format!("{echo}/base"), &["strip_prefix = true"])
+                .upstream(
+                    "/ws/",
+                    &format!("http://{}", ws_upstream().await),
+                    &["csrf = false"],
+                )
+                .upstream("/pub/", &echo, &[none])
+                .upstream(
+                    "/slow/",
+                    &format!("http://{}", silent_upstream().await),
+                    &[none],
+                )
+                .upstream("/down/", "http://127.0.0.1:1", &[none])
+                .route("/", &[&format!("static_dir = {spa:?}"), none])
+        }
+        Front::Axum => config.route("/api/", &[]).route("/pub/", &[none]),
+    }
+    .load_in(".".as_ref(), &Env::from_pairs(options.env));
     match front {
         Front::Hyper | Front::Pingora => {
             let bff = Arc::new(Bff::new(config).unwrap());

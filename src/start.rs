@@ -5,7 +5,7 @@ use std::fmt;
 
 /// Why the BFF could not start. A bad setting names it (the binary exits 64 for
 /// those); a service that did not answer or a port that is taken is the machine's
-/// state, not the config's (exit 1).
+/// state, not the config's (exit 69).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StartError {

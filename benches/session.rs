@@ -139,7 +139,7 @@ fn bench(c: &mut Criterion) {
                 .unwrap()
                 .session()
                 .whole
-                .map(str::len)
+                .map(<[u8]>::len)
         });
     });
 

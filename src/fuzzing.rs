@@ -103,10 +103,10 @@ pub fn sealed_cookie(data: &[u8]) {
     };
     match mode % 3 {
         0 => {
-            let text = String::from_utf8_lossy(rest);
+            // Raw bytes, as a Cookie header may carry them (not only UTF-8).
             let _ = sealer
                 .ring()
-                .open_map(COOKIE_NAME, &text, |p| Session::decode(p).ok());
+                .open_map(COOKIE_NAME, rest, |p| Session::decode(p).ok());
         }
         1 => {
             if let Ok(session) = Session::decode(rest) {

@@ -206,13 +206,20 @@ fn serving(bff: &Bff, engine: &str) {
     );
 }
 
-/// The hyper engine on one runtime, until SIGINT or SIGTERM.
+/// The hyper engine on `server.threads` worker threads of its own, until SIGINT or
+/// SIGTERM; the dev services, the admin listener and the readiness warm-up run on a
+/// small runtime beside them.
 fn run_hyper(config: Config) -> Result<(), StartError> {
-    runtime(config.server.threads)?.block_on(async {
+    let threads = config
+        .server
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    runtime(Some(1))?.block_on(async {
         let (dev, bff, admin) = prepare(config).await?;
         let listen = bff.config().server.listen;
         let listener = bind("server.listen", listen).await?;
-        let server = bff_proxy::proxy::ProxyServer::start_with(bff.clone(), listener, admin)?;
+        let server =
+            bff_proxy::proxy::ProxyServer::start_on_threads(bff.clone(), listener, admin, threads)?;
         serving(&bff, "hyper");
         wait_for_signal().await;
         tracing::info!(

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Load benchmark: one small fast upstream (nginx answering "ok"), measured
-#   direct, through nginx as a plain reverse proxy (keep-alive to the upstream),
+#   direct, through nginx as a plain reverse proxy (keep-alive to the upstream; its
+#   own nginx instance, so its CPU is the proxy's alone),
 #   through bff-proxy with the pingora engine and with the hyper engine,
 #   through three pingora replicas sharing Redis (a third of the connections each),
 # the bff-proxy rows with a valid session cookie and the CSRF header on every
 # request, so each request does the full open-session + Bearer work. Same total
-# connections and duration for each. Then a refresh storm: 1000 concurrent connections on one
+# connections and duration for each. For each proxy: its CPU during its run (from
+# /proc: user + system time of all its threads and processes), so requests/s per
+# proxy core compares proxies on a box where the load generator and the upstream
+# share the cores; CPU µs and instructions per request (`perf stat -e instructions`
+# where the machine has hardware counters); ERROR lines in its log. Then a refresh storm: 1000 concurrent connections on one
 # session whose access token has just expired, counting the token requests.
 #
 #   bash benches/load/run.sh            # DUR=10s CONNS=64 THREADS=1 by default
@@ -20,7 +25,7 @@ DUR=${DUR:-10s}
 CONNS=${CONNS:-64}
 WRK_THREADS=${WRK_THREADS:-1}
 # CPU given to each proxy: nginx workers and bff-proxy threads alike.
-PROXY_THREADS=${PROXY_THREADS:-1}
+PROXY_THREADS=${PROXY_THREADS:-2}
 BASE_PORT=${BASE_PORT:-18080}
 UP=$((BASE_PORT + 1)) NGX=$((BASE_PORT + 2)) PG=$((BASE_PORT + 3)) HY=$((BASE_PORT + 4))
 IDP=$((BASE_PORT + 10)) ADM_PG=$((BASE_PORT + 13)) ADM_HY=$((BASE_PORT + 14))
@@ -47,18 +52,39 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  for f in "$WORK"/nginx*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
+  true
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
-trap cleanup EXIT
+# BENCH_KEEP=1 keeps the proxies' logs and configs in /tmp/bff-load-logs for a look after a run.
+finish() {
+  if [ "${BENCH_KEEP:-0}" = 1 ]; then
+    mkdir -p /tmp/bff-load-logs && cp "$WORK"/*.log "$WORK"/*.toml "$WORK"/*.wrk /tmp/bff-load-logs/ 2>/dev/null || true
+  fi
+  cleanup
+}
+trap finish EXIT
 
 wait_http() { # url
   for _ in $(seq 1 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done
   echo "no answer from $1" >&2; return 1
 }
 
-# The upstream and the reference proxy.
+# The upstream (one worker, the same for every row) and the reference proxy (its
+# own instance with PROXY_THREADS workers).
+cat > "$WORK/nginx-up.conf" <<EOF
+worker_processes 1;
+pid $WORK/nginx-up.pid;
+error_log $WORK/nginx-up-error.log;
+daemon on;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
+}
+EOF
 cat > "$WORK/nginx.conf" <<EOF
 worker_processes $PROXY_THREADS;
 pid $WORK/nginx.pid;
@@ -68,7 +94,6 @@ events { worker_connections 8192; }
 http {
   access_log off;
   upstream up { server 127.0.0.1:$UP; keepalive 256; }
-  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
   server {
     listen 127.0.0.1:$NGX;
     location / {
@@ -79,7 +104,10 @@ http {
   }
 }
 EOF
+"$NGINX" -c "$WORK/nginx-up.conf" -p "$WORK" -e "$WORK/nginx-up-error.log"
 "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/nginx-error.log"
+wait_http "http://127.0.0.1:$UP/"
+wait_http "http://127.0.0.1:$NGX/"
 
 KEY=$("$BIN" keygen)
 config() { # listen admin engine dev_idp issuer_port access_lifetime skew [store lines]
@@ -111,9 +139,13 @@ EOF
 config "$PG" "$ADM_PG" pingora true "$IDP" 1h 30s > "$WORK/pingora.toml"
 config "$HY" "$ADM_HY" hyper false "$IDP" 1h 30s > "$WORK/hyper.toml"
 RUST_LOG=warn "$BIN" --config "$WORK/pingora.toml" 2>"$WORK/pingora.log" & PIDS+=($!)
+PG_PID=$!
 wait_http "http://127.0.0.1:$ADM_PG/healthz"
+wait_http "http://127.0.0.1:$PG/"
 RUST_LOG=warn "$BIN" --config "$WORK/hyper.toml" 2>"$WORK/hyper.log" & PIDS+=($!)
+HY_PID=$!
 wait_http "http://127.0.0.1:$ADM_HY/healthz"
+wait_http "http://127.0.0.1:$HY/"
 
 login() { # proxy_port → prints the Cookie header value
   local jar="$WORK/jar.$1"
@@ -127,17 +159,61 @@ for port in "$PG" "$HY"; do
   [ "$got" = "ok" ] || { echo "the session does not work on port $port: $got" >&2; exit 1; }
 done
 
-run() { # name url [headers...]
-  local name=$1 url=$2; shift 2
-  local args=()
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { # pids... → user + system clock ticks of these processes (all threads)
+  local t=0 p
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || continue
+    t=$((t + $(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+# Hardware counters are missing in many VMs (this project's machine among them):
+# then the instructions column says n/a and CPU µs per request stands in for it.
+PERF_OK=0
+if command -v perf >/dev/null && perf stat -x, -e instructions true 2>&1 >/dev/null | grep -q '^[0-9]'; then
+  PERF_OK=1
+fi
+run() { # name url pids-var [headers...]: pids-var names the proxy's processes
+  local name=$1 url=$2 pids_var=$3; shift 3
+  local pids=() args=() h
+  read -r -a pids <<< "${!pids_var:-}"
   for h in "$@"; do args+=(-H "$h"); done
+  local perf_pid=""
+  if [ "$PERF_OK" = 1 ] && [ ${#pids[@]} -gt 0 ]; then
+    perf stat -x, -e instructions -p "$(IFS=,; echo "${pids[*]}")" -o "$WORK/$name.perf" & perf_pid=$!
+  fi
+  # PROFILE=<row name> records that row's proxy with perf (software clock: no
+  # hardware counters needed) into /tmp/bff-load-<row>.perf.data.
+  local prof_pid=""
+  if [ "${PROFILE:-}" = "$name" ] && [ ${#pids[@]} -gt 0 ]; then
+    perf record -q -F 1999 --call-graph dwarf,16384 -p "$(IFS=,; echo "${pids[*]}")" -o "/tmp/bff-load-$name.perf.data" 2>/dev/null & prof_pid=$!
+  fi
+  local t0 t1 started ended
+  t0=$(cpu_ticks "${pids[@]}"); started=$(date +%s.%N)
   wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DUR" --latency "${args[@]}" "$url" > "$WORK/$name.wrk"
-  local rps p50 p99 errors
+  t1=$(cpu_ticks "${pids[@]}"); ended=$(date +%s.%N)
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null || true; fi
+  if [ -n "$prof_pid" ]; then kill -INT "$prof_pid" 2>/dev/null; wait "$prof_pid" 2>/dev/null || true; fi
+  local rps p50 p99 errors total cpu instr
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/$name.wrk")
+  total=$(awk '/requests in/ {print $1}' "$WORK/$name.wrk")
   p50=$(awk '$1 == "50%" {print $2}' "$WORK/$name.wrk")
   p99=$(awk '$1 == "99%" {print $2}' "$WORK/$name.wrk")
-  errors=$(awk '/Non-2xx/ {print $5} /Socket errors/ {print "socket:" $0}' "$WORK/$name.wrk" | tr '\n' ' ')
-  echo "$name $rps $p50 $p99 ${errors:-0}" >> "$WORK/results"
+  errors=$(awk '/Non-2xx/ {printf "non-2xx:%s ", $5} /Socket errors/ {gsub(/ /, ""); printf "%s ", $0}' "$WORK/$name.wrk")
+  # CPU as a share of one core over the run's wall time ("-" when not measured).
+  cpu="-"
+  if [ ${#pids[@]} -gt 0 ]; then
+    cpu=$(awk -v t=$((t1 - t0)) -v hz="$HZ" -v a="$started" -v b="$ended" 'BEGIN {printf "%.0f", 100 * t / hz / (b - a)}')
+  fi
+  instr="n/a"
+  if [ -s "$WORK/$name.perf" ]; then
+    instr=$(awk -F, -v n="$total" '$3 ~ /^instructions/ {printf "%.0f", $1 / n}' "$WORK/$name.perf")
+  fi
+  echo "$name $rps $p50 $p99 $cpu $total ${instr:-n/a} ${errors:-0}" >> "$WORK/results"
+}
+error_lines() { # log file → how many ERROR lines
+  grep -c ' ERROR ' "$1" 2>/dev/null || true
 }
 to_ms() { # wrk latency (e.g. 1.23ms, 456.00us, 1.02s) → ms
   awk -v v="$1" 'BEGIN {
@@ -148,10 +224,12 @@ to_ms() { # wrk latency (e.g. 1.23ms, 456.00us, 1.02s) → ms
 }
 
 : > "$WORK/results"
-run direct "http://127.0.0.1:$UP/api/bench"
-run nginx "http://127.0.0.1:$NGX/api/bench"
-run bff-pingora "http://127.0.0.1:$PG/api/bench" "Cookie: $COOKIE" "X-CSRF: 1"
-run bff-hyper "http://127.0.0.1:$HY/api/bench" "Cookie: $COOKIE" "X-CSRF: 1"
+NGINX_PIDS="$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')"
+NO_PIDS=""
+run direct "http://127.0.0.1:$UP/api/bench" NO_PIDS
+run nginx "http://127.0.0.1:$NGX/api/bench" NGINX_PIDS
+run bff-pingora "http://127.0.0.1:$PG/api/bench" PG_PID "Cookie: $COOKIE" "X-CSRF: 1"
+run bff-hyper "http://127.0.0.1:$HY/api/bench" HY_PID "Cookie: $COOKIE" "X-CSRF: 1"
 
 # Three pingora replicas sharing Redis, each with a third of the connections; the
 # session cookie from the first instance works on all of them (same keys).
@@ -162,6 +240,7 @@ for i in 1 2 3; do
   config "$port" $((BASE_PORT + 20 + i)) pingora false "$IDP" 1h 30s "$STORE" > "$WORK/replica$i.toml"
   RUST_LOG=warn "$BIN" --config "$WORK/replica$i.toml" 2>"$WORK/replica$i.log" & PIDS+=($!)
   wait_http "http://127.0.0.1:$((BASE_PORT + 20 + i))/healthz" || { cat "$WORK/replica$i.toml" "$WORK/replica$i.log" >&2; exit 1; }
+  wait_http "http://127.0.0.1:$port/" || { cat "$WORK/replica$i.log" >&2; exit 1; }
 done
 per=$(( CONNS / 3 )); [ "$per" -ge 1 ] || per=1
 WRK_PIDS=()
@@ -175,7 +254,7 @@ rps3=$(awk '/^Requests\/sec:/ {s += $2} END {printf "%.2f", s}' "$WORK"/replica*
 p50_3=$(awk '$1 == "50%" {print $2}' "$WORK"/replica*.wrk | sort -h | tail -1)
 p99_3=$(awk '$1 == "99%" {print $2}' "$WORK"/replica*.wrk | sort -h | tail -1)
 err3=$(awk '/Non-2xx/ {s += $5} END {print s + 0}' "$WORK"/replica*.wrk)
-echo "bff-3x+redis $rps3 $p50_3 $p99_3 $err3" >> "$WORK/results"
+echo "bff-3x+redis $rps3 $p50_3 $p99_3 - - n/a non-2xx:$err3" >> "$WORK/results"
 
 refreshes_before=$(curl -s "http://127.0.0.1:$ADM_PG/metrics" | awk '/^bff_refresh_total\{result="ok"\}/ {print $2}')
 
@@ -183,6 +262,7 @@ refreshes_before=$(curl -s "http://127.0.0.1:$ADM_PG/metrics" | awk '/^bff_refre
 config "$ST" "$ADM_ST" pingora true "$IDP_ST" 5s 1s | sed "s/$PG\"/$ST\"/" > "$WORK/storm.toml"
 RUST_LOG=warn "$BIN" --config "$WORK/storm.toml" 2>"$WORK/storm.log" & PIDS+=($!)
 wait_http "http://127.0.0.1:$ADM_ST/healthz"
+wait_http "http://127.0.0.1:$ST/"
 STORM_COOKIE=$(login "$ST")
 sleep 5.5 # the access token has just expired
 wrk -t2 -c1000 -d1s --latency -H "Cookie: $STORM_COOKIE" -H "X-CSRF: 1" "http://127.0.0.1:$ST/api/bench" > "$WORK/storm.wrk"
@@ -193,18 +273,27 @@ storm_token=$(echo "$storm_metrics" | awk '/^bff_idp_requests_total\{endpoint="t
 storm_refresh=$(echo "$storm_metrics" | awk '/^bff_refresh_total\{result="ok"\}/ {print $2}')
 
 echo
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m); wrk -t$WRK_THREADS -c$CONNS -d$DUR; proxies with $PROXY_THREADS worker(s)"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m); wrk -t$WRK_THREADS -c$CONNS -d$DUR; every proxy with $PROXY_THREADS worker(s) (nginx worker_processes, bff-proxy server.threads); upstream: nginx, 1 worker"
 echo
-printf '| %-12s | %12s | %9s | %9s | %14s | %16s | %s\n' "target" "requests/s" "p50 ms" "p99 ms" "× nginx req/s" "p99 over direct" "errors"
-printf '|%s|\n' "--------------|--------------|-----------|-----------|----------------|------------------|-------"
-nginx_rps=$(awk '$1 == "nginx" {print $2}' "$WORK/results")
+printf '| %-12s | %10s | %7s | %7s | %9s | %10s | %8s | %10s | %9s | %13s | %s\n' \
+  "target" "requests/s" "p50 ms" "p99 ms" "proxy CPU" "req/s/core" "× nginx" "CPU µs/req" "instr/req" "p99 over dir." "errors"
+printf '|%s|\n' "--------------|------------|---------|---------|-----------|------------|----------|------------|-----------|---------------|-------"
+per_core() { awk -v r="$1" -v c="$2" 'BEGIN { if (c == "-" || c == 0) print "-"; else printf "%.0f", r * 100 / c }'; }
+nginx_per_core=$(awk '$1 == "nginx" {print $2, $5}' "$WORK/results" | { read -r r c; per_core "$r" "$c"; })
 direct_p99=$(to_ms "$(awk '$1 == "direct" {print $4}' "$WORK/results")")
-while read -r name rps p50 p99 errors; do
+while read -r name rps p50 p99 cpu total instr errors; do
   p50ms=$(to_ms "$p50"); p99ms=$(to_ms "$p99")
-  ratio=$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN {printf "%.2f", a / b}')
+  pc=$(per_core "$rps" "$cpu")
+  ratio=$(awk -v a="$pc" -v b="$nginx_per_core" 'BEGIN { if (a == "-") print "-"; else printf "%.2f", a / b }')
+  us=$(awk -v c="$cpu" -v r="$rps" 'BEGIN { if (c == "-") print "-"; else printf "%.1f", c / 100 * 1e6 / r }')
   over=$(awk -v a="$p99ms" -v b="$direct_p99" 'BEGIN {printf "%+.3f ms", a - b}')
-  printf '| %-12s | %12s | %9s | %9s | %14s | %16s | %s\n' "$name" "$rps" "$p50ms" "$p99ms" "$ratio" "$over" "$errors"
+  [ "$cpu" = "-" ] || cpu="$cpu %"
+  printf '| %-12s | %10s | %7s | %7s | %9s | %10s | %8s | %10s | %9s | %13s | %s\n' \
+    "$name" "$rps" "$p50ms" "$p99ms" "$cpu" "$pc" "$ratio" "$us" "$instr" "$over" "$errors"
 done < "$WORK/results"
+echo
+echo "ERROR lines in the proxies' logs: nginx $(grep -c '\[error\]' "$WORK/nginx-error.log" 2>/dev/null || true), bff-pingora $(error_lines "$WORK/pingora.log"), bff-hyper $(error_lines "$WORK/hyper.log"), replicas $(cat "$WORK"/replica*.log | grep -c ' ERROR ' || true)"
+[ "$PERF_OK" = 1 ] || echo "instructions per request: n/a (perf stat finds no hardware counter on this machine; CPU µs/req stands in)"
 echo
 echo "refresh storm (1000 connections, one session, access token just expired, 1 s): $storm_requests requests, non-2xx: ${storm_non2xx:-0}, token requests at the IdP for the refresh: $((storm_token - 1)) (bff_refresh_total{result=\"ok\"} = $storm_refresh)"
 echo "refreshes during the throughput runs: ${refreshes_before:-0} (none expected: tokens live 1 h)"

@@ -90,7 +90,7 @@ pub struct Forward {
     /// `Set-Cookie` values to add to the response (a rotated session).
     pub(crate) set_cookies: Vec<HeaderValue>,
     /// The session's ID token (verified at login), parsed only on demand.
-    pub(crate) id_token: Option<Arc<str>>,
+    pub(crate) id_token: Option<String>,
     /// A `static_dir` route's file: the core serves it and never hands it on.
     pub(crate) static_file: Option<StaticFile>,
 }
@@ -242,7 +242,7 @@ mod tests {
             strip_authorization: true,
             cookie: Some(HeaderValue::from_static("other=SECRET-COOKIE")),
             set_cookies: vec![HeaderValue::from_static("__Host-Http-bff=SECRET-SEALED")],
-            id_token: Some(Arc::from("SECRET-ID")),
+            id_token: Some("SECRET-ID".to_owned()),
             static_file: None,
         };
         let mut resp = Response::new(Bytes::new());

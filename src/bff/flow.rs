@@ -3,8 +3,6 @@
 //! missing CSRF header is refused; the session is opened, checked and refreshed if
 //! needed; the Bearer token goes on.
 
-use std::sync::Arc;
-
 use http::header::{ACCEPT, ALLOW, HeaderMap, HeaderValue};
 use http::request::Parts;
 use subtle::ConstantTimeEq as _;
@@ -147,7 +145,7 @@ impl Core {
         if route.csrf && !self.csrf_ok(&parts.headers) {
             return Err(ErrorKind::Csrf.into());
         }
-        let (session, set_cookies) = match self.refresher.refresh(&session).await {
+        let (mut session, set_cookies) = match self.refresher.refresh(&session).await {
             Outcome::Fresh | Outcome::KeepCurrent => (session, Vec::new()),
             Outcome::Updated {
                 session: next,
@@ -188,11 +186,15 @@ impl Core {
                 ));
             }
         };
-        let bearer = HeaderValue::from_str(&format!("Bearer {}", session.access_token))
+        let mut bearer = Vec::with_capacity(7 + session.access_token.len());
+        bearer.extend_from_slice(b"Bearer ");
+        bearer.extend_from_slice(session.access_token.as_bytes());
+        let bearer = HeaderValue::from_maybe_shared(bytes::Bytes::from(bearer))
             .map_err(|_| ErrorKind::Internal("the access token is not header-safe"))?;
         forward.authorization = Some(bearer);
         forward.set_cookies = set_cookies;
-        forward.id_token = session.id_token.as_deref().map(Arc::from);
+        // Moved, not copied: the session is this request's own.
+        forward.id_token = session.id_token.take();
         Ok(forward)
     }
 }

@@ -108,10 +108,9 @@ impl SessionStorage {
                     Error::new(ErrorKind::StoreUnavailable)
                 })?;
                 stored.and_then(|bytes| {
-                    let text = String::from_utf8(bytes).ok()?;
                     self.sealer
                         .ring()
-                        .open_map(SERVER_SESSION_SEAL, &text, |p| Session::decode(p).ok())
+                        .open_map(SERVER_SESSION_SEAL, &bytes, |p| Session::decode(p).ok())
                         .ok()
                         .flatten()
                 })

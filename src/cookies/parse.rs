@@ -43,23 +43,37 @@ pub(super) fn trim_ows(mut bytes: &[u8]) -> &[u8] {
 /// The pairs of one `Cookie` header value. The one tokenizer of the Cookie header:
 /// reading our cookies, finding login attempts and stripping them all go through it.
 pub fn cookie_pairs(header: &[u8]) -> impl Iterator<Item = CookiePair<'_>> {
-    header.split(|&b| b == b';').filter_map(|piece| {
-        let raw = trim_ows(piece);
-        if raw.is_empty() {
-            return None;
+    let mut rest = Some(header);
+    std::iter::from_fn(move || {
+        loop {
+            let text = rest?;
+            let piece = match memchr::memchr(b';', text) {
+                Some(at) => {
+                    rest = Some(&text[at + 1..]);
+                    &text[..at]
+                }
+                None => {
+                    rest = None;
+                    text
+                }
+            };
+            let raw = trim_ows(piece);
+            if raw.is_empty() {
+                continue;
+            }
+            return Some(match memchr::memchr(b'=', raw) {
+                Some(at) => CookiePair {
+                    name: trim_ows(&raw[..at]),
+                    value: trim_ows(&raw[at + 1..]),
+                    raw,
+                },
+                None => CookiePair {
+                    name: b"",
+                    value: raw,
+                    raw,
+                },
+            });
         }
-        Some(match raw.iter().position(|&b| b == b'=') {
-            Some(at) => CookiePair {
-                name: trim_ows(&raw[..at]),
-                value: trim_ows(&raw[at + 1..]),
-                raw,
-            },
-            None => CookiePair {
-                name: b"",
-                value: raw,
-                raw,
-            },
-        })
     })
 }
 
@@ -253,7 +267,7 @@ impl CookieNames {
                 return Err(Error::new(ErrorKind::CookieHeaderTooLarge));
             }
         }
-        let mut parsed = Vec::new();
+        let mut parsed = Vec::with_capacity(pairs);
         for value in headers.get_all(COOKIE) {
             for pair in cookie_pairs(value.as_bytes()) {
                 parsed.push((self.classify_pair(&pair), pair));
@@ -299,9 +313,9 @@ pub struct RequestCookies<'h> {
 #[derive(Default, Clone, PartialEq, Eq)]
 pub struct SessionCookie<'h> {
     /// The unchunked value, when exactly one cookie carried it.
-    pub whole: Option<&'h str>,
+    pub whole: Option<&'h [u8]>,
     /// The chunks joined, when they run 0..n without a gap or a repeat.
-    pub chunked: Option<String>,
+    pub chunked: Option<Vec<u8>>,
     /// Which cookies were there (to clear them).
     pub present: Present,
 }
@@ -309,16 +323,17 @@ pub struct SessionCookie<'h> {
 impl fmt::Debug for SessionCookie<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionCookie")
-            .field("whole", &self.whole.map(str::len))
-            .field("chunked", &self.chunked.as_ref().map(String::len))
+            .field("whole", &self.whole.map(<[u8]>::len))
+            .field("chunked", &self.chunked.as_ref().map(Vec::len))
             .field("present", &self.present)
             .finish()
     }
 }
 
 impl SessionCookie<'_> {
-    /// The sealed values to try, whole first.
-    pub fn candidates(&self) -> impl Iterator<Item = &str> {
+    /// The sealed values to try, whole first. Bytes as they came: opening checks
+    /// they are base64url (no UTF-8 check first, on every request).
+    pub fn candidates(&self) -> impl Iterator<Item = &[u8]> {
         [self.whole, self.chunked.as_deref()].into_iter().flatten()
     }
 }
@@ -343,7 +358,7 @@ impl<'h> RequestCookies<'h> {
                 CookieKind::Session => {
                     out.present.whole = true;
                     whole_count += 1;
-                    out.whole = std::str::from_utf8(pair.value).ok();
+                    out.whole = Some(pair.value);
                 }
                 CookieKind::Chunk(i) => {
                     let i = usize::from(i);
@@ -359,12 +374,9 @@ impl<'h> RequestCookies<'h> {
         }
         let count = chunks.iter().take_while(|c| c.is_some()).count();
         if !repeated_chunk && count > 0 && chunks[count..].iter().all(Option::is_none) {
-            let mut joined = String::with_capacity(count * SET_COOKIE_BUDGET);
+            let mut joined = Vec::with_capacity(count * SET_COOKIE_BUDGET);
             for chunk in chunks.iter().take(count).flatten() {
-                match std::str::from_utf8(chunk) {
-                    Ok(text) => joined.push_str(text),
-                    Err(_) => return out,
-                }
+                joined.extend_from_slice(chunk);
             }
             out.chunked = Some(joined);
         }

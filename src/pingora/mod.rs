@@ -26,7 +26,7 @@ use pingora::proxy::FailToProxy;
 use pingora::{Error as PingoraError, ErrorType, Result};
 
 pub use conn::GuardedApp;
-pub use server::{PingoraServer, proxy_service, run_blocking, server_conf};
+pub use server::{PingoraServer, run_blocking, server_conf};
 
 use crate::bff::{Bff, Decision, DoorRequest, Forward};
 use crate::engine::error_answer;
@@ -256,6 +256,17 @@ impl ProxyHttp for BffPingora {
         headers::clean_response(upstream_response, switching);
         headers::add_set_cookies(upstream_response, forward);
         Ok(())
+    }
+
+    /// pingora's own ERROR line for a failed request is left out: an upstream
+    /// failure is logged by `fail_to_proxy` (a warning with the status sent), and a
+    /// client that closes its connection before its answer (a load generator that
+    /// stops, a tab that closes) is not an error of the proxy: a debug line.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &PingoraError) -> bool {
+        if e.esource() == &pingora::ErrorSource::Downstream {
+            tracing::debug!(error = %e, "the client went away before its answer");
+        }
+        true
     }
 
     async fn fail_to_proxy(

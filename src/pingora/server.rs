@@ -1,6 +1,14 @@
 //! Running the pingora engine: as the binary's server (pingora's `Server`, fed from
 //! our config.toml, with SIGINT/SIGTERM mapped to a bounded graceful shutdown), or
 //! in-process on a listener already bound (tests bind port 0).
+//!
+//! The binary runs one pingora service per worker thread, each on its own
+//! single-threaded runtime with its own upstream connection pool, all accepting on
+//! the one listening socket. A connection then lives on one thread from accept to
+//! close, and so does every upstream connection it reuses: no cross-thread wake-ups,
+//! and no race between a pooled connection's idle watcher and the request taking it
+//! (with one shared pool across threads, pingora loses that race now and then,
+//! drops the connection and logs "failed to acquire reusable stream").
 
 use std::os::fd::IntoRawFd as _;
 use std::sync::Arc;
@@ -32,18 +40,24 @@ pub fn server_conf(bff: &Bff) -> ServerConf {
         graceful_shutdown_timeout_seconds: Some(server.shutdown_timeout.as_secs().max(1)),
         upstream_keepalive_pool_size: server.upstream_keepalive,
         work_stealing: false,
+        // One service per thread, each of one thread (see the module's doc).
         ..ServerConf::default()
     }
 }
 
-/// The proxy as a pingora service: pingora's HTTP proxy app over the core, behind
-/// the connection limits (`server.header_timeout`, `idle_timeout`,
-/// `max_connections`).
-pub fn proxy_service(conf: &Arc<ServerConf>, bff: Bff) -> Service<GuardedApp> {
-    let limits = Arc::new(ConnLimits::from_config(bff.config()));
+/// The proxy as a pingora service: pingora's HTTP proxy app over the core (with
+/// its own upstream connection pool), behind the connection limits
+/// (`server.header_timeout`, `idle_timeout`, `max_connections`, shared by every
+/// service of the process).
+fn proxy_service(
+    name: String,
+    conf: &Arc<ServerConf>,
+    bff: Bff,
+    limits: Arc<ConnLimits>,
+) -> Service<GuardedApp> {
     let mut proxy = pingora::proxy::http_proxy(conf, BffPingora::new(bff));
     proxy.handle_init_modules();
-    Service::new("bff-proxy".to_owned(), GuardedApp::new(proxy, limits))
+    Service::new(name, GuardedApp::new(proxy, limits))
 }
 
 /// SIGINT and SIGTERM both ask for a graceful shutdown (bounded by
@@ -62,13 +76,21 @@ impl ShutdownSignalWatch for Signals {
 /// Runs the pingora engine as the binary's server until SIGINT/SIGTERM. Blocks.
 pub fn run_blocking(bff: Bff) -> Result<(), StartError> {
     let conf = server_conf(&bff);
+    let threads = conf.threads.max(1);
     let listen = bff.config().server.listen.to_string();
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let tls = bff.config().resolved.tls.clone();
-    let mut service = proxy_service(&server.configuration, bff);
-    add_listener(&mut service, &listen, tls.as_ref())?;
-    server.add_service(service);
+    let limits = Arc::new(ConnLimits::from_config(bff.config()));
+    // pingora binds an address once and hands the same socket to every service
+    // that names it (its fd table), so the services share one accept queue.
+    for i in 0..threads {
+        let name = format!("bff-proxy-{i}");
+        let mut service = proxy_service(name, &server.configuration, bff.clone(), limits.clone());
+        service.threads = Some(1);
+        add_listener(&mut service, &listen, tls.as_ref())?;
+        server.add_service(service);
+    }
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals),
     });
@@ -113,7 +135,8 @@ impl PingoraServer {
             |e: std::io::Error| StartError::unavailable("server.listen", e.to_string());
         let addr = listener.local_addr().map_err(unavailable)?;
         let conf = Arc::new(server_conf(&bff));
-        let mut service = proxy_service(&conf, bff.clone());
+        let limits = Arc::new(ConnLimits::from_config(bff.config()));
+        let mut service = proxy_service("bff-proxy".to_owned(), &conf, bff.clone(), limits);
         let key = addr.to_string();
         let tls = bff.config().resolved.tls.clone();
         add_listener(&mut service, &key, tls.as_ref())?;

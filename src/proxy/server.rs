@@ -1,6 +1,11 @@
 //! The hyper engine's listener: HTTP/1.1 with upgrades, TLS when configured, the
 //! connection limits, graceful shutdown; the admin listener and warm-up come from
 //! the shared lifecycle.
+//!
+//! The binary serves on `server.threads` worker threads, each a single-threaded
+//! runtime with its own door (and so its own upstream connection pool), all
+//! accepting on the one listening socket: a connection and the upstream
+//! connections it reuses stay on one thread, with no cross-thread wake-ups.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -39,7 +44,64 @@ impl ProxyServer {
         Self::start_with(bff, listener, admin)
     }
 
-    /// Serves on listeners already bound (tests bind port 0).
+    /// Serves on `threads` worker threads of their own (see the module's doc), on
+    /// a listener already bound; the admin listener and warm-up run on the current
+    /// runtime. The binary's way to run the engine.
+    pub fn start_on_threads(
+        bff: impl Into<Bff>,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+        threads: usize,
+    ) -> Result<Running, StartError> {
+        let bff = bff.into();
+        let unavailable =
+            |e: std::io::Error| StartError::unavailable("server.listen", e.to_string());
+        let addr = listener.local_addr().map_err(unavailable)?;
+        let listener = listener.into_std().map_err(unavailable)?;
+        let tls = match &bff.config().resolved.tls {
+            Some(files) => Some(tls_acceptor(files)?),
+            None => None,
+        };
+        let starting = Starting::new(&bff, admin)
+            .map_err(|e| StartError::unavailable("server.admin_listen", e.to_string()))?;
+        let limits = Arc::new(ConnLimits::from_config(bff.config()));
+        let shutdown_timeout = bff.config().server.shutdown_timeout;
+        let mut done = Vec::new();
+        for i in 0..threads.max(1) {
+            let listener = listener.try_clone().map_err(unavailable)?;
+            let door = HyperDoor::new(bff.clone())?;
+            let (tls, limits, stop) = (tls.clone(), Arc::clone(&limits), starting.stop_signal());
+            let (finished, wait) = tokio::sync::oneshot::channel::<()>();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| StartError::unavailable("server.threads", e.to_string()))?;
+            std::thread::Builder::new()
+                .name(format!("bff-hyper-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        match TcpListener::from_std(listener) {
+                            Ok(listener) => {
+                                serve(listener, door, tls, limits, stop, shutdown_timeout).await;
+                            }
+                            Err(e) => tracing::error!(error = %e, "worker cannot listen"),
+                        }
+                    });
+                    let _ = finished.send(());
+                })
+                .map_err(|e| StartError::unavailable("server.threads", e.to_string()))?;
+            done.push(wait);
+        }
+        let engine = tokio::spawn(async move {
+            for wait in done {
+                let _ = wait.await;
+            }
+        });
+        Ok(starting.running(&bff, addr, engine))
+    }
+
+    /// Serves on listeners already bound (tests bind port 0), within the current
+    /// runtime.
     pub fn start_with(
         bff: impl Into<Bff>,
         listener: TcpListener,

@@ -73,6 +73,27 @@ fn every_single_byte_flip_is_rejected() {
     }
 }
 
+/// A value has one spelling: the unused low bits of the last base64 character must be
+/// zero (a forgiving decoder would open `…A` and `…B` alike).
+#[test]
+fn non_canonical_trailing_bits_are_refused() {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let ring = ring();
+    // 1 + 33 = 34 bytes: the last character carries 2 bits and 4 unused ones; 2 + 33
+    // = 35 bytes: 4 bits and 2 unused.
+    for plaintext in [&b"x"[..], b"xy"] {
+        let sealed = ring.seal("c", plaintext);
+        assert_ne!(sealed.len() % 4, 0);
+        let mut text = sealed.clone().into_bytes();
+        let last = text.len() - 1;
+        let index = ALPHABET.iter().position(|&c| c == text[last]).unwrap();
+        text[last] = ALPHABET[index ^ 1];
+        let text = String::from_utf8(text).unwrap();
+        assert!(ring.open("c", &sealed).is_ok());
+        assert_eq!(ring.open("c", &text), Err(OpenError::Encoding), "{text}");
+    }
+}
+
 #[test]
 fn truncation_and_extension_are_rejected() {
     let ring = ring();

@@ -217,7 +217,7 @@ where
             // headers.
             headers::apply_to_request(&mut parts.headers, &forward, headers::Hop::Layer);
             parts.extensions.insert(BffSession {
-                id_token: forward.id_token.clone(),
+                id_token: forward.id_token.as_deref().map(Arc::from),
             });
             let resp = inner.call(Request::from_parts(parts, body)).await?;
             let (mut head, body) = resp.into_parts();

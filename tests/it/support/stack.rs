@@ -229,8 +229,10 @@ pub async fn start(front: Front, options: Options) -> Stack {
             let bff = Arc::new(Bff::new(config).unwrap());
             let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let (server, admin) = if front == Front::Hyper {
+                // Two worker threads of their own, as the binary runs the engine.
                 let server =
-                    ProxyServer::start_with(Arc::clone(&bff), listener, Some(admin)).unwrap();
+                    ProxyServer::start_on_threads(Arc::clone(&bff), listener, Some(admin), 2)
+                        .unwrap();
                 let admin = server.admin_addr();
                 (Server::Hyper(server), admin)
             } else {

@@ -15,6 +15,9 @@
 #
 #   bash benches/load/run.sh            # DUR=10s CONNS=64 THREADS=1 by default
 #   DUR=30s CONNS=128 bash benches/load/run.sh
+#   BFF_BIN=/path/to/older/bff-proxy bash benches/load/run.sh   # another build
+#   PROFILE=bff-pingora bash benches/load/run.sh   # perf record of that row
+#   FIXED_RATE=5000 bash benches/load/run.sh   # the fixed-rate run at that rate
 #
 # Installs wrk and nginx (Debian packages) when missing. Everything listens on
 # 127.0.0.1; every process it starts is stopped on exit.
@@ -31,22 +34,14 @@ UP=$((BASE_PORT + 1)) NGX=$((BASE_PORT + 2)) PG=$((BASE_PORT + 3)) HY=$((BASE_PO
 IDP=$((BASE_PORT + 10)) ADM_PG=$((BASE_PORT + 13)) ADM_HY=$((BASE_PORT + 14))
 ST=$((BASE_PORT + 5)) IDP_ST=$((BASE_PORT + 15)) ADM_ST=$((BASE_PORT + 16))
 R1=$((BASE_PORT + 6)) R2=$((BASE_PORT + 7)) R3=$((BASE_PORT + 8))
+NODE=$((BASE_PORT + 30)) NODE_IDP=$((BASE_PORT + 31)) NODE_IDP_PX=$((BASE_PORT + 32)) NODE_IDP_ADM=$((BASE_PORT + 33))
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-command -v curl >/dev/null || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]}" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-ulimit -n 65536 2>/dev/null || ulimit -n 4096 2>/dev/null || true
-
-./scripts/setup
-cargo build --release --bin bff-proxy >&2
-BIN=${CARGO_TARGET_DIR:-target}/release/bff-proxy
+# wrk, nginx, curl, scripts/setup, BIN (BFF_BIN or this checkout's build), wait_http.
+. benches/load/common.sh
+# The fixed-rate run's open-loop generator (benches/load/openload.rs).
+cargo build --release --example openload >&2
+OPENLOAD=${CARGO_TARGET_DIR:-target}/release/examples/openload
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -66,25 +61,10 @@ finish() {
 }
 trap finish EXIT
 
-wait_http() { # url
-  for _ in $(seq 1 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done
-  echo "no answer from $1" >&2; return 1
-}
 
 # The upstream (one worker, the same for every row) and the reference proxy (its
 # own instance with PROXY_THREADS workers).
-cat > "$WORK/nginx-up.conf" <<EOF
-worker_processes 1;
-pid $WORK/nginx-up.pid;
-error_log $WORK/nginx-up-error.log;
-daemon on;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
-}
-EOF
+start_upstream "$UP" "$WORK"
 cat > "$WORK/nginx.conf" <<EOF
 worker_processes $PROXY_THREADS;
 pid $WORK/nginx.pid;
@@ -94,6 +74,7 @@ events { worker_connections 8192; }
 http {
   access_log off;
   upstream up { server 127.0.0.1:$UP; keepalive 256; }
+  keepalive_requests 1000000;
   server {
     listen 127.0.0.1:$NGX;
     location / {
@@ -104,9 +85,7 @@ http {
   }
 }
 EOF
-"$NGINX" -c "$WORK/nginx-up.conf" -p "$WORK" -e "$WORK/nginx-up-error.log"
 "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/nginx-error.log"
-wait_http "http://127.0.0.1:$UP/"
 wait_http "http://127.0.0.1:$NGX/"
 
 KEY=$("$BIN" keygen)
@@ -231,6 +210,54 @@ run nginx "http://127.0.0.1:$NGX/api/bench" NGINX_PIDS
 run bff-pingora "http://127.0.0.1:$PG/api/bench" PG_PID "Cookie: $COOKIE" "X-CSRF: 1"
 run bff-hyper "http://127.0.0.1:$HY/api/bench" HY_PID "Cookie: $COOKIE" "X-CSRF: 1"
 
+# The Node BFF (benches/load/node/bff.js: express-openid-connect + http-proxy-middleware,
+# a cluster of PROXY_THREADS workers), logged in through its own dev IdP (a bff-proxy
+# process whose client is the Node app), with its session cookie on every request.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  [ -d benches/load/node/node_modules/express-openid-connect ] ||
+    npm ci --prefix benches/load/node --no-audit --no-fund >/dev/null
+  config "$NODE_IDP_PX" "$NODE_IDP_ADM" hyper true "$NODE_IDP" 1h 30s |
+    sed -e "s#^public_url = .*#public_url = \"http://127.0.0.1:$NODE\"#" \
+        -e 's/^client_id = .*/client_id = "node"/' -e 's/^client_secret = .*/client_secret = "node-secret"/' \
+    > "$WORK/node-idp.toml"
+  RUST_LOG=warn "$BIN" --config "$WORK/node-idp.toml" 2>"$WORK/node-idp.log" & PIDS+=($!)
+  wait_http "http://127.0.0.1:$NODE_IDP/.well-known/openid-configuration"
+  PORT=$NODE UPSTREAM="http://127.0.0.1:$UP" ISSUER="http://127.0.0.1:$NODE_IDP" CLIENT_ID=node \
+    CLIENT_SECRET=node-secret WORKERS=$PROXY_THREADS node benches/load/node/bff.js 2>"$WORK/node.log" &
+  PIDS+=($!); NODE_PRIMARY=$!
+  wait_http "http://127.0.0.1:$NODE/"
+  sleep 1 # the workers start after the primary answers
+  curl -s -c "$WORK/jar.node" -b "$WORK/jar.node" -L -o /dev/null "http://127.0.0.1:$NODE/bff/login"
+  NODE_COOKIE=$(awk '$6 ~ /^appSession/ { printf "%s%s=%s", sep, $6, $7; sep="; " }' "$WORK/jar.node")
+  got=$(curl -s -H "Cookie: $NODE_COOKIE" "http://127.0.0.1:$NODE/api/bench")
+  if [ "$got" = "ok" ]; then
+    NODE_PIDS="$NODE_PRIMARY $(pgrep -P "$NODE_PRIMARY" | tr '\n' ' ')"
+    run node-bff "http://127.0.0.1:$NODE/api/bench" NODE_PIDS "Cookie: $NODE_COOKIE"
+  else
+    echo "the Node BFF's session does not work ($got): no node-bff row" >&2
+  fi
+else
+  echo "node and npm are needed for the node-bff row: skipped" >&2
+fi
+
+# Fixed rate: half of nginx's maximum above, the same for every target, open loop
+# (latency counted from when each request was due), so the added latency is measured
+# without saturating the box.
+# FIXED_RATE=<req/s> sets another rate (one every target can sustain, say).
+RATE=${FIXED_RATE:-$(awk '$1 == "nginx" {printf "%d", $2 / 2}' "$WORK/results")}
+FIXED_SECS=${DUR%s}
+: > "$WORK/fixed"
+fixed() { # name url [headers...]
+  local name=$1 url=$2; shift 2
+  local args=() h
+  for h in "$@"; do args+=(-H "$h"); done
+  echo "$name $("$OPENLOAD" --rate "$RATE" --duration "$FIXED_SECS" --connections "$CONNS" "${args[@]}" "$url")" >> "$WORK/fixed"
+}
+fixed direct "http://127.0.0.1:$UP/api/bench"
+fixed nginx "http://127.0.0.1:$NGX/api/bench"
+fixed bff-pingora "http://127.0.0.1:$PG/api/bench" "Cookie: $COOKIE" "X-CSRF: 1"
+fixed bff-hyper "http://127.0.0.1:$HY/api/bench" "Cookie: $COOKIE" "X-CSRF: 1"
+
 # Three pingora replicas sharing Redis, each with a third of the connections; the
 # session cookie from the first instance works on all of them (same keys).
 redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 || ./scripts/setup
@@ -294,6 +321,22 @@ done < "$WORK/results"
 echo
 echo "ERROR lines in the proxies' logs: nginx $(grep -c '\[error\]' "$WORK/nginx-error.log" 2>/dev/null || true), bff-pingora $(error_lines "$WORK/pingora.log"), bff-hyper $(error_lines "$WORK/hyper.log"), replicas $(cat "$WORK"/replica*.log | grep -c ' ERROR ' || true)"
 [ "$PERF_OK" = 1 ] || echo "instructions per request: n/a (perf stat finds no hardware counter on this machine; CPU µs/req stands in)"
+echo
+rate_why="half of nginx's requests/s above"
+[ -n "${FIXED_RATE:-}" ] && rate_why="set by FIXED_RATE"
+echo "fixed rate: $RATE requests/s ($rate_why) for ${FIXED_SECS}s over $CONNS connections, open loop (benches/load/openload.rs)"
+echo
+printf '| %-12s | %8s | %8s | %9s | %8s | %14s | %s\n' "target" "p50 ms" "p99 ms" "p99.9 ms" "max ms" "p99 over nginx" "errors"
+printf '|%s|\n' "--------------|----------|----------|-----------|----------|----------------|-------"
+field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<< "$2"; }
+nginx_fixed_p99=$(field p99_ms "$(awk '$1 == "nginx"' "$WORK/fixed")")
+while read -r line; do
+  name=${line%% *}
+  p99=$(field p99_ms "$line")
+  over=$(awk -v a="$p99" -v b="$nginx_fixed_p99" 'BEGIN {printf "%+.3f ms", a - b}')
+  printf '| %-12s | %8s | %8s | %9s | %8s | %14s | %s\n' "$name" "$(field p50_ms "$line")" "$p99" \
+    "$(field p999_ms "$line")" "$(field max_ms "$line")" "$over" "$(field errors "$line")"
+done < "$WORK/fixed"
 echo
 echo "refresh storm (1000 connections, one session, access token just expired, 1 s): $storm_requests requests, non-2xx: ${storm_non2xx:-0}, token requests at the IdP for the refresh: $((storm_token - 1)) (bff_refresh_total{result=\"ok\"} = $storm_refresh)"
 echo "refreshes during the throughput runs: ${refreshes_before:-0} (none expected: tokens live 1 h)"

@@ -176,16 +176,16 @@ impl DevServices {
     async fn shutdown(&self) {}
 }
 
-/// A multi-threaded runtime (`threads` workers when given).
-fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, StartError> {
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if let Some(threads) = threads {
-        runtime.worker_threads(threads);
-    }
-    runtime.build().map_err(|e| {
-        StartError::unavailable("server.threads", format!("cannot start the runtime: {e}"))
-    })
+/// The small runtime beside the engine's worker threads: dev services, the admin
+/// listener, the readiness warm-up, signals.
+fn side_runtime() -> Result<tokio::runtime::Runtime, StartError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            StartError::unavailable("server.threads", format!("cannot start the runtime: {e}"))
+        })
 }
 
 /// What both engines start with: the dev services `[dev]` asks for, the core with
@@ -214,11 +214,8 @@ fn serving(bff: &Bff, engine: &str) {
 /// SIGTERM; the dev services, the admin listener and the readiness warm-up run on a
 /// small runtime beside them.
 fn run_hyper(config: Config) -> Result<(), StartError> {
-    let threads = config
-        .server
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    runtime(Some(1))?.block_on(async {
+    let threads = config.server.worker_threads();
+    side_runtime()?.block_on(async {
         let (dev, bff, admin) = prepare(config).await?;
         let listen = bff.config().server.listen;
         let listener = bind("server.listen", listen).await?;
@@ -239,7 +236,7 @@ fn run_hyper(config: Config) -> Result<(), StartError> {
 /// pingora runs its own runtimes; the dev services, the admin listener and the
 /// readiness warm-up run on a small runtime of their own beside it.
 fn run_pingora(config: Config) -> Result<(), StartError> {
-    let side = runtime(Some(1))?;
+    let side = side_runtime()?;
     let (dev, bff, admin) = side.block_on(prepare(config))?;
     // Bound here, so a taken port is one clear line rather than pingora's panic.
     let listen = bff.config().server.listen;

@@ -33,14 +33,11 @@ use pingora::services::listening::Service;
 pub fn server_conf(bff: &Bff) -> ServerConf {
     let server = &bff.config().server;
     ServerConf {
-        threads: server
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
+        threads: server.worker_threads(),
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(server.shutdown_timeout.as_secs().max(1)),
         upstream_keepalive_pool_size: server.upstream_keepalive,
         work_stealing: false,
-        // One service per thread, each of one thread (see the module's doc).
         ..ServerConf::default()
     }
 }
@@ -76,7 +73,7 @@ impl ShutdownSignalWatch for Signals {
 /// Runs the pingora engine as the binary's server until SIGINT/SIGTERM. Blocks.
 pub fn run_blocking(bff: Bff) -> Result<(), StartError> {
     let conf = server_conf(&bff);
-    let threads = conf.threads.max(1);
+    let threads = conf.threads;
     let listen = bff.config().server.listen.to_string();
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();

@@ -56,21 +56,13 @@ impl ProxyServer {
         let bff = bff.into();
         let unavailable =
             |e: std::io::Error| StartError::unavailable("server.listen", e.to_string());
-        let addr = listener.local_addr().map_err(unavailable)?;
         let listener = listener.into_std().map_err(unavailable)?;
-        let tls = match &bff.config().resolved.tls {
-            Some(files) => Some(tls_acceptor(files)?),
-            None => None,
-        };
-        let starting = Starting::new(&bff, admin)
-            .map_err(|e| StartError::unavailable("server.admin_listen", e.to_string()))?;
-        let limits = Arc::new(ConnLimits::from_config(bff.config()));
-        let shutdown_timeout = bff.config().server.shutdown_timeout;
+        let (addr, starting, setup) = Setup::new(&bff, &listener, admin)?;
         let mut done = Vec::new();
         for i in 0..threads.max(1) {
             let listener = listener.try_clone().map_err(unavailable)?;
             let door = HyperDoor::new(bff.clone())?;
-            let (tls, limits, stop) = (tls.clone(), Arc::clone(&limits), starting.stop_signal());
+            let (setup, stop) = (setup.clone(), starting.stop_signal());
             let (finished, wait) = tokio::sync::oneshot::channel::<()>();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -81,9 +73,7 @@ impl ProxyServer {
                 .spawn(move || {
                     runtime.block_on(async move {
                         match TcpListener::from_std(listener) {
-                            Ok(listener) => {
-                                serve(listener, door, tls, limits, stop, shutdown_timeout).await;
-                            }
+                            Ok(listener) => serve(listener, door, setup, stop).await,
                             Err(e) => tracing::error!(error = %e, "worker cannot listen"),
                         }
                     });
@@ -108,21 +98,11 @@ impl ProxyServer {
         admin: Option<TcpListener>,
     ) -> Result<Running, StartError> {
         let bff = bff.into();
-        let addr = listener
-            .local_addr()
-            .map_err(|e| StartError::unavailable("server.listen", e.to_string()))?;
-        let tls = match &bff.config().resolved.tls {
-            Some(files) => Some(tls_acceptor(files)?),
-            None => None,
-        };
+        let (addr, starting, setup) = Setup::new(&bff, &listener, admin)?;
         let door = HyperDoor::new(bff.clone())?;
-        let starting = Starting::new(&bff, admin)
-            .map_err(|e| StartError::unavailable("server.admin_listen", e.to_string()))?;
-        let limits = Arc::new(ConnLimits::from_config(bff.config()));
-        let shutdown_timeout = bff.config().server.shutdown_timeout;
         let stop = starting.stop_signal();
         let engine = tokio::spawn(async move {
-            serve(listener, door, tls, limits, stop, shutdown_timeout).await;
+            serve(listener, door, setup, stop).await;
         });
         Ok(starting.running(&bff, addr, engine))
     }
@@ -151,17 +131,72 @@ pub fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
+/// What every serving loop of one engine shares: TLS, the connection limits, the
+/// shutdown bound.
+#[derive(Clone)]
+struct Setup {
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Arc<ConnLimits>,
+    shutdown_timeout: Duration,
+}
+
+impl Setup {
+    /// The listener's address, the lifecycle started (admin listener, warm-up), and
+    /// what the serving loops share.
+    fn new(
+        bff: &Bff,
+        listener: &impl LocalAddr,
+        admin: Option<TcpListener>,
+    ) -> Result<(SocketAddr, Starting, Self), StartError> {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError::unavailable("server.listen", e.to_string()))?;
+        let tls = match &bff.config().resolved.tls {
+            Some(files) => Some(tls_acceptor(files)?),
+            None => None,
+        };
+        let starting = Starting::new(bff, admin)
+            .map_err(|e| StartError::unavailable("server.admin_listen", e.to_string()))?;
+        let setup = Self {
+            tls,
+            limits: Arc::new(ConnLimits::from_config(bff.config())),
+            shutdown_timeout: bff.config().server.shutdown_timeout,
+        };
+        Ok((addr, starting, setup))
+    }
+}
+
+/// A listener's local address, tokio's or std's.
+trait LocalAddr {
+    fn local_addr(&self) -> std::io::Result<SocketAddr>;
+}
+
+impl LocalAddr for TcpListener {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        TcpListener::local_addr(self)
+    }
+}
+
+impl LocalAddr for std::net::TcpListener {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        std::net::TcpListener::local_addr(self)
+    }
+}
+
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn serve(
     listener: TcpListener,
     door: HyperDoor,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    limits: Arc<ConnLimits>,
+    setup: Setup,
     mut stop: watch::Receiver<bool>,
-    shutdown_timeout: Duration,
 ) {
+    let Setup {
+        tls,
+        limits,
+        shutdown_timeout,
+    } = setup;
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {

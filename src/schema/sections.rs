@@ -64,6 +64,16 @@ pub struct ServerConfig {
     pub path_check: crate::paths::PathCheck,
 }
 
+impl ServerConfig {
+    /// How many worker threads an engine runs: `threads`, else the number of cores.
+    #[must_use]
+    pub fn worker_threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+            .max(1)
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {

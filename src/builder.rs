@@ -26,13 +26,28 @@ use crate::store::SharedStore;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// Like the binary, the builder reads the process environment: `env:NAME` values
+/// (secrets kept out of code) and `BFF_<SECTION>_<KEY>` variables, which override
+/// what the code sets (`BFF_OIDC_ISSUER`, `BFF_SESSION_KEYS`…: the same names as
+/// for `config.toml`). [`BffBuilder::env`] gives it another environment.
 #[must_use]
-#[derive(Default)]
 pub struct BffBuilder {
     table: toml::Table,
     routes: Vec<toml::Value>,
     env: Env,
     store: Option<Arc<dyn SharedStore>>,
+}
+
+impl Default for BffBuilder {
+    fn default() -> Self {
+        Self {
+            table: toml::Table::new(),
+            routes: Vec::new(),
+            env: Env::from_process(),
+            store: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for BffBuilder {
@@ -140,14 +155,25 @@ impl BffBuilder {
         self.set("server.public_url", url.into())
     }
 
-    /// Adds a route.
+    /// `store.kind = "redis"` and `store.url`: state shared with other replicas
+    /// (refresh coordination, revocations, server-mode sessions) lives in Redis.
+    /// `build` connects it and fails, naming `store.url`, when Redis does not
+    /// answer. The URL may be `env:NAME` or `file:PATH`, as in the file; other
+    /// `store.*` settings (`key_prefix`, `timeout`) go through [`BffBuilder::set`].
+    pub fn redis(self, url: impl Into<String>) -> Self {
+        self.set("store.kind", "redis").set("store.url", url.into())
+    }
+
+    /// Adds a route: rules for the requests whose path starts with its `path`.
+    /// In front of an app (the tower layer) a route is needed only where the app
+    /// wants rules; other paths pass to the app.
     pub fn route(mut self, route: RouteSpec) -> Self {
         self.routes.push(toml::Value::Table(route.table));
         self
     }
 
-    /// Where `env:NAME` secrets are read (none unless given; the binary passes the
-    /// process environment).
+    /// Where `env:NAME` secrets and `BFF_<SECTION>_<KEY>` overrides are read (the
+    /// process environment unless given: tests pass their own).
     pub fn env(mut self, env: Env) -> Self {
         self.env = env;
         self
@@ -166,7 +192,8 @@ impl BffBuilder {
             .table
             .get("server")
             .and_then(toml::Value::as_table)
-            .is_some_and(|s| s.contains_key("public_url"));
+            .is_some_and(|s| s.contains_key("public_url"))
+            || self.env.get("BFF_SERVER_PUBLIC_URL").is_some();
         if !has_public_url {
             return Err(StartError::setting(
                 "server.public_url",

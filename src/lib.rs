@@ -8,13 +8,47 @@
 //! opaque, HttpOnly cookie.
 //!
 //! The core ([`Bff`]) knows nothing of tower or pingora; the `tower` and `pingora`
-//! features add the front doors, `dev` the development IdP and echo upstream.
-//! ARCHITECTURE.md maps the crate.
+//! features add the front doors, `axum` the extractor and admin router, `dev` the
+//! development IdP and echo upstream. ARCHITECTURE.md maps the crate.
+//!
+//! In an axum app (`bff-proxy = { default-features = false, features = ["tower",
+//! "axum"] }`): the layer answers `/bff/login`, `/bff/callback`, `/bff/logout`…,
+//! keeps the tokens, and hands handlers the user's [`axum::Session`]; paths with
+//! no route pass to the app, `/api/` here gets the rules of a route (a session and
+//! the CSRF header, the Bearer token added):
+//!
+//! ```no_run
+//! # #[cfg(feature = "axum")]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::{Router, routing::get};
+//! use bff_proxy::{Bff, RouteSpec, axum::Session, tower::BffLayer};
+//!
+//! let bff = Bff::builder()
+//!     .issuer("https://idp.example.com")
+//!     .client_id("spa")
+//!     .client_secret("env:CLIENT_SECRET")
+//!     .keys(["env:SESSION_KEY"]) // `bff-proxy keygen`
+//!     .public_url("https://app.example.com")
+//!     .route(RouteSpec::new("/api/"))
+//!     .build()
+//!     .await?;
+//! let app = Router::new()
+//!     .route("/", get(|user: Option<Session>| async move { format!("{:?}", user.map(|u| u.sub().to_owned())) }))
+//!     .route("/api/me", get(|user: Session| async move { user.sub().to_owned() }))
+//!     .layer(BffLayer::new(bff.clone()));
+//! let admin: Router = bff.admin_router(); // /metrics, /healthz, /readyz
+//! axum::serve(tokio::net::TcpListener::bind("127.0.0.1:3000").await?, app).await?;
+//! # let _ = admin;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Keys for `session.keys`:
 //!
 //! ```
 //! use bff_proxy::seal::KeyRing;
 //!
-//! // What `bff-proxy keygen` prints: a fresh base64 key for `session.keys`.
+//! // What `bff-proxy keygen` prints: a fresh base64 key.
 //! let key = KeyRing::generate_key_base64();
 //! assert!(KeyRing::parse_key(&key).is_ok());
 //! ```
@@ -53,6 +87,8 @@ mod start;
 pub mod store;
 
 // What the front doors share, and the doors.
+#[cfg(feature = "axum")]
+pub mod axum;
 #[cfg(any(feature = "tower", feature = "pingora"))]
 pub mod engine;
 #[cfg(feature = "pingora")]

@@ -191,6 +191,12 @@ impl Metrics {
         self.sessions_ended.with_label_values(&[reason]).get()
     }
 
+    /// The registry holding every metric of this BFF instance.
+    #[must_use]
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Prometheus text exposition of every metric.
     #[must_use]
     pub fn render(&self) -> String {

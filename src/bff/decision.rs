@@ -89,8 +89,9 @@ pub struct Forward {
     pub(crate) cookie: Option<HeaderValue>,
     /// `Set-Cookie` values to add to the response (a rotated session).
     pub(crate) set_cookies: Vec<HeaderValue>,
-    /// The session's ID token (verified at login), parsed only on demand.
-    pub(crate) id_token: Option<String>,
+    /// The request's session as the application behind the tower layer sees it
+    /// (moved out of the opened session, never copied; the engines drop it).
+    pub(crate) session: Option<SessionView>,
     /// A `static_dir` route's file: the core serves it and never hands it on.
     pub(crate) static_file: Option<StaticFile>,
 }
@@ -107,8 +108,32 @@ impl std::fmt::Debug for Forward {
             .field("strip_authorization", &self.strip_authorization)
             .field("cookie", &self.cookie.as_ref().map(|_| "<redacted>"))
             .field("set_cookies", &self.set_cookies.len())
-            .field("id_token", &self.id_token.as_ref().map(|_| "<redacted>"))
+            .field("session", &self.session.is_some())
             .finish()
+    }
+}
+
+/// What a handler may know of the session a request came with: who, which session,
+/// the access token and until when it holds, and the ID token for its claims.
+#[derive(Clone)]
+pub(crate) struct SessionView {
+    pub(crate) sid: crate::session::SessionId,
+    pub(crate) sub: String,
+    pub(crate) access_token: String,
+    pub(crate) access_expires_at: u64,
+    pub(crate) id_token: Option<String>,
+}
+
+impl SessionView {
+    /// Takes the parts a handler may see out of an opened session.
+    pub(crate) fn take(session: &mut crate::session::Session) -> Self {
+        Self {
+            sid: session.sid,
+            sub: std::mem::take(&mut session.sub),
+            access_token: std::mem::take(&mut session.access_token),
+            access_expires_at: session.access_expires_at,
+            id_token: session.id_token.take(),
+        }
     }
 }
 
@@ -161,8 +186,9 @@ impl Forward {
     /// The session's ID-token claims, if it has a session with an ID token.
     #[must_use]
     pub fn claims(&self) -> Option<Value> {
-        self.id_token
-            .as_deref()
+        self.session
+            .as_ref()
+            .and_then(|s| s.id_token.as_deref())
             .and_then(crate::oidc::unverified_claims)
     }
 }
@@ -242,7 +268,13 @@ mod tests {
             strip_authorization: true,
             cookie: Some(HeaderValue::from_static("other=SECRET-COOKIE")),
             set_cookies: vec![HeaderValue::from_static("__Host-Http-bff=SECRET-SEALED")],
-            id_token: Some("SECRET-ID".to_owned()),
+            session: Some(SessionView {
+                sid: crate::session::SessionId([7; 16]),
+                sub: "user-1".to_owned(),
+                access_token: "SECRET-AT".to_owned(),
+                access_expires_at: 0,
+                id_token: Some("SECRET-ID".to_owned()),
+            }),
             static_file: None,
         };
         let mut resp = Response::new(Bytes::new());

@@ -8,7 +8,7 @@ use http::request::Parts;
 use subtle::ConstantTimeEq as _;
 
 use super::Core;
-use super::decision::{Forward, Rejection, Target, redirect};
+use super::decision::{Forward, Rejection, SessionView, Target, redirect};
 use super::routes::Route;
 use crate::config::RouteAuth;
 use crate::cookies::RequestCookies;
@@ -30,7 +30,7 @@ impl Core {
             strip_authorization,
             cookie: cookies.forwarded(),
             set_cookies: Vec::new(),
-            id_token: None,
+            session: None,
             static_file: None,
         }
     }
@@ -194,7 +194,68 @@ impl Core {
         forward.authorization = Some(bearer);
         forward.set_cookies = set_cookies;
         // Moved, not copied: the session is this request's own.
-        forward.id_token = session.id_token.take();
+        forward.session = Some(SessionView::take(&mut session));
         Ok(forward)
+    }
+
+    /// A path no route matches, in front of an application (the tower layer): it
+    /// goes on with our cookies stripped and no token, and with the user's session
+    /// for the application's handlers when the request has one, opened and
+    /// refreshed as on a route. A safe method (GET, HEAD, OPTIONS, TRACE) gets it
+    /// always; any other method only with the CSRF header, so a cross-site form post
+    /// never acts as the user. Never refused: what would refuse a route's request
+    /// (no session, an ended one, the IdP or the store unavailable) makes it
+    /// anonymous here, the application's own pages being public.
+    pub(crate) async fn passed(&self, parts: &Parts, cookies: &RequestCookies<'_>) -> Forward {
+        let mut forward = Self::plain_forward(cookies, None, Target::Application, false);
+        if !parts.method.is_safe() && !self.csrf_ok(&parts.headers) {
+            return forward;
+        }
+        let read = match self.storage.load(cookies).await {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!(error = %e, "session store unavailable: request passed without its session");
+                return forward;
+            }
+        };
+        let revoked = match read.session.as_ref() {
+            Some(s) => self.is_revoked(s).await,
+            None => false,
+        };
+        let Some(session) = read.session.filter(|_| !revoked) else {
+            if !read.present.is_empty() {
+                forward.set_cookies = self.storage.clear(&read.present);
+            }
+            return forward;
+        };
+        let mut session = match self.refresher.refresh(&session).await {
+            Outcome::Updated { session: next, .. } => {
+                self.revocations
+                    .record_generation(next.sid, next.refresh_count)
+                    .await;
+                match self.storage.save(&next, &read.present, read.handle).await {
+                    Ok(cookies) => forward.set_cookies = cookies,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a refreshed session could not be saved: request passed without it");
+                        return forward;
+                    }
+                }
+                *next
+            }
+            Outcome::Ended(reason) => {
+                self.end_session(&session, reason).await;
+                self.storage.forget(read.handle).await;
+                forward.set_cookies = self.storage.clear(&read.present);
+                return forward;
+            }
+            // Fresh, or kept as it is (the IdP unavailable, the grace window): the
+            // handler sees when its access token expires.
+            Outcome::Fresh
+            | Outcome::KeepCurrent
+            | Outcome::Unavailable { .. }
+            | Outcome::Misconfigured => session,
+        };
+        forward.session = Some(SessionView::take(&mut session));
+        forward
     }
 }

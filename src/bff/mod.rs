@@ -24,6 +24,7 @@ use http::HeaderName;
 use http::Method;
 use http::request::Parts;
 
+pub(crate) use decision::SessionView;
 pub use decision::{Decision, Forward, Target};
 pub(crate) use decision::{error_response, json_response, redirect};
 pub use door::DoorRequest;
@@ -67,8 +68,6 @@ pub(crate) struct Core {
     pub(crate) csrf_value: Vec<u8>,
     /// `<prefix>/backchannel-logout`, the one endpoint that reads a body.
     pub(crate) backchannel_path: String,
-    /// A path no route matches goes to the application (tower layer) instead of 404.
-    pub(crate) pass_unmatched: bool,
     /// Our cookie names: the one parser of the request's `Cookie` header.
     pub(crate) cookie_names: CookieNames,
 }
@@ -118,7 +117,6 @@ impl Bff {
         let core = Core {
             cookie_names: CookieNames::new(&config.session.cookie_name),
             backchannel_path: format!("{}/backchannel-logout", config.server.prefix),
-            pass_unmatched: false,
             login_cookies: LoginCookies::new(&config.session.cookie_name, config.session.secure),
             csrf_value: config.csrf.value.as_bytes().to_vec(),
             config: Arc::new(config),
@@ -178,15 +176,6 @@ impl Bff {
         self
     }
 
-    /// Paths no route matches pass to the application, with the BFF's cookies
-    /// stripped and no token, instead of getting 404: how the tower layer protects
-    /// some paths of an app and leaves the rest alone.
-    #[must_use]
-    pub fn pass_unmatched(mut self) -> Self {
-        Arc::make_mut(&mut self.core).pass_unmatched = true;
-        self
-    }
-
     /// The config.
     #[must_use]
     pub fn config(&self) -> &Config {
@@ -197,6 +186,16 @@ impl Bff {
     #[must_use]
     pub fn metrics(&self) -> &Metrics {
         &self.core.metrics
+    }
+
+    /// The Prometheus registry of this instance's metrics (DESIGN.md "Metrics"),
+    /// for an app that exports its own: register them with yours
+    /// (`for m in bff.metrics_registry().gather()` …), or serve
+    /// [`Bff::admin_router`]'s `/metrics` beside your own. The `prometheus` crate's
+    /// `Registry`, version 0.14.
+    #[must_use]
+    pub fn metrics_registry(&self) -> &prometheus::Registry {
+        self.core.metrics.registry()
     }
 
     /// The clock (tests move it forward).
@@ -234,14 +233,23 @@ impl Bff {
     /// Decides what to do with a request: the one call of a front door. The body
     /// is read (bounded) only when the core needs it.
     pub async fn decide<R: DoorRequest>(&self, req: &mut R) -> Decision {
+        self.decide_for(req, Unmatched::NotFound).await
+    }
+
+    /// [`Bff::decide`], with what a path no route matches gets.
+    pub(crate) async fn decide_for<R: DoorRequest>(
+        &self,
+        req: &mut R,
+        unmatched: Unmatched,
+    ) -> Decision {
         if !self.wants_body(req.head()) {
-            return self.core.handle(req.head(), None).await;
+            return self.core.handle(req.head(), None, unmatched).await;
         }
         let body = match door::read_bounded(req).await {
             Ok(body) => body,
             Err(resp) => return Decision::Respond(resp),
         };
-        match self.core.handle(req.head(), Some(body)).await {
+        match self.core.handle(req.head(), Some(body), unmatched).await {
             Decision::Respond(resp) => Decision::Respond(resp),
             // The body-reading endpoint always answers itself.
             Decision::Forward(_) => Decision::Respond(error_response(
@@ -254,14 +262,34 @@ impl Bff {
     }
 
     /// Decides what to do with a request whose body (if the core wants one, see
-    /// [`Bff::wants_body`]) the caller read already.
+    /// [`Bff::wants_body`]) the caller read already. A path no route matches gets
+    /// 404, as in the proxy.
     pub async fn handle(&self, parts: &Parts, body: Option<Bytes>) -> Decision {
-        self.core.handle(parts, body).await
+        self.core.handle(parts, body, Unmatched::NotFound).await
+    }
+
+    /// [`Bff::handle`], with what a path no route matches gets.
+    pub(crate) async fn handle_with(
+        &self,
+        parts: &Parts,
+        body: Option<Bytes>,
+        unmatched: Unmatched,
+    ) -> Decision {
+        self.core.handle(parts, body, unmatched).await
     }
 }
 
+/// What a path that no route matches gets from the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unmatched {
+    /// 404 `not_found`: the proxy engines, which have nothing else to send it to.
+    NotFound,
+    /// It goes on to the application behind the tower layer.
+    Application,
+}
+
 impl Core {
-    async fn handle(&self, parts: &Parts, body: Option<Bytes>) -> Decision {
+    async fn handle(&self, parts: &Parts, body: Option<Bytes>, unmatched: Unmatched) -> Decision {
         // DESIGN.md "Paths": the route is chosen on the path the upstream acts on, so
         // a path another parser could read differently is refused before routing.
         let matched = match self.routes.find(parts.uri.path()) {
@@ -290,14 +318,9 @@ impl Core {
                 self.metrics.request(label, resp.status().as_str());
                 Decision::Respond(resp)
             }
-            Matched::Unmatched if self.pass_unmatched => {
+            Matched::Unmatched if unmatched == Unmatched::Application => {
                 self.metrics.request(label, "passed");
-                Decision::Forward(Box::new(Self::plain_forward(
-                    &cookies,
-                    None,
-                    Target::Application,
-                    false,
-                )))
+                Decision::Forward(Box::new(self.passed(parts, &cookies).await))
             }
             Matched::Unmatched => {
                 self.refuse(label, &Error::new(crate::error::ErrorKind::NotFound))

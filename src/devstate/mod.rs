@@ -183,7 +183,7 @@ impl Default for DevIdpSettings {
 }
 
 /// Odd but real answers a token endpoint gives; see
-/// [`DevIdp::quirk_next_token_responses`].
+/// [`DevIdp::quirk_next_token_responses`](crate::devidp::DevIdp::quirk_next_token_responses).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenQuirk {
     /// `"refresh_token": ""` in place of the token (the grant itself goes on as the

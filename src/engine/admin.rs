@@ -36,8 +36,8 @@ pub async fn warm_up(bff: Bff, mut stop: watch::Receiver<bool>) {
     }
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Bytes> {
+    let mut resp = Response::new(Bytes::from(body));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
@@ -54,7 +54,7 @@ pub async fn serve_admin(bff: Bff, listener: TcpListener, mut stop: watch::Recei
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let bff = bff.clone();
-                        async move { Ok::<_, Infallible>(admin(&bff, &req)) }
+                        async move { Ok::<_, Infallible>(answer(&bff, req.uri().path()).map(Full::new)) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -66,8 +66,10 @@ pub async fn serve_admin(bff: Bff, listener: TcpListener, mut stop: watch::Recei
     }
 }
 
-fn admin(bff: &Bff, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    match req.uri().path() {
+/// The admin listener's answer for a path: `/metrics`, `/healthz`, `/readyz`, else
+/// 404 (also what `Bff::admin_router` serves).
+pub(crate) fn answer(bff: &Bff, path: &str) -> Response<Bytes> {
+    match path {
         "/metrics" => text(
             StatusCode::OK,
             "text/plain; version=0.0.4",

@@ -64,6 +64,7 @@ pub(crate) async fn decide<B>(
     bff: &crate::bff::Bff,
     parts: &http::request::Parts,
     body: B,
+    unmatched: crate::bff::Unmatched,
 ) -> Door<B>
 where
     B: http_body::Body<Data = Bytes> + Send,
@@ -72,14 +73,14 @@ where
     if bff.wants_body(parts) {
         let body = std::pin::pin!(body);
         let mut req = HttpRequest { parts, body };
-        return match bff.decide(&mut req).await {
+        return match bff.decide_for(&mut req, unmatched).await {
             Decision::Respond(resp) => Door::Respond(resp),
             Decision::Forward(_) => Door::Respond(error_answer(ErrorKind::Internal(
                 "a body-reading endpoint forwarded",
             ))),
         };
     }
-    match bff.handle(parts, None).await {
+    match bff.handle_with(parts, None, unmatched).await {
         Decision::Respond(resp) => Door::Respond(resp),
         Decision::Forward(forward) => Door::Forward(forward, body),
     }

@@ -167,11 +167,15 @@ pub fn check_logout_claims(claims: &Value, now: u64) -> Result<LogoutClaims, Str
 /// they entered (the ID token in our own sealed session) or whose claims decide
 /// nothing about trust (an access token's `exp`, as a hint).
 pub(crate) fn unverified_claims(token: &str) -> Option<Value> {
+    serde_json::from_slice(&unverified_payload(token)?).ok()
+}
+
+/// A JWT's payload bytes (the JSON of its claims), decoded but not verified.
+pub(crate) fn unverified_payload(token: &str) -> Option<Vec<u8>> {
     let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
+        .ok()
 }
 
 /// A JWT's header, when its algorithm is on the allowlist.

@@ -83,10 +83,11 @@ impl HyperDoor {
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
-        let (forward, body) = match decide(&self.bff, &parts, body).await {
-            Door::Respond(resp) => return resp.map(full),
-            Door::Forward(forward, body) => (forward, body),
-        };
+        let (forward, body) =
+            match decide(&self.bff, &parts, body, crate::bff::Unmatched::NotFound).await {
+                Door::Respond(resp) => return resp.map(full),
+                Door::Forward(forward, body) => (forward, body),
+            };
         // Routes for an application behind the tower layer have none here: the
         // binary refuses them at start.
         let Some(uri) = forward.target().upstream_uri() else {

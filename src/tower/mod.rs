@@ -1,26 +1,37 @@
 //! The tower front door: [`BffLayer`] puts the BFF in front of any tower/hyper/axum
 //! service.
 //!
-//! Requests under `server.prefix` (`/bff/login`, `/bff/callback`, `/bff/user`,
-//! `/bff/logout`, `/bff/backchannel-logout`) are answered by the layer. Requests to
-//! a configured route are checked as DESIGN.md says (navigation → login, CSRF,
-//! session, refresh); the inner service then receives them with
-//! `Authorization: Bearer …`, the session cookies removed from `Cookie`, and a
-//! [`BffSession`] request extension carrying the ID-token claims. When the tokens
-//! were refreshed the response gains the new session `Set-Cookie`. Rejections are
-//! responses (401, 403, 302, 503…), never errors of the inner service's type. Paths
-//! that no route matches pass to the inner service untouched but for the cookies.
+//! - Requests under `server.prefix` (`/bff/login`, `/bff/callback`, `/bff/user`,
+//!   `/bff/logout`, `/bff/backchannel-logout`) are answered by the layer.
+//! - Requests to a route (only where the app wants rules: `auth`, `csrf`,
+//!   `methods`, an `upstream`) are checked as DESIGN.md says (navigation → login,
+//!   CSRF, session, refresh); the inner service then receives them with
+//!   `Authorization: Bearer …`, the session cookies removed from `Cookie`, and a
+//!   [`Session`] request extension. Rejections are responses (401, 403, 302,
+//!   503…), never errors of the inner service's type.
+//! - Every other path passes to the inner service, with the session cookies
+//!   removed and, when the request has a live session, the [`Session`] extension
+//!   (for GET/HEAD/OPTIONS, or any method with the CSRF header). No Bearer is added
+//!   there: only routes carry the token.
+//!
+//! When the tokens were refreshed the response gains the rotated session's
+//! `Set-Cookie`.
 //!
 //! ```no_run
-//! use bff_proxy::config::{Config, Env};
-//! use bff_proxy::tower::BffLayer;
+//! use bff_proxy::tower::{BffLayer, Session};
 //! use tower::ServiceBuilder;
 //!
-//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = Config::load("config.toml".as_ref(), &Env::from_process())?;
-//! let bff = bff_proxy::Bff::new(config)?.pass_unmatched();
+//! # async fn demo() -> Result<(), bff_proxy::StartError> {
+//! let bff = bff_proxy::Bff::builder()
+//!     .issuer("https://idp.example.com")
+//!     .client_id("spa")
+//!     .client_secret("env:BFF_CLIENT_SECRET")
+//!     .keys(["vUqhFABZp5xGtuGc//zqNm1RE5BdmW8dWI70Hto8GV8="])
+//!     .public_url("https://app.example.com")
+//!     .build()
+//!     .await?;
 //! let app = tower::service_fn(|req: http::Request<http_body_util::Full<bytes::Bytes>>| async move {
-//!     let who = req.extensions().get::<bff_proxy::tower::BffSession>().and_then(|s| s.claims());
+//!     let who = req.extensions().get::<Session>().map(|s| s.sub().to_owned());
 //!     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from(format!("{who:?}")))))
 //! });
 //! let service = ServiceBuilder::new().layer(BffLayer::new(bff)).service(app);
@@ -31,7 +42,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -39,12 +49,15 @@ use http::header::SET_COOKIE;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use serde_json::Value;
 use tower::{Layer, Service};
 
-use crate::bff::Bff;
+use crate::bff::{Bff, Unmatched};
 use crate::engine::headers;
 use crate::engine::{Door, decide};
+
+mod session;
+
+pub use session::{ClaimsError, Session};
 
 pin_project_lite::pin_project! {
     /// The response body of a [`BffService`]: the inner service's, or the BFF's own
@@ -120,29 +133,6 @@ where
     }
 }
 
-/// The session of a request that passed the BFF, as a request extension. `Debug`
-/// does not show the ID token.
-#[derive(Clone)]
-pub struct BffSession {
-    id_token: Option<Arc<str>>,
-}
-
-impl std::fmt::Debug for BffSession {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BffSession")
-            .field("id_token", &self.id_token.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
-impl BffSession {
-    /// The ID-token claims (verified at login), parsed on demand.
-    #[must_use]
-    pub fn claims(&self) -> Option<Value> {
-        crate::oidc::unverified_claims(self.id_token.as_deref()?)
-    }
-}
-
 /// Puts the BFF in front of a service.
 #[derive(Debug, Clone)]
 #[must_use]
@@ -209,16 +199,19 @@ where
         let bff = self.bff.clone();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            let (forward, body) = match decide(&bff, &parts, body).await {
+            let (mut forward, body) = match decide(&bff, &parts, body, Unmatched::Application).await
+            {
                 Door::Respond(resp) => return Ok(respond(resp)),
                 Door::Forward(forward, body) => (forward, body),
             };
             // In front of an application the hop is not a proxy's: no forwarding
             // headers.
             headers::apply_to_request(&mut parts.headers, &forward, headers::Hop::Layer);
-            parts.extensions.insert(BffSession {
-                id_token: forward.id_token.as_deref().map(Arc::from),
-            });
+            // A client cannot hand the application a session of its own making.
+            parts.extensions.remove::<Session>();
+            if let Some(view) = forward.session.take() {
+                parts.extensions.insert(Session::new(view));
+            }
             let resp = inner.call(Request::from_parts(parts, body)).await?;
             let (mut head, body) = resp.into_parts();
             for c in forward.set_cookies() {

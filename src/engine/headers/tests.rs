@@ -12,7 +12,7 @@ fn forward(bearer: Option<&'static str>, strip: bool) -> Forward {
         strip_authorization: strip,
         cookie: Some(HeaderValue::from_static("theme=dark")),
         set_cookies: vec![HeaderValue::from_static("s=1; Path=/")],
-        id_token: None,
+        session: None,
         static_file: None,
     }
 }

@@ -11,7 +11,7 @@ use bff_proxy::devidp::{DevClient, DevClientAuth, DevIdp, DevIdpSettings};
 use bff_proxy::engine::lifecycle::Running;
 use bff_proxy::pingora::PingoraServer;
 use bff_proxy::proxy::ProxyServer;
-use bff_proxy::tower::{BffLayer, BffSession};
+use bff_proxy::tower::{BffLayer, Session};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -159,8 +159,8 @@ pub async fn axum_echo(req: axum::extract::Request) -> axum::response::Response 
     }
     let claims = req
         .extensions()
-        .get::<BffSession>()
-        .and_then(BffSession::claims);
+        .get::<Session>()
+        .and_then(|s| s.claims::<Value>().ok());
     let (parts, _) = req.into_parts();
     let mut answer = bff_proxy::devecho::describe(&parts, 0);
     answer["claims"] = claims.unwrap_or(Value::Null);
@@ -252,7 +252,7 @@ pub async fn start(front: Front, options: Options) -> Stack {
             }
         }
         Front::Axum => {
-            let bff = Arc::new(Bff::new(config).unwrap().pass_unmatched());
+            let bff = Arc::new(Bff::new(config).unwrap());
             let app = axum::Router::new()
                 .fallback(axum_echo)
                 .layer(BffLayer::new(Arc::clone(&bff)));

@@ -17,6 +17,8 @@
 #
 #   bash benches/load/instructions.sh           # DUR=10s CONNS=8
 #   BFF_BIN=/path/to/older/bff-proxy bash benches/load/instructions.sh
+#   KEEP=/tmp/cg bash benches/load/instructions.sh   # keep the callgrind files
+#     (then: callgrind_annotate --inclusive=yes /tmp/cg/bff-hyper.cg.out.1 | head -60)
 #
 # Needs valgrind (callgrind_control), wrk, nginx and curl (the last three installed
 # when missing). Everything listens on 127.0.0.1; every process it starts is stopped
@@ -41,6 +43,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   [ -f "$WORK/nginx-up.pid" ] && kill "$(cat "$WORK/nginx-up.pid")" 2>/dev/null
   wait 2>/dev/null || true
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$WORK"/*.cg.out* "$KEEP"/ 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -82,9 +85,9 @@ count() { # name pid url [headers...] → a results line: name requests instruct
   for h in "$@"; do args+=(-H "$h"); done
   # Warm-up (connection pools, lazy statics), then count from zero.
   wrk -t1 -c"$CONNS" -d2s "${args[@]}" "$url" > /dev/null
-  callgrind_control -z "$pid" > /dev/null
+  callgrind_control -z "$pid" > /dev/null 2>&1
   wrk -t1 -c"$CONNS" -d"$DUR" "${args[@]}" "$url" > "$WORK/$name.wrk"
-  callgrind_control -d "$pid" > /dev/null
+  callgrind_control -d "$pid" > /dev/null 2>&1
   local requests non2xx instr
   requests=$(awk '/requests in/ {print $1}' "$WORK/$name.wrk")
   non2xx=$(awk '/Non-2xx/ {print $5}' "$WORK/$name.wrk")

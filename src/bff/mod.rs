@@ -314,7 +314,9 @@ impl Core {
         };
         match matched {
             Matched::Endpoint(name) => {
-                let resp = self.endpoint(name, parts, &cookies, body).await;
+                // Boxed: an endpoint's state (calls to the IdP) would otherwise sit
+                // inline in every request's future.
+                let resp = Box::pin(self.endpoint(name, parts, &cookies, body)).await;
                 self.metrics.request(label, resp.status().as_str());
                 Decision::Respond(resp)
             }

@@ -360,6 +360,15 @@ impl TokenRefresher {
                 Outcome::Ended(EndReason::NoRefreshToken)
             };
         };
+        // Boxed: the rotation's state (token requests, the store, retries) is
+        // large, and a request whose tokens are fresh (nearly all of them) would
+        // otherwise carry it inline and copy it at every move of its future.
+        Box::pin(self.rotate(session, first_token)).await
+    }
+
+    /// The tokens need a refresh: single flight, grace, the shared store.
+    async fn rotate(&self, session: &Session, first_token: &str) -> Outcome {
+        let s = &self.inner.settings;
         let mut current = session.clone();
         let mut key = token_key(first_token);
         let mut chained = false;
@@ -459,6 +468,7 @@ impl TokenRefresher {
             };
         }
         // Chained through more rotations than a real burst makes: refuse to guess.
+        let now = self.inner.clock.now_secs();
         self.transient(chained, current, now, None)
     }
 

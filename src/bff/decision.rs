@@ -116,6 +116,8 @@ impl std::fmt::Debug for Forward {
 /// What a handler may know of the session a request came with: who, which session,
 /// the access token and until when it holds, and the ID token for its claims.
 #[derive(Clone)]
+// Read by the tower layer's `Session`; the engines only drop it.
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
 pub(crate) struct SessionView {
     pub(crate) sid: crate::session::SessionId,
     pub(crate) sub: String,

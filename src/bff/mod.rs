@@ -24,6 +24,7 @@ use http::HeaderName;
 use http::Method;
 use http::request::Parts;
 
+#[cfg(feature = "tower")]
 pub(crate) use decision::SessionView;
 pub use decision::{Decision, Forward, Target};
 pub(crate) use decision::{error_response, json_response, redirect};
@@ -269,6 +270,7 @@ impl Bff {
     }
 
     /// [`Bff::handle`], with what a path no route matches gets.
+    #[cfg(feature = "tower")]
     pub(crate) async fn handle_with(
         &self,
         parts: &Parts,

@@ -89,11 +89,11 @@ impl DoorRequest for PingoraRequest<'_> {
 macro_rules! header_edit {
     ($t:ty) => {
         impl headers::HeaderEdit for $t {
-            fn get(&self, name: &str) -> Option<&http::HeaderValue> {
+            fn get(&self, name: &http::HeaderName) -> Option<&http::HeaderValue> {
                 self.headers.get(name)
             }
 
-            fn get_all(&self, name: &str) -> Vec<&http::HeaderValue> {
+            fn get_all(&self, name: &http::HeaderName) -> Vec<&http::HeaderValue> {
                 self.headers.get_all(name).iter().collect()
             }
 
@@ -106,7 +106,7 @@ macro_rules! header_edit {
                 let _ = self.append_header(name, value);
             }
 
-            fn remove(&mut self, name: &str) {
+            fn remove(&mut self, name: &http::HeaderName) {
                 self.remove_header(name);
             }
         }

@@ -101,7 +101,9 @@ impl HyperDoor {
         headers::apply_to_request(&mut parts.headers, &forward, hop);
         let req = Request::from_parts(parts, body);
         let mut resp = if headers::is_upgrade(req.headers()) {
-            self.upgrade(req, uri).await
+            // Boxed: rare, and its state would otherwise ride in every request's
+            // future.
+            Box::pin(self.upgrade(req, uri)).await
         } else {
             self.forward(req, uri).await
         };

@@ -5,8 +5,8 @@
 use std::net::IpAddr;
 
 use http::header::{
-    AUTHORIZATION, CONNECTION, COOKIE, HOST, HeaderMap, HeaderName, HeaderValue, SET_COOKIE,
-    UPGRADE,
+    AUTHORIZATION, CONNECTION, COOKIE, HOST, HeaderMap, HeaderName, HeaderValue,
+    PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
 use crate::bff::Forward;
@@ -19,16 +19,19 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 /// `X-Forwarded-Host`.
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+// Header names are typed once, here: a lookup by `&str` parses and classifies the
+// name again on every call (callgrind: ~10,000 instructions per proxied request
+// when the rules below looked up their twenty names as strings).
+static HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
 ];
 
 /// What the header rules need from a header collection: `http::HeaderMap` here, and
@@ -36,23 +39,23 @@ const HOP_BY_HOP: &[&str] = &[
 /// case-preserving maps and must be edited through their own methods.
 pub trait HeaderEdit {
     /// The first value of a header.
-    fn get(&self, name: &str) -> Option<&HeaderValue>;
+    fn get(&self, name: &HeaderName) -> Option<&HeaderValue>;
     /// Every value of a header.
-    fn get_all(&self, name: &str) -> Vec<&HeaderValue>;
+    fn get_all(&self, name: &HeaderName) -> Vec<&HeaderValue>;
     /// Replaces a header's values with one.
     fn set(&mut self, name: HeaderName, value: HeaderValue);
     /// Adds a value to a header.
     fn append(&mut self, name: HeaderName, value: HeaderValue);
     /// Removes a header.
-    fn remove(&mut self, name: &str);
+    fn remove(&mut self, name: &HeaderName);
 }
 
 impl HeaderEdit for HeaderMap {
-    fn get(&self, name: &str) -> Option<&HeaderValue> {
+    fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
         HeaderMap::get(self, name)
     }
 
-    fn get_all(&self, name: &str) -> Vec<&HeaderValue> {
+    fn get_all(&self, name: &HeaderName) -> Vec<&HeaderValue> {
         HeaderMap::get_all(self, name).iter().collect()
     }
 
@@ -64,7 +67,7 @@ impl HeaderEdit for HeaderMap {
         HeaderMap::append(self, name, value);
     }
 
-    fn remove(&mut self, name: &str) {
+    fn remove(&mut self, name: &HeaderName) {
         HeaderMap::remove(self, name);
     }
 }
@@ -75,14 +78,14 @@ impl HeaderEdit for HeaderMap {
 #[must_use]
 pub fn is_upgrade<H: HeaderEdit + ?Sized>(headers: &H) -> bool {
     headers
-        .get(UPGRADE.as_str())
+        .get(&UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
         && connection_has(headers, "upgrade")
 }
 
 fn connection_tokens<H: HeaderEdit + ?Sized>(headers: &H) -> Vec<String> {
     headers
-        .get_all(CONNECTION.as_str())
+        .get_all(&CONNECTION)
         .into_iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -99,11 +102,14 @@ fn connection_has<H: HeaderEdit + ?Sized>(headers: &H, token: &str) -> bool {
 /// header names. With `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay, for a
 /// protocol switch that must reach the other side.
 pub fn remove_hop_by_hop<H: HeaderEdit + ?Sized>(headers: &mut H, keep_upgrade: bool) {
-    let upgrade = headers.get(UPGRADE.as_str()).cloned();
-    for name in connection_tokens(headers) {
-        headers.remove(&name);
+    let upgrade = headers.get(&UPGRADE).cloned();
+    for token in connection_tokens(headers) {
+        // A token that is no header name names no header.
+        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            headers.remove(&name);
+        }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         if headers.get(name).is_some() {
             headers.remove(name);
         }
@@ -119,15 +125,15 @@ pub fn remove_hop_by_hop<H: HeaderEdit + ?Sized>(headers: &mut H, keep_upgrade: 
 /// Headers a client may never set for the upstream: forwarding details other than
 /// the three `X-Forwarded-*` the proxy sets, and the URL-rewrite headers some
 /// frameworks route on (a second path the route check never saw).
-const CLIENT_MAY_NOT_SET: &[&str] = &[
-    "forwarded",
-    "x-real-ip",
-    "x-client-ip",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-server",
-    "x-original-url",
-    "x-rewrite-url",
+static CLIENT_MAY_NOT_SET: [HeaderName; 8] = [
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
 ];
 
 /// The hop a request takes: into an application behind the tower layer, or across
@@ -157,9 +163,9 @@ pub enum Hop<'a> {
 /// client's copy, never the Bearer the proxy sets.
 pub fn apply_to_request<H: HeaderEdit + ?Sized>(headers: &mut H, forward: &Forward, hop: Hop<'_>) {
     let upgrade = is_upgrade(headers);
-    let original_host = headers.get(HOST.as_str()).cloned();
+    let original_host = headers.get(&HOST).cloned();
     remove_hop_by_hop(headers, upgrade);
-    for name in CLIENT_MAY_NOT_SET {
+    for name in &CLIENT_MAY_NOT_SET {
         if headers.get(name).is_some() {
             headers.remove(name);
         }
@@ -181,15 +187,15 @@ fn apply_session<H: HeaderEdit + ?Sized>(headers: &mut H, forward: &Forward) {
     match &forward.cookie {
         Some(c) => headers.set(COOKIE, c.clone()),
         None => {
-            if headers.get(COOKIE.as_str()).is_some() {
-                headers.remove(COOKIE.as_str());
+            if headers.get(&COOKIE).is_some() {
+                headers.remove(&COOKIE);
             }
         }
     }
     if let Some(bearer) = &forward.authorization {
         headers.set(AUTHORIZATION, bearer.clone());
-    } else if forward.strip_authorization && headers.get(AUTHORIZATION.as_str()).is_some() {
-        headers.remove(AUTHORIZATION.as_str());
+    } else if forward.strip_authorization && headers.get(&AUTHORIZATION).is_some() {
+        headers.remove(&AUTHORIZATION);
     }
 }
 
@@ -207,7 +213,7 @@ fn apply_forwarding<H: HeaderEdit + ?Sized>(
     let peer_text = peer.to_canonical().to_string();
     let prior = if trusted_peer {
         headers
-            .get_all(X_FORWARDED_FOR.as_str())
+            .get_all(&X_FORWARDED_FOR)
             .into_iter()
             .filter_map(|v| v.to_str().ok())
             .map(str::trim)
@@ -224,10 +230,10 @@ fn apply_forwarding<H: HeaderEdit + ?Sized>(
     };
     match HeaderValue::from_str(&xff) {
         Ok(v) => headers.set(X_FORWARDED_FOR.clone(), v),
-        Err(_) => headers.remove(X_FORWARDED_FOR.as_str()),
+        Err(_) => headers.remove(&X_FORWARDED_FOR),
     }
     let client_proto = headers
-        .get(X_FORWARDED_PROTO.as_str())
+        .get(&X_FORWARDED_PROTO)
         .filter(|v| trusted_peer && matches!(v.as_bytes(), b"http" | b"https"))
         .cloned();
     headers.set(
@@ -236,19 +242,19 @@ fn apply_forwarding<H: HeaderEdit + ?Sized>(
             .unwrap_or_else(|| HeaderValue::from_static(if https { "https" } else { "http" })),
     );
     let client_host = headers
-        .get(X_FORWARDED_HOST.as_str())
+        .get(&X_FORWARDED_HOST)
         .filter(|_| trusted_peer)
         .cloned();
     match client_host.or(original_host) {
         Some(host) => headers.set(X_FORWARDED_HOST.clone(), host),
         None => {
-            if headers.get(X_FORWARDED_HOST.as_str()).is_some() {
-                headers.remove(X_FORWARDED_HOST.as_str());
+            if headers.get(&X_FORWARDED_HOST).is_some() {
+                headers.remove(&X_FORWARDED_HOST);
             }
         }
     }
-    if headers.get(HOST.as_str()).is_some() {
-        headers.remove(HOST.as_str());
+    if headers.get(&HOST).is_some() {
+        headers.remove(&HOST);
     }
 }
 

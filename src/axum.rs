@@ -66,13 +66,18 @@ impl Bff {
     /// The admin endpoints as an axum router, to mount where the app wants them
     /// (on a port of their own, usually): `/metrics` (Prometheus text), `/healthz`
     /// (200 while the process runs) and `/readyz` (200 once the IdP's discovery and
-    /// keys are loaded, 503 before). The same answers as the binary's
+    /// keys are loaded and the shared store answers, 503 otherwise and while
+    /// draining: [`Bff::check_ready`]). The same answers as the binary's
     /// `server.admin_listen`.
     pub fn admin_router<S: Clone + Send + Sync + 'static>(&self) -> ::axum::Router<S> {
         let answer = |bff: Bff, path: &'static str| {
             move || {
                 let bff = bff.clone();
-                async move { crate::engine::admin::answer(&bff, path).map(::axum::body::Body::from) }
+                async move {
+                    crate::engine::admin::answer(&bff, path)
+                        .await
+                        .map(::axum::body::Body::from)
+                }
             }
         };
         ::axum::Router::new()

@@ -18,7 +18,7 @@ use bff_proxy::StartError;
 use bff_proxy::config::{Config, Engine, Env};
 #[cfg(feature = "dev")]
 use bff_proxy::dev::DevServices;
-use bff_proxy::engine::lifecycle::{bind, side_tasks, wait_for_signal};
+use bff_proxy::engine::lifecycle::{bind, drain, listen_for_signals, side_tasks, signalled};
 use bff_proxy::seal::KeyRing;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
@@ -216,13 +216,15 @@ fn serving(bff: &Bff, engine: &str) {
 fn run_hyper(config: Config) -> Result<(), StartError> {
     let threads = config.server.worker_threads();
     side_runtime()?.block_on(async {
+        let signals = listen_for_signals();
         let (dev, bff, admin) = prepare(config).await?;
         let listen = bff.config().server.listen;
         let listener = bind("server.listen", listen).await?;
         let server =
             bff_proxy::proxy::ProxyServer::start_on_threads(bff.clone(), listener, admin, threads)?;
         serving(&bff, "hyper");
-        wait_for_signal().await;
+        signalled(signals).await;
+        drain(&bff).await;
         tracing::info!(
             timeout = ?bff.config().server.shutdown_timeout,
             "shutting down: finishing open requests"
@@ -237,20 +239,18 @@ fn run_hyper(config: Config) -> Result<(), StartError> {
 /// readiness warm-up run on a small runtime of their own beside it.
 fn run_pingora(config: Config) -> Result<(), StartError> {
     let side = side_runtime()?;
+    let signals = {
+        let _guard = side.enter();
+        listen_for_signals()
+    };
     let (dev, bff, admin) = side.block_on(prepare(config))?;
-    // Bound here, so a taken port is one clear line rather than pingora's panic.
-    let listen = bff.config().server.listen;
-    drop(
-        std::net::TcpListener::bind(listen)
-            .map_err(|e| StartError::unavailable("server.listen", format!("{listen}: {e}")))?,
-    );
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let _side_tasks = {
         let _guard = side.enter();
         side_tasks(&bff, admin, &stop_rx)
     };
     serving(&bff, "pingora");
-    let result = bff_proxy::pingora::run_blocking(bff);
+    let result = bff_proxy::pingora::run_blocking(bff, signals);
     let _ = stop.send(true);
     side.block_on(dev.shutdown());
     result

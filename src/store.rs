@@ -64,6 +64,10 @@ pub trait SharedStore: Send + Sync {
     async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Deletes a value.
     async fn delete(&self, name: &str) -> Result<(), StoreError>;
+    /// Whether the store answers (readiness). The memory store always does.
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Reads several values at once (one round trip where the store allows).
     async fn get_many(&self, names: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let mut out = Vec::with_capacity(names.len());
@@ -261,6 +265,10 @@ impl RedisStore {
 
 #[async_trait]
 impl SharedStore for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run::<String>(&redis::cmd("PING")).await.map(|_| ())
+    }
+
     async fn try_lock(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
         let reply: Option<String> = self
             .run(

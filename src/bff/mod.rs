@@ -71,6 +71,10 @@ pub(crate) struct Core {
     pub(crate) backchannel_path: String,
     /// Our cookie names: the one parser of the request's `Cookie` header.
     pub(crate) cookie_names: CookieNames,
+    /// The shared store, when there is one (readiness pings it).
+    pub(crate) store: Option<Arc<dyn SharedStore>>,
+    /// Set on SIGTERM: `/readyz` answers 503 while requests are still served.
+    pub(crate) draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Bff {
@@ -129,6 +133,8 @@ impl Bff {
             clock,
             routes,
             csrf_header,
+            store: None,
+            draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         Ok(Self {
             core: Arc::new(core),
@@ -168,6 +174,7 @@ impl Bff {
     #[must_use]
     pub fn with_store(mut self, store: Arc<dyn SharedStore>) -> Self {
         let core = Arc::make_mut(&mut self.core);
+        core.store = Some(Arc::clone(&store));
         core.revocations.set_store(Arc::clone(&store));
         core.storage.use_store(&store);
         core.refresher = core
@@ -218,10 +225,48 @@ impl Bff {
         self.core.oidc.warm_up().await.map_err(|e| e.to_string())
     }
 
-    /// True once discovery and the JWKS are loaded.
+    /// True once discovery and the JWKS are loaded (and not draining); see
+    /// [`Bff::check_ready`] for the whole readiness check.
     #[must_use]
     pub fn ready(&self) -> bool {
-        self.core.oidc.jwks_loaded()
+        self.core.oidc.jwks_loaded() && !self.draining()
+    }
+
+    /// Readiness as `/readyz` answers it: discovery and the JWKS loaded, the shared
+    /// store answering a ping within `store.timeout`, and not draining after
+    /// SIGTERM. The error says which one is missing (no secret in it).
+    pub async fn check_ready(&self) -> Result<(), String> {
+        if self.draining() {
+            return Err("draining: shutting down".into());
+        }
+        if !self.core.oidc.jwks_loaded() {
+            return Err("discovery and JWKS not loaded yet".into());
+        }
+        if let Some(store) = &self.core.store {
+            let limit = self.core.config.store.timeout;
+            match tokio::time::timeout(limit, store.ping()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("store: {e}")),
+                Err(_) => return Err(format!("store: no answer within {limit:?}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the drain before a shutdown: `/readyz` answers 503 from now on, while
+    /// requests are still served (`server.drain_delay`).
+    pub fn start_draining(&self) {
+        self.core
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether [`Bff::start_draining`] was called.
+    #[must_use]
+    pub fn draining(&self) -> bool {
+        self.core
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether this request needs its body read (up to 64 KiB) and passed to

@@ -27,6 +27,7 @@ pub(super) const SETTINGS: &[(&str, &[(&str, Kind)])] = &[
             ("engine", Kind::Str),
             ("prefix", Kind::Str),
             ("shutdown_timeout", Kind::Str),
+            ("drain_delay", Kind::Str),
             ("tls_cert", Kind::Str),
             ("tls_key", Kind::Str),
             ("threads", Kind::Int),

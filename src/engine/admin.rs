@@ -54,7 +54,9 @@ pub async fn serve_admin(bff: Bff, listener: TcpListener, mut stop: watch::Recei
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let bff = bff.clone();
-                        async move { Ok::<_, Infallible>(answer(&bff, req.uri().path()).map(Full::new)) }
+                        async move {
+                            Ok::<_, Infallible>(answer(&bff, req.uri().path()).await.map(Full::new))
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -68,7 +70,7 @@ pub async fn serve_admin(bff: Bff, listener: TcpListener, mut stop: watch::Recei
 
 /// The admin listener's answer for a path: `/metrics`, `/healthz`, `/readyz`, else
 /// 404 (also what `Bff::admin_router` serves).
-pub(crate) fn answer(bff: &Bff, path: &str) -> Response<Bytes> {
+pub(crate) async fn answer(bff: &Bff, path: &str) -> Response<Bytes> {
     match path {
         "/metrics" => text(
             StatusCode::OK,
@@ -76,12 +78,14 @@ pub(crate) fn answer(bff: &Bff, path: &str) -> Response<Bytes> {
             bff.metrics().render(),
         ),
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
-        "/readyz" if bff.ready() => text(StatusCode::OK, "text/plain", "ready\n".into()),
-        "/readyz" => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "not ready: discovery and JWKS not loaded yet\n".into(),
-        ),
+        "/readyz" => match bff.check_ready().await {
+            Ok(()) => text(StatusCode::OK, "text/plain", "ready\n".into()),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
+        },
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }

@@ -136,6 +136,38 @@ pub async fn bind(setting: &str, addr: SocketAddr) -> Result<TcpListener, StartE
         .map_err(|e| StartError::unavailable(setting, format!("{addr}: {e}")))
 }
 
+/// The drain before a shutdown: `/readyz` answers 503 at once, requests are still
+/// served for `server.drain_delay` (so a load balancer stops sending before the
+/// listener closes), then this returns and the shutdown proper starts.
+pub async fn drain(bff: &Bff) {
+    bff.start_draining();
+    let delay = bff.config().server.drain_delay;
+    tracing::info!(
+        ?delay,
+        "draining: /readyz answers 503, requests are still served"
+    );
+    tokio::time::sleep(delay).await;
+}
+
+/// Starts listening for SIGINT and SIGTERM now, on the current runtime: a signal
+/// that arrived before the handlers were installed would end the process at once,
+/// without the drain. The receiver turns `true` when one arrives; [`signalled`]
+/// waits for that (from any runtime: pingora's own awaits it).
+#[must_use]
+pub fn listen_for_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Waits until [`listen_for_signals`] saw SIGINT or SIGTERM.
+pub async fn signalled(mut signals: watch::Receiver<bool>) {
+    let _ = signals.wait_for(|got| *got).await;
+}
+
 /// Waits for SIGINT or SIGTERM.
 pub async fn wait_for_signal() {
     let term = async {

@@ -1,6 +1,7 @@
-//! Running the pingora engine: as the binary's server (pingora's `Server`, fed from
-//! our config.toml, with SIGINT/SIGTERM mapped to a bounded graceful shutdown), or
-//! in-process on a listener already bound (tests bind port 0).
+//! Running the pingora engine: as the binary's server (pingora's services on
+//! runtimes of our own, fed from our config.toml, with SIGINT/SIGTERM mapped to the
+//! drain and a bounded graceful shutdown), or in-process on a listener already
+//! bound (tests bind port 0).
 //!
 //! The binary runs one pingora service per worker thread, each on its own
 //! single-threaded runtime with its own upstream connection pool, all accepting on
@@ -13,29 +14,25 @@
 use std::os::fd::IntoRawFd as _;
 use std::sync::Arc;
 
-use async_trait::async_trait;
+use pingora::server::ListenFds;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{ListenFds, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::Service as _;
 use tokio::net::TcpListener;
 
 use super::{BffPingora, GuardedApp};
 use crate::bff::Bff;
 use crate::engine::conn::ConnLimits;
-use crate::engine::lifecycle::{Running, Starting, wait_for_signal};
+use crate::engine::lifecycle::{Running, Starting, drain, signalled};
 use crate::start::StartError;
 use pingora::services::listening::Service;
 
-/// pingora's server configuration from ours (no second YAML file): threads, a
-/// graceful shutdown bounded by `server.shutdown_timeout` (pingora's own default
-/// waits 5 minutes), the upstream keep-alive pool.
+/// pingora's server configuration from ours (no second YAML file): threads, the
+/// upstream keep-alive pool. (The shutdown is ours: `run_blocking`.)
 #[must_use]
 pub fn server_conf(bff: &Bff) -> ServerConf {
     let server = &bff.config().server;
     ServerConf {
         threads: server.worker_threads(),
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(server.shutdown_timeout.as_secs().max(1)),
         upstream_keepalive_pool_size: server.upstream_keepalive,
         work_stealing: false,
         ..ServerConf::default()
@@ -57,41 +54,88 @@ fn proxy_service(
     Service::new(name, GuardedApp::new(proxy, limits))
 }
 
-/// SIGINT and SIGTERM both ask for a graceful shutdown (bounded by
-/// `server.shutdown_timeout`).
-struct Signals;
-
-#[async_trait]
-impl ShutdownSignalWatch for Signals {
-    async fn recv(&self) -> ShutdownSignal {
-        wait_for_signal().await;
-        tracing::info!("shutting down: finishing open requests");
-        ShutdownSignal::GracefulTerminate
-    }
-}
-
-/// Runs the pingora engine as the binary's server until SIGINT/SIGTERM. Blocks.
-pub fn run_blocking(bff: Bff) -> Result<(), StartError> {
-    let conf = server_conf(&bff);
-    let threads = conf.threads;
-    let listen = bff.config().server.listen.to_string();
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
+/// Runs the pingora engine as the binary's server until SIGINT/SIGTERM (seen by
+/// [`listen_for_signals`](crate::engine::lifecycle::listen_for_signals), started
+/// early by the caller), then drains (`server.drain_delay`: `/readyz` 503, requests
+/// still served), stops accepting and lets open requests finish within
+/// `server.shutdown_timeout`. Blocks.
+///
+/// One pingora service per worker thread, each on a single-threaded runtime of its
+/// own. They share the one listening socket (one accept queue) through duplicates
+/// of its descriptor, one per service: pingora takes a listener it finds in a
+/// service's descriptor table as its own and closes it when the service stops, so
+/// each must own a descriptor of its own (sharing one made every service after the
+/// first close an already closed descriptor at shutdown: an abort in debug builds,
+/// and in release a close of whatever file had taken that number).
+pub fn run_blocking(
+    bff: Bff,
+    signals: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), StartError> {
+    let unavailable = |e: std::io::Error| StartError::unavailable("server.listen", e.to_string());
+    let server = &bff.config().server;
+    let (listen, threads, shutdown_timeout) = (
+        server.listen,
+        server.worker_threads(),
+        server.shutdown_timeout,
+    );
+    let listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| StartError::unavailable("server.listen", format!("{listen}: {e}")))?;
+    listener.set_nonblocking(true).map_err(unavailable)?;
+    let conf = Arc::new(server_conf(&bff));
     let tls = bff.config().resolved.tls.clone();
     let limits = Arc::new(ConnLimits::from_config(bff.config()));
-    // pingora binds an address once and hands the same socket to every service
-    // that names it (its fd table), so the services share one accept queue.
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let key = listen.to_string();
+    let mut workers = Vec::with_capacity(threads);
     for i in 0..threads {
         let name = format!("bff-proxy-{i}");
-        let mut service = proxy_service(name, &server.configuration, bff.clone(), limits.clone());
-        service.threads = Some(1);
-        add_listener(&mut service, &listen, tls.as_ref())?;
-        server.add_service(service);
+        let mut service = proxy_service(name.clone(), &conf, bff.clone(), limits.clone());
+        add_listener(&mut service, &key, tls.as_ref())?;
+        let fds: ListenFds = Arc::new(pingora::server::Fds::new().into());
+        let own = listener.try_clone().map_err(unavailable)?;
+        fds.lock().add(key.clone(), own.into_raw_fd());
+        let stop = stop_rx.clone();
+        let limits = limits.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StartError::unavailable("server.threads", e.to_string()))?;
+        let worker = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                runtime.block_on(async move {
+                    // Returns once `stop` fires and the listener is closed.
+                    service.start_service(Some(fds), stop, 1).await;
+                    finish_open_requests(&limits, shutdown_timeout).await;
+                });
+            })
+            .map_err(|e| StartError::unavailable("server.threads", e.to_string()))?;
+        workers.push(worker);
     }
-    server.run(RunArgs {
-        shutdown_signal: Box::new(Signals),
+    drop(listener);
+    let waiter = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::unavailable("server.threads", e.to_string()))?;
+    waiter.block_on(async {
+        signalled(signals).await;
+        drain(&bff).await;
     });
+    tracing::info!(timeout = ?shutdown_timeout, "shutting down: finishing open requests");
+    let _ = stop.send(true);
+    for worker in workers {
+        let _ = worker.join();
+    }
     Ok(())
+}
+
+/// Waits until no client connection is open (pingora closes idle keep-alive ones
+/// when its service stops), at most `limit`; what is left is then closed.
+async fn finish_open_requests(limits: &ConnLimits, limit: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while limits.open() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Adds the proxy's listener: TLS when `server.tls_cert`/`tls_key` are set.

@@ -33,6 +33,10 @@ pub struct ServerConfig {
     /// How long a graceful shutdown may take before connections are closed.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
+    /// On SIGTERM: how long `/readyz` answers 503 while requests are still served,
+    /// so a load balancer stops sending before the listener closes. `"0s"`: none.
+    #[serde(with = "duration")]
+    pub drain_delay: Duration,
     /// TLS certificate chain (PEM), for TLS termination.
     pub tls_cert: Option<SecretSource>,
     /// TLS private key (PEM).
@@ -83,6 +87,7 @@ impl Default for ServerConfig {
             engine: Engine::default(),
             prefix: "/bff".into(),
             shutdown_timeout: Duration::from_secs(10),
+            drain_delay: Duration::from_secs(5),
             tls_cert: None,
             tls_key: None,
             threads: None,

@@ -16,6 +16,7 @@ mod devidp;
 mod hardening;
 mod interop;
 mod logs;
+mod operations;
 mod proxy;
 mod scaleout;
 mod store;

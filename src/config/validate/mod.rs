@@ -172,12 +172,18 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 /// Every duration has a floor and a ceiling: far-off values overflow clocks and
 /// caches at run time (`"1001y"` once passed here and panicked at start).
 fn check_durations(c: &Sections, problems: &mut Vec<Problem>) {
-    let rules: [(Duration, &str, Duration, Duration); 11] = [
+    let rules: [(Duration, &str, Duration, Duration); 12] = [
         (
             c.server.shutdown_timeout,
             "server.shutdown_timeout",
             Duration::from_millis(1),
             HOUR,
+        ),
+        (
+            c.server.drain_delay,
+            "server.drain_delay",
+            Duration::ZERO,
+            10 * MINUTE,
         ),
         (
             c.server.upstream_connect_timeout,

@@ -71,6 +71,12 @@ impl ConnLimits {
         Self::new(s.header_timeout, s.idle_timeout, s.max_connections)
     }
 
+    /// How many client connections are open now.
+    #[must_use]
+    pub fn open(&self) -> usize {
+        self.max.saturating_sub(self.permits.available_permits())
+    }
+
     /// A place for a new connection, or None when `server.max_connections` are
     /// open (the engine then closes it at once; logged at most every 10 s).
     #[must_use]

@@ -1,0 +1,255 @@
+//! The binary as ops run it: readiness that follows the shared store, and the drain
+//! on SIGTERM (`/readyz` 503 at once, requests still served for
+//! `server.drain_delay`, then a bounded shutdown), for both engines. The binary
+//! runs on the root config.toml with its ports moved by `BFF_*` overrides.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::support::Http;
+
+/// A free loopback port for a child process (which cannot hand back a port 0 it
+/// bound): taken from the kernel, released, then given to the child.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Proxy {
+    child: tokio::process::Child,
+    base: String,
+    admin: String,
+    http: Http,
+}
+
+impl Proxy {
+    /// `bff-proxy --config config.toml --engine ENGINE` with its ports moved and
+    /// `env` on top; waits until `/readyz` answers 200.
+    async fn start(engine: &str, env: &[(&str, String)]) -> Self {
+        let (port, admin, idp, echo) = (free_port(), free_port(), free_port(), free_port());
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_bff-proxy"));
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+            "--config",
+            "config.toml",
+            "--engine",
+            engine,
+        ]);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("BFF_") {
+                cmd.env_remove(k);
+            }
+        }
+        let base = format!("http://127.0.0.1:{port}");
+        cmd.env("BFF_SERVER_LISTEN", format!("127.0.0.1:{port}"))
+            .env("BFF_SERVER_PUBLIC_URL", &base)
+            .env("BFF_SERVER_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+            .env("BFF_OIDC_ISSUER", format!("http://127.0.0.1:{idp}"))
+            .env("BFF_OIDC_POST_LOGOUT_REDIRECT_URI", format!("{base}/"))
+            .env("BFF_DEV_ECHO", format!("127.0.0.1:{echo}"))
+            .env("RUST_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let proxy = Self {
+            child,
+            base,
+            admin: format!("http://127.0.0.1:{admin}"),
+            http: Http::new(),
+        };
+        proxy
+            .wait_ready(200, Duration::from_secs(60))
+            .await
+            .expect("the proxy never became ready");
+        // The admin listener may answer before the proxy's own.
+        let start = Instant::now();
+        while proxy.get_status(&format!("{}/", proxy.base)).await != Some(200) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the proxy never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        proxy
+    }
+
+    /// `/readyz`'s status, or None when nothing answers.
+    async fn readyz(&self) -> Option<u16> {
+        self.get_status(&format!("{}/readyz", self.admin)).await
+    }
+
+    async fn get_status(&self, url: &str) -> Option<u16> {
+        let req = http::Request::get(url)
+            .body(http_body_util::Full::default())
+            .unwrap();
+        self.http
+            .try_send(req)
+            .await
+            .ok()
+            .map(|r| r.status.as_u16())
+    }
+
+    /// Polls `/readyz` until it answers `status`; how long that took.
+    async fn wait_ready(&self, status: u16, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.readyz().await == Some(status) {
+                return Some(start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    fn sigterm(&self) {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+async fn sigterm_drains_then_stops(engine: &str) {
+    let drain = Duration::from_secs(2);
+    let mut proxy = Proxy::start(
+        engine,
+        &[
+            ("BFF_SERVER_DRAIN_DELAY", "2s".into()),
+            ("BFF_SERVER_SHUTDOWN_TIMEOUT", "2s".into()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        proxy.get_status(&format!("{}/", proxy.base)).await,
+        Some(200)
+    );
+
+    let signalled = Instant::now();
+    proxy.sigterm();
+    // /readyz turns 503 at once…
+    let took = proxy
+        .wait_ready(503, Duration::from_secs(1))
+        .await
+        .expect("/readyz still 200 a second after SIGTERM");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    // …while requests are still served for the drain.
+    let mut served = 0;
+    while signalled.elapsed() < drain - Duration::from_millis(500) {
+        assert_eq!(
+            proxy.get_status(&format!("{}/", proxy.base)).await,
+            Some(200),
+            "a request during the drain, {:?} after SIGTERM",
+            signalled.elapsed()
+        );
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served >= 5, "{served}");
+    // Then a bounded shutdown: drain + shutdown_timeout, and a margin.
+    let exit = tokio::time::timeout(Duration::from_secs(10), proxy.child.wait())
+        .await
+        .expect("the process did not stop within drain + shutdown_timeout")
+        .unwrap();
+    let stopped = signalled.elapsed();
+    assert!(
+        stopped >= drain,
+        "stopped after {stopped:?}, before the drain ended"
+    );
+    assert!(stopped < drain + Duration::from_secs(4), "{stopped:?}");
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test]
+async fn sigterm_drains_then_stops_pingora() {
+    sigterm_drains_then_stops("pingora").await;
+}
+
+#[tokio::test]
+async fn sigterm_drains_then_stops_hyper() {
+    sigterm_drains_then_stops("hyper").await;
+}
+
+/// A Redis of the test's own, to stop and start again.
+fn redis_server(port: u16) -> tokio::process::Child {
+    tokio::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server is needed (scripts/setup installs it)")
+}
+
+async fn wait_listening(port: u16) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("redis-server did not start on {port}");
+}
+
+#[tokio::test]
+async fn readyz_follows_the_shared_store() {
+    let port = free_port();
+    let mut redis = redis_server(port);
+    wait_listening(port).await;
+    let store_timeout = Duration::from_secs(1);
+    let proxy = Proxy::start(
+        "hyper",
+        &[
+            ("BFF_STORE_KIND", "redis".into()),
+            ("BFF_STORE_URL", format!("redis://127.0.0.1:{port}")),
+            ("BFF_STORE_TIMEOUT", "1s".into()),
+            ("BFF_STORE_KEY_PREFIX", format!("bff-readyz-{port}:")),
+        ],
+    )
+    .await;
+    assert_eq!(proxy.readyz().await, Some(200));
+
+    // Redis stops: 503 within store.timeout + 1 s.
+    redis.kill().await.unwrap();
+    let took = proxy
+        .wait_ready(503, store_timeout + Duration::from_secs(1))
+        .await
+        .expect("/readyz still 200 with Redis stopped");
+    eprintln!("/readyz 503 {took:?} after Redis stopped");
+    let body = {
+        let req = http::Request::get(format!("{}/readyz", proxy.admin))
+            .body(http_body_util::Full::default())
+            .unwrap();
+        proxy.http.send(req).await.text()
+    };
+    assert!(body.starts_with("not ready: store"), "{body}");
+    // The proxy itself stays up: static pages are still served.
+    assert_eq!(
+        proxy.get_status(&format!("{}/", proxy.base)).await,
+        Some(200)
+    );
+
+    // Redis back: 200 again.
+    let _redis = redis_server(port);
+    wait_listening(port).await;
+    let took = proxy
+        .wait_ready(200, Duration::from_secs(15))
+        .await
+        .expect("/readyz stayed 503 with Redis back");
+    eprintln!("/readyz 200 {took:?} after Redis came back");
+}

@@ -10,8 +10,8 @@
 //! ```
 
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder as _, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The BFF's metrics.
@@ -25,6 +25,8 @@ pub struct Metrics {
     sessions_ended: IntCounterVec,
     reuse_detected: IntCounter,
     idp_requests: IntCounterVec,
+    build_info: IntGaugeVec,
+    store_errors: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -73,8 +75,8 @@ impl Metrics {
         let upstream_duration = histogram_vec(
             &registry,
             "bff_upstream_duration_seconds",
-            "Time to the upstream's response head.",
-            &[],
+            "Time to the upstream's response head, by route.",
+            &["route"],
         );
         let refresh = counter_vec(
             &registry,
@@ -107,6 +109,34 @@ impl Metrics {
             "Requests to the IdP by endpoint and status.",
             &["endpoint", "status"],
         );
+        #[allow(clippy::expect_used)]
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "bff_build_info",
+                "1 for the running build: its version and the engine serving (pingora, hyper, tower).",
+            ),
+            &["version", "engine"],
+        )
+        .expect("constant gauge definition");
+        let _ = registry.register(Box::new(build_info.clone()));
+        let store_errors = counter_vec(
+            &registry,
+            "bff_store_errors_total",
+            "Shared-store operations that failed (unreachable, timed out), by operation.",
+            &["op"],
+        );
+        // Every operation at 0 from the start: `rate()` and alerts see a series
+        // before the first failure.
+        for op in [
+            "lock", "renew", "unlock", "put", "get", "delete", "ping", "get_many",
+        ] {
+            store_errors.with_label_values(&[op]);
+        }
+        // The standard process_* metrics (CPU, memory, open descriptors, start time).
+        #[cfg(target_os = "linux")]
+        let _ = registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
         Self {
             registry,
             requests,
@@ -116,7 +146,27 @@ impl Metrics {
             sessions_ended,
             reuse_detected,
             idp_requests,
+            build_info,
+            store_errors,
         }
+    }
+
+    /// Records which engine serves this instance (`bff_build_info`).
+    pub fn serving_with(&self, engine: &str) {
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), engine])
+            .set(1);
+    }
+
+    /// Counts a failed shared-store operation.
+    pub fn store_error(&self, op: &str) {
+        self.store_errors.with_label_values(&[op]).inc();
+    }
+
+    /// How many store operations `op` failed (tests).
+    #[must_use]
+    pub fn store_error_count(&self, op: &str) -> u64 {
+        self.store_errors.with_label_values(&[op]).get()
     }
 
     /// Counts a request's outcome on a route.
@@ -131,10 +181,14 @@ impl Metrics {
     }
 
     /// Records the upstream's time to response head.
-    pub fn upstream_duration(&self, seconds: f64) {
-        self.upstream_duration
-            .with_label_values::<&str>(&[])
-            .observe(seconds);
+    pub fn upstream_duration(&self, route: &str, seconds: f64) {
+        self.upstream_histogram(route).observe(seconds);
+    }
+
+    /// A route's `bff_upstream_duration_seconds`, to resolve once per route.
+    #[must_use]
+    pub fn upstream_histogram(&self, route: &str) -> prometheus::Histogram {
+        self.upstream_duration.with_label_values(&[route])
     }
 
     /// Counts a refresh result (`ok`, `coalesced`, `grace_hit`, `invalid_grant`,

@@ -19,7 +19,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -327,5 +327,60 @@ impl SharedStore for RedisStore {
             cmd.arg(self.key(name));
         }
         self.run(&cmd).await
+    }
+}
+
+/// A store that counts its failures in `bff_store_errors_total{op}`: how every
+/// store reaches the core (`Bff::with_store`).
+pub(crate) struct Counted {
+    inner: Arc<dyn SharedStore>,
+    metrics: crate::metrics::Metrics,
+}
+
+impl Counted {
+    pub(crate) fn new(inner: Arc<dyn SharedStore>, metrics: crate::metrics::Metrics) -> Self {
+        Self { inner, metrics }
+    }
+
+    fn count<T>(&self, op: &str, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if result.is_err() {
+            self.metrics.store_error(op);
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl SharedStore for Counted {
+    async fn try_lock(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.count("lock", self.inner.try_lock(name, owner, ttl).await)
+    }
+
+    async fn renew_lock(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.count("renew", self.inner.renew_lock(name, owner, ttl).await)
+    }
+
+    async fn unlock(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        self.count("unlock", self.inner.unlock(name, owner).await)
+    }
+
+    async fn put(&self, name: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        self.count("put", self.inner.put(name, value, ttl).await)
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.count("get", self.inner.get(name).await)
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), StoreError> {
+        self.count("delete", self.inner.delete(name).await)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.count("ping", self.inner.ping().await)
+    }
+
+    async fn get_many(&self, names: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.count("get_many", self.inner.get_many(names).await)
     }
 }

@@ -174,6 +174,9 @@ impl Bff {
     #[must_use]
     pub fn with_store(mut self, store: Arc<dyn SharedStore>) -> Self {
         let core = Arc::make_mut(&mut self.core);
+        // Every store operation's failure is counted (`bff_store_errors_total{op}`).
+        let store: Arc<dyn SharedStore> =
+            Arc::new(crate::store::Counted::new(store, core.metrics.clone()));
         core.store = Some(Arc::clone(&store));
         core.revocations.set_store(Arc::clone(&store));
         core.storage.use_store(&store);
@@ -194,6 +197,14 @@ impl Bff {
     #[must_use]
     pub fn metrics(&self) -> &Metrics {
         &self.core.metrics
+    }
+
+    /// Records how long the upstream of a forwarded request took to answer
+    /// (`bff_upstream_duration_seconds{route}`).
+    pub fn observe_upstream(&self, forward: &Forward, seconds: f64) {
+        if let Some(route) = forward.route.and_then(|i| self.core.routes.by_index(i)) {
+            route.upstream_duration.observe(seconds);
+        }
     }
 
     /// The Prometheus registry of this instance's metrics (DESIGN.md "Metrics"),

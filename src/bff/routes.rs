@@ -40,6 +40,8 @@ pub(crate) struct Route {
     destination: Destination,
     /// `bff_requests_total{route, outcome="forwarded"}`, resolved once.
     pub(crate) forwarded: prometheus::IntCounter,
+    /// `bff_upstream_duration_seconds{route}`, resolved once.
+    pub(crate) upstream_duration: prometheus::Histogram,
 }
 
 impl Route {
@@ -164,6 +166,7 @@ impl RouteTable {
                 allow,
                 destination,
                 forwarded: metrics.request_counter(&r.path, "forwarded"),
+                upstream_duration: metrics.upstream_histogram(&r.path),
             });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
@@ -194,6 +197,11 @@ impl RouteTable {
             .iter()
             .find(|r| path.starts_with(&r.path))
             .map_or(Matched::Unmatched, Matched::Route))
+    }
+
+    /// The route of `config.routes[index]`.
+    pub(crate) fn by_index(&self, index: usize) -> Option<&Route> {
+        self.routes.iter().find(|r| r.index == index)
     }
 
     /// How many routes there are.

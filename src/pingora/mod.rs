@@ -239,14 +239,13 @@ impl ProxyHttp for BffPingora {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(started) = ctx.upstream_started.take() {
-            self.bff
-                .metrics()
-                .upstream_duration(started.elapsed().as_secs_f64());
-        }
         let Some(forward) = ctx.forward.as_ref() else {
             return Ok(());
         };
+        if let Some(started) = ctx.upstream_started.take() {
+            self.bff
+                .observe_upstream(forward, started.elapsed().as_secs_f64());
+        }
         let switching = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             if let Some(state) = &ctx.conn {

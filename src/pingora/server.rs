@@ -81,6 +81,7 @@ pub fn run_blocking(
     let listener = std::net::TcpListener::bind(listen)
         .map_err(|e| StartError::unavailable("server.listen", format!("{listen}: {e}")))?;
     listener.set_nonblocking(true).map_err(unavailable)?;
+    bff.metrics().serving_with("pingora");
     let conf = Arc::new(server_conf(&bff));
     let tls = bff.config().resolved.tls.clone();
     let limits = Arc::new(ConnLimits::from_config(bff.config()));
@@ -175,6 +176,7 @@ impl PingoraServer {
         let unavailable =
             |e: std::io::Error| StartError::unavailable("server.listen", e.to_string());
         let addr = listener.local_addr().map_err(unavailable)?;
+        bff.metrics().serving_with("pingora");
         let conf = Arc::new(server_conf(&bff));
         let limits = Arc::new(ConnLimits::from_config(bff.config()));
         let mut service = proxy_service("bff-proxy".to_owned(), &conf, bff.clone(), limits);

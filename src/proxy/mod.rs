@@ -5,6 +5,8 @@
 mod server;
 
 use std::net::SocketAddr;
+
+use crate::bff::Forward;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -105,19 +107,23 @@ impl HyperDoor {
             // future.
             Box::pin(self.upgrade(req, uri)).await
         } else {
-            self.forward(req, uri).await
+            self.forward(req, uri, &forward).await
         };
         headers::add_set_cookies(resp.headers_mut(), &forward);
         resp
     }
 
-    async fn forward(&self, mut req: Request<Incoming>, uri: Uri) -> Response<ProxyBody> {
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        uri: Uri,
+        forward: &Forward,
+    ) -> Response<ProxyBody> {
         *req.uri_mut() = uri;
         let started = Instant::now();
         let sent = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
         self.bff
-            .metrics()
-            .upstream_duration(started.elapsed().as_secs_f64());
+            .observe_upstream(forward, started.elapsed().as_secs_f64());
         match sent {
             Ok(Ok(resp)) => {
                 let (mut head, body) = resp.into_parts();

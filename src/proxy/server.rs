@@ -148,6 +148,7 @@ impl Setup {
         listener: &impl LocalAddr,
         admin: Option<TcpListener>,
     ) -> Result<(SocketAddr, Starting, Self), StartError> {
+        bff.metrics().serving_with("hyper");
         let addr = listener
             .local_addr()
             .map_err(|e| StartError::unavailable("server.listen", e.to_string()))?;

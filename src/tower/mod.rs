@@ -143,7 +143,9 @@ pub struct BffLayer {
 impl BffLayer {
     /// A layer over one BFF core (shared by every service it wraps).
     pub fn new(bff: impl Into<Bff>) -> Self {
-        Self { bff: bff.into() }
+        let bff = bff.into();
+        bff.metrics().serving_with("tower");
+        Self { bff }
     }
 }
 

@@ -12,6 +12,7 @@ mod cli;
 mod config_fixtures;
 mod core_flow;
 mod demo;
+mod deploy;
 mod devidp;
 mod hardening;
 mod interop;

@@ -238,6 +238,20 @@ async fn readyz_follows_the_shared_store() {
         proxy.http.send(req).await.text()
     };
     assert!(body.starts_with("not ready: store"), "{body}");
+    // Each failed ping is counted.
+    let metrics = {
+        let req = http::Request::get(format!("{}/metrics", proxy.admin))
+            .body(http_body_util::Full::default())
+            .unwrap();
+        proxy.http.send(req).await.text()
+    };
+    let failed_pings: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"bff_store_errors_total{op="ping"} "#))
+        .unwrap_or_else(|| panic!("no failed ping counted in\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(failed_pings >= 1);
     // The proxy itself stays up: static pages are still served.
     assert_eq!(
         proxy.get_status(&format!("{}/", proxy.base)).await,

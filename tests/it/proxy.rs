@@ -399,8 +399,32 @@ async fn upstream_failures_static_files_and_metrics(front: Front) {
         }
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
     }
-    assert!(metrics.contains("bff_upstream_duration_seconds_count"));
+    // Upstream time per route: the three answers from /api/.
+    assert!(
+        metrics.contains(r#"bff_upstream_duration_seconds_count{route="/api/"} 3"#),
+        "{metrics}"
+    );
     assert!(metrics.contains("bff_refresh_duration_seconds_count 1"));
+    // Which build serves, and the standard process metrics.
+    let engine = if front == Front::Hyper {
+        "hyper"
+    } else {
+        "pingora"
+    };
+    assert!(
+        metrics.contains(&format!(
+            r#"bff_build_info{{engine="{engine}",version="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{metrics}"
+    );
+    for name in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(metrics.contains(name), "{name} not in\n{metrics}");
+    }
     s.stop().await;
 }
 

@@ -215,7 +215,15 @@ fn millis(d: Duration) -> u64 {
 
 impl RedisStore {
     /// Connects to `url` (the URL is a secret: it never reaches a log or an error).
+    /// `rediss://` is Redis over TLS, verified against the system's roots (or the
+    /// file `SSL_CERT_FILE` names); a password and a database number go in the URL
+    /// (`rediss://:PASSWORD@host:6380/3`).
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
+        if url.starts_with("rediss://") {
+            // The redis client builds its TLS config from the process's default
+            // provider: ours is ring (already installed is fine).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let client = redis::Client::open(url)
             .map_err(|_| StoreError::Unavailable("store.url is not a Redis URL".into()))?;
         let conn = tokio::time::timeout(timeout, redis::aio::ConnectionManager::new(client))

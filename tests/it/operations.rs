@@ -267,3 +267,104 @@ async fn readyz_follows_the_shared_store() {
         .expect("/readyz stayed 503 with Redis back");
     eprintln!("/readyz 200 {took:?} after Redis came back");
 }
+
+/// `rediss://` with a password and a database number: a TLS Redis of the test's
+/// own (a self-signed certificate, trusted through `SSL_CERT_FILE`).
+#[tokio::test]
+async fn rediss_with_a_password_and_a_database_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let port = free_port();
+    let password = "redis-pass-7f3a";
+    let _redis = tokio::process::Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(&cert)
+        .args(["--tls-auth-clients", "no", "--requirepass", password])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server is needed (scripts/setup installs it)");
+    wait_listening(port).await;
+    let url = |pass: &str| format!("rediss://:{pass}@127.0.0.1:{port}/3");
+    let ca = cert.display().to_string();
+
+    // A wrong password: the binary does not start (exit 69), naming the setting and
+    // never printing the URL or the password.
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_bff-proxy"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["--config", "config.toml", "--engine", "hyper"])
+            .env("BFF_SERVER_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env(
+                "BFF_SERVER_ADMIN_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .env(
+                "BFF_OIDC_ISSUER",
+                format!("http://127.0.0.1:{}", free_port()),
+            )
+            .env("BFF_DEV_ECHO", format!("127.0.0.1:{}", free_port()))
+            .env("BFF_STORE_KIND", "redis")
+            .env("BFF_STORE_URL", url("wrong-pass-91"))
+            .env("SSL_CERT_FILE", &ca)
+            .output(),
+    )
+    .await
+    .expect("a refused store must end the start")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(stderr.contains("store.url"), "{stderr}");
+    assert!(
+        !stderr.contains("wrong-pass-91") && !stderr.contains("rediss://"),
+        "{stderr}"
+    );
+
+    // The right one: ready, and a server-mode session lands in database 3.
+    let proxy = Proxy::start(
+        "hyper",
+        &[
+            ("BFF_STORE_KIND", "redis".into()),
+            ("BFF_STORE_URL", url(password)),
+            ("BFF_SESSION_MODE", "server".into()),
+            ("SSL_CERT_FILE", ca.clone()),
+        ],
+    )
+    .await;
+    let browser = crate::support::browser::Browser::new(&proxy.base);
+    browser.login("/").await;
+    assert_eq!(browser.api("/bff/user").await.status, 200);
+    let dbsize = |db: &str| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["--tls", "--cacert", &ca, "-p", &port.to_string()])
+            .args(["-a", password, "--no-auth-warning", "-n", db, "dbsize"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("redis-cli: {}", String::from_utf8_lossy(&out.stderr)))
+    };
+    assert!(dbsize("3") > 0, "the session is in database 3");
+    assert_eq!(dbsize("0"), 0, "nothing in database 0");
+}

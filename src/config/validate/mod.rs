@@ -499,13 +499,11 @@ fn check_csrf(c: &Sections, problems: &mut Vec<Problem>) {
 
 fn check_store(c: &Sections, problems: &mut Vec<Problem>) {
     if let Some(SecretSource::Literal(url)) = &c.store.url {
-        if url.starts_with("rediss://") {
+        if !url.starts_with("redis://") && !url.starts_with("rediss://") {
             problems.push(Problem::new(
                 "store.url",
-                "rediss:// (Redis over TLS): not supported yet in this build",
+                "must be a redis:// or rediss:// (TLS) URL",
             ));
-        } else if !url.starts_with("redis://") {
-            problems.push(Problem::new("store.url", "must be a redis:// URL"));
         }
     }
     match (c.store.kind, &c.store.url) {

@@ -163,12 +163,6 @@ impl Metrics {
         self.store_errors.with_label_values(&[op]).inc();
     }
 
-    /// How many store operations `op` failed (tests).
-    #[must_use]
-    pub fn store_error_count(&self, op: &str) -> u64 {
-        self.store_errors.with_label_values(&[op]).get()
-    }
-
     /// Counts a request's outcome on a route.
     pub fn request(&self, route: &str, outcome: &str) {
         self.requests.with_label_values(&[route, outcome]).inc();
@@ -178,11 +172,6 @@ impl Metrics {
     #[must_use]
     pub fn request_counter(&self, route: &str, outcome: &str) -> IntCounter {
         self.requests.with_label_values(&[route, outcome])
-    }
-
-    /// Records the upstream's time to response head.
-    pub fn upstream_duration(&self, route: &str, seconds: f64) {
-        self.upstream_histogram(route).observe(seconds);
     }
 
     /// A route's `bff_upstream_duration_seconds`, to resolve once per route.

@@ -2,7 +2,7 @@
 # installs wrk, nginx and curl (Debian packages) when missing, raises the open-file
 # limit, runs scripts/setup, and picks the binary to measure: $BFF_BIN when set (an
 # older commit's build, to compare in one run), else this checkout's release build.
-# Sets NGINX and BIN; defines wait_http.
+# Sets NGINX and BIN; defines wait_http, start_upstream and bench_config.
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)
@@ -44,4 +44,32 @@ http {
 CONF
   "$NGINX" -c "$2/nginx-up.conf" -p "$2" -e "$2/nginx-up-error.log"
   wait_http "http://127.0.0.1:$1/"
+}
+
+bench_config() { # listen admin engine dev_idp threads [extra [session] lines]: a
+  # bff-proxy config of the measured stack (the script sets PX, IDP, UP and KEY):
+  # public at PX, the IdP at IDP, /api/ on the upstream at UP, tokens of an hour.
+  cat <<EOF
+[server]
+listen = "127.0.0.1:$1"
+public_url = "http://127.0.0.1:$PX"
+admin_listen = "127.0.0.1:$2"
+engine = "$3"
+threads = $5
+drain_delay = "0s"
+[oidc]
+issuer = "http://127.0.0.1:$IDP"
+client_id = "bench"
+client_secret = "bench-secret"
+scopes = ["openid", "offline_access"]
+[session]
+keys = ["$KEY"]
+${6:-}
+[dev]
+idp = $4
+access_token_lifetime = "1h"
+[[routes]]
+path = "/api/"
+upstream = "http://127.0.0.1:$UP"
+EOF
 }

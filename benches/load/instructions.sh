@@ -52,27 +52,7 @@ start_upstream "$UP" "$WORK"
 
 KEY=$("$BIN" keygen)
 config() { # listen admin engine dev_idp
-  cat <<EOF
-[server]
-listen = "127.0.0.1:$1"
-public_url = "http://127.0.0.1:$PX"
-admin_listen = "127.0.0.1:$2"
-engine = "$3"
-threads = 1
-[oidc]
-issuer = "http://127.0.0.1:$IDP"
-client_id = "bench"
-client_secret = "bench-secret"
-scopes = ["openid", "offline_access"]
-[session]
-keys = ["$KEY"]
-[dev]
-idp = $4
-access_token_lifetime = "1h"
-[[routes]]
-path = "/api/"
-upstream = "http://127.0.0.1:$UP"
-EOF
+  bench_config "$1" "$2" "$3" "$4" 1
 }
 # The dev IdP in a process of its own, not measured.
 config "$IDP_PROXY" "$IDP_ADMIN" hyper true > "$WORK/idp.toml"
@@ -93,10 +73,21 @@ count() { # name pid url [headers...] → a results line: name requests instruct
   non2xx=$(awk '/Non-2xx/ {print $5}' "$WORK/$name.wrk")
   # The last dump's totals: summed over the dump files of this process (one per
   # thread with --separate-threads=no there is one; take the newest).
-  local f
-  f=$(ls -t "$WORK/$name".cg.out* | head -1)
+  # The dump of the measured run (callgrind numbers it .1); a process that exited
+  # meanwhile left only its final file: say so rather than print a wrong count.
+  local f="$WORK/$name.cg.out.1"
+  if [ ! -s "$f" ] || ! kill -0 "$pid" 2>/dev/null; then
+    echo "$name stopped during its run; its valgrind log ends:" >&2
+    grep -v "^==" "$WORK/$name.valgrind.log" | tail -5 >&2
+    exit 1
+  fi
   instr=$(awk '/^summary:/ {print $2} /^totals:/ {print $2}' "$f" | tail -1)
   echo "$name $requests $instr ${non2xx:-0}" >> "$WORK/results"
+}
+stop() { # pid: stops a process and waits (at most 20 s) until its ports are free
+  kill "$1" 2>/dev/null || true
+  for _ in $(seq 1 200); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  echo "process $1 did not stop" >&2; exit 1
 }
 under_callgrind() { # name command...: starts it under callgrind, prints its pid
   local name=$1; shift
@@ -133,7 +124,7 @@ pid=$(under_callgrind nginx "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/
 PIDS+=("$pid")
 wait_http "http://127.0.0.1:$NGX/" || { cat "$WORK/nginx.valgrind.log" >&2; exit 1; }
 count nginx "$pid" "http://127.0.0.1:$NGX/api/bench"
-kill "$pid"; wait "$pid" 2>/dev/null || true
+stop "$pid"
 
 for engine in pingora hyper; do
   config "$PX" "$PX_ADMIN" "$engine" false > "$WORK/$engine.toml"
@@ -147,7 +138,7 @@ for engine in pingora hyper; do
   got=$(curl -s -H "Cookie: $cookie" -H "X-CSRF: 1" "http://127.0.0.1:$PX/api/bench")
   [ "$got" = "ok" ] || { echo "the session does not work on $engine: $got" >&2; exit 1; }
   count "bff-$engine" "$pid" "http://127.0.0.1:$PX/api/bench" "Cookie: $cookie" "X-CSRF: 1"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  stop "$pid"
 done
 
 echo "machine: $(nproc) cores, $(uname -m); valgrind $(valgrind --version | sed 's/^valgrind-//'), callgrind; each proxy alone with 1 worker; wrk -t1 -c$CONNS -d$DUR after a 2 s warm-up; user-space instructions only"

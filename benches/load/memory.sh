@@ -42,29 +42,8 @@ rss_mb() { # pid → resident set in MB
 start_upstream "$UP" "$WORK"
 
 KEY=$("$BIN" keygen)
-config() { # listen admin engine dev_idp [extra lines]
-  cat <<EOF
-[server]
-listen = "127.0.0.1:$1"
-public_url = "http://127.0.0.1:$PX"
-admin_listen = "127.0.0.1:$2"
-engine = "$3"
-threads = $PROXY_THREADS
-[oidc]
-issuer = "http://127.0.0.1:$IDP"
-client_id = "bench"
-client_secret = "bench-secret"
-scopes = ["openid", "offline_access"]
-[session]
-keys = ["$KEY"]
-${5:-}
-[dev]
-idp = $4
-access_token_lifetime = "1h"
-[[routes]]
-path = "/api/"
-upstream = "http://127.0.0.1:$UP"
-EOF
+config() { # listen admin engine dev_idp [extra [session] lines]
+  bench_config "$1" "$2" "$3" "$4" "$PROXY_THREADS" "${5:-}"
 }
 
 # The IdP's own process (its client's redirect URI is the measured proxy's callback:

@@ -7,15 +7,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bff_proxy::devidp::{DevClient, DevClientAuth, DevIdp, DevIdpSettings};
-use bytes::Bytes;
-use http::header::{COOKIE, LOCATION};
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::StatusCode;
+use http::header::LOCATION;
 use tokio::io::AsyncBufReadExt as _;
 
-use crate::support::{Jar, KEY, SECRET, idp_answer};
+use crate::support::{Jar, KEY, SECRET, http_get, idp_answer};
 
 /// The example's binary, beside this test's: target/<profile>/examples/.
 fn example_binary() -> PathBuf {
@@ -31,25 +27,9 @@ fn example_binary() -> PathBuf {
 }
 
 async fn get(url: &str, jar: &Jar) -> (StatusCode, http::HeaderMap, String) {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut b = Request::get(url);
-    if let Some(c) = jar.header() {
-        b = b.header(COOKIE, c);
-    }
-    let resp = tokio::time::timeout(
-        Duration::from_secs(20),
-        client.request(b.body(Full::default()).unwrap()),
-    )
-    .await
-    .expect("the example timed out")
-    .unwrap();
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    (
-        parts.status,
-        parts.headers,
-        String::from_utf8_lossy(&body).into_owned(),
-    )
+    let r = http_get(url, jar).await;
+    let body = r.text();
+    (r.status, r.headers, body)
 }
 
 #[tokio::test]

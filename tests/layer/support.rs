@@ -5,7 +5,7 @@ use bff_proxy::Bff;
 use bff_proxy::config::Env;
 use bff_proxy::devidp::{DevClient, DevClientAuth, DevIdp, DevIdpSettings};
 use bytes::Bytes;
-use http::header::{COOKIE, LOCATION, SET_COOKIE};
+use http::header::{COOKIE, LOCATION};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
@@ -74,37 +74,11 @@ where
     }
 }
 
-/// Cookies as a browser keeps them (Set-Cookie applied, removals included).
-#[derive(Clone, Default, Debug)]
-pub struct Jar(pub Vec<(String, String)>);
-
-impl Jar {
-    pub fn apply(&mut self, headers: &HeaderMap) {
-        for sc in headers.get_all(SET_COOKIE) {
-            let c = cookie::Cookie::parse(sc.to_str().unwrap().to_owned()).unwrap();
-            self.0.retain(|(n, _)| n != c.name());
-            if c.max_age() != Some(cookie::time::Duration::ZERO) {
-                self.0.push((c.name().to_owned(), c.value().to_owned()));
-            }
-        }
-    }
-
-    pub fn header(&self) -> Option<String> {
-        (!self.0.is_empty()).then(|| {
-            self.0
-                .iter()
-                .map(|(n, v)| format!("{n}={v}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-    }
-
-    pub fn has_session(&self) -> bool {
-        self.0
-            .iter()
-            .any(|(n, _)| n.starts_with("__Host-Http-bff") && !n.contains("-login-"))
-    }
-}
+/// The integration tests' cookie jar, one definition for both test crates.
+#[path = "../it/support/jar.rs"]
+#[allow(dead_code)]
+mod jar;
+pub use jar::Jar;
 
 /// The dev IdP, the BFF, the test app.
 pub struct Harness {
@@ -183,14 +157,23 @@ impl Harness {
     }
 }
 
+/// A GET over loopback (the dev IdP, the example's server), with the jar's cookies.
+pub async fn http_get(url: &str, jar: &Jar) -> Reply {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::get(url);
+    if let Some(c) = jar.header() {
+        req = req.header(COOKIE, c);
+    }
+    let resp = tokio::time::timeout(TIMEOUT, client.request(req.body(Full::default()).unwrap()))
+        .await
+        .unwrap_or_else(|_| panic!("{url} timed out"))
+        .unwrap();
+    reply(resp).await
+}
+
 /// Where the IdP's answer to a GET sends the browser (its `Location`).
 pub async fn idp_answer(url: &str) -> String {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let req = Request::get(url).body(Full::default()).unwrap();
-    let resp = tokio::time::timeout(TIMEOUT, client.request(req))
-        .await
-        .expect("the IdP timed out")
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::FOUND, "the IdP answered {url}");
-    resp.headers()[LOCATION].to_str().unwrap().to_owned()
+    let r = http_get(url, &Jar::default()).await;
+    assert_eq!(r.status, StatusCode::FOUND, "the IdP answered {url}");
+    r.headers[LOCATION].to_str().unwrap().to_owned()
 }

@@ -177,6 +177,7 @@ pub fn jwt_header(jwt: &str) -> Value {
 
 pub mod browser;
 pub mod config;
+pub mod jar;
 pub mod provider;
 pub mod stack;
 

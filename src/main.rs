@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use bff_proxy::Bff;
 use bff_proxy::StartError;
-use bff_proxy::config::{Config, Engine, Env};
+use bff_proxy::config::{Config, Engine, Env, LogFormat};
 #[cfg(feature = "dev")]
 use bff_proxy::dev::DevServices;
 use bff_proxy::engine::lifecycle::{bind, drain, listen_for_signals, side_tasks, signalled};
@@ -114,15 +114,6 @@ fn check_failed(path: &std::path::Path, problems: &[bff_proxy::config::Problem])
 }
 
 fn run(path: &std::path::Path, engine: Option<EngineArg>) -> ExitCode {
-    // RUST_LOG picks the level; no level lets another crate log a token.
-    let directives = std::env::var("RUST_LOG").ok();
-    if let Err(e) = bff_proxy::logging::install(
-        std::io::stderr,
-        directives.as_deref(),
-        std::io::IsTerminal::is_terminal(&std::io::stderr()),
-    ) {
-        eprintln!("bff-proxy: {e}");
-    }
     let mut config = match Config::load(path, &Env::from_process()) {
         Ok(config) => config,
         Err(err) => {
@@ -134,6 +125,22 @@ fn run(path: &std::path::Path, engine: Option<EngineArg>) -> ExitCode {
         eprintln!("bff-proxy: {}: {first}", path.display());
         return ExitCode::from(EXIT_BAD_CONFIG);
     }
+    // `[log]` picks the format and level (RUST_LOG overrides the level); no level
+    // lets another crate log a token.
+    let _log = match bff_proxy::logging::install(
+        std::io::stderr,
+        config.log.format,
+        &config.log.level,
+        std::env::var("RUST_LOG").ok().as_deref(),
+        config.log.format == LogFormat::Text
+            && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    ) {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            eprintln!("bff-proxy: {e}");
+            None
+        }
+    };
     if let Some(engine) = engine {
         config.server.engine = match engine {
             EngineArg::Pingora => Engine::Pingora,

@@ -43,6 +43,38 @@ impl SessionId {
     }
 }
 
+impl SessionId {
+    /// A short hash of the id for the access log: the first 6 bytes of its
+    /// SHA-256, so lines of one session can be grouped without the id itself.
+    #[must_use]
+    pub fn short_hash(&self) -> SidHash {
+        use sha2::{Digest as _, Sha256};
+        let digest = Sha256::digest(self.0);
+        let mut out = [0u8; 6];
+        out.copy_from_slice(&digest[..6]);
+        SidHash(out)
+    }
+}
+
+/// [`SessionId::short_hash`]: 12 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SidHash([u8; 6]);
+
+impl fmt::Display for SidHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for SidHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SidHash({self})")
+    }
+}
+
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&URL_SAFE_NO_PAD.encode(self.0))

@@ -14,6 +14,18 @@ use serde_json::Value;
 use super::upstream::Upstream;
 use crate::error::Error;
 
+/// What the access log says of a request's way through the core (the labels of
+/// `bff_requests_total`, and whose session it was).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Note {
+    /// The route's label; None: no route (`"none"`).
+    pub(crate) route: Option<std::sync::Arc<str>>,
+    /// The outcome label; None: the response's status code (the endpoints).
+    pub(crate) outcome: Option<&'static str>,
+    /// The session the request came with, when one was opened.
+    pub(crate) sid: Option<crate::session::SidHash>,
+}
+
 /// What a front door does with a request. `Debug` shows the status or the forward,
 /// never a header value (Set-Cookie carries the sealed session).
 pub enum Decision {
@@ -94,6 +106,8 @@ pub struct Forward {
     pub(crate) session: Option<SessionView>,
     /// A `static_dir` route's file: the core serves it and never hands it on.
     pub(crate) static_file: Option<StaticFile>,
+    /// The request's session, for the access log.
+    pub(crate) sid: Option<crate::session::SidHash>,
 }
 
 impl std::fmt::Debug for Forward {
@@ -200,14 +214,23 @@ impl Forward {
 pub(crate) struct Rejection {
     pub(crate) outcome: &'static str,
     pub(crate) response: Response<Bytes>,
+    /// The request's session, when one was opened (for the access log).
+    pub(crate) sid: Option<crate::session::SidHash>,
 }
 
 impl Rejection {
+    /// The same rejection, of a request whose session was opened.
+    pub(crate) fn of_session(mut self, sid: crate::session::SidHash) -> Self {
+        self.sid = Some(sid);
+        self
+    }
+
     /// An error answer with `Set-Cookie` values (a cleared session).
     pub(crate) fn error(error: &Error, set_cookies: Vec<HeaderValue>) -> Self {
         Self {
             outcome: error.code(),
             response: error_response(error, set_cookies),
+            sid: None,
         }
     }
 }
@@ -278,6 +301,7 @@ mod tests {
                 id_token: Some("SECRET-ID".to_owned()),
             }),
             static_file: None,
+            sid: None,
         };
         let mut resp = Response::new(Bytes::new());
         resp.headers_mut().insert(

@@ -32,6 +32,7 @@ impl Core {
             set_cookies: Vec::new(),
             session: None,
             static_file: None,
+            sid: None,
         }
     }
 
@@ -68,6 +69,7 @@ impl Core {
         Rejection {
             outcome: "login_redirect",
             response: redirect(&format!("{}/login?{target}", self.routes.prefix()), clear),
+            sid: None,
         }
     }
 
@@ -142,8 +144,10 @@ impl Core {
             };
             return Err(Rejection::error(&Error::new(kind), clear));
         };
+        let sid = session.sid.short_hash();
+        forward.sid = Some(sid);
         if route.csrf && !self.csrf_ok(&parts.headers) {
-            return Err(ErrorKind::Csrf.into());
+            return Err(Rejection::from(ErrorKind::Csrf).of_session(sid));
         }
         let (mut session, set_cookies) = match self.refresher.refresh(&session).await {
             Outcome::Fresh | Outcome::KeepCurrent => (session, Vec::new()),
@@ -151,7 +155,7 @@ impl Core {
                 session: next,
                 kind,
             } => {
-                tracing::debug!(sid = %next.sid, ?kind, "session tokens updated");
+                tracing::debug!(sid = %next.sid.short_hash(), ?kind, "session tokens updated");
                 // Older cookies of this session are replays once the grace window
                 // is over, whether or not the IdP rotated the refresh token.
                 self.revocations
@@ -161,16 +165,17 @@ impl Core {
                     .storage
                     .save(&next, &read.present, read.handle)
                     .await
-                    .map_err(|e| Rejection::error(&e, Vec::new()))?;
+                    .map_err(|e| Rejection::error(&e, Vec::new()).of_session(sid))?;
                 (*next, cookies)
             }
             Outcome::Unavailable { retry_after } => {
-                return Err(ErrorKind::IdpUnavailable { retry_after }.into());
+                return Err(Rejection::from(ErrorKind::IdpUnavailable { retry_after }).of_session(sid));
             }
             Outcome::Misconfigured => {
-                return Err(
-                    ErrorKind::Misconfigured("the IdP refused the client's credentials").into(),
-                );
+                return Err(Rejection::from(ErrorKind::Misconfigured(
+                    "the IdP refused the client's credentials",
+                ))
+                .of_session(sid));
             }
             Outcome::Ended(reason) => {
                 self.end_session(&session, reason).await;
@@ -180,10 +185,10 @@ impl Core {
                     forward.set_cookies = clear;
                     return Ok(forward);
                 }
-                return Err(Rejection::error(
-                    &Error::new(ErrorKind::SessionExpired),
-                    clear,
-                ));
+                return Err(
+                    Rejection::error(&Error::new(ErrorKind::SessionExpired), clear)
+                        .of_session(sid),
+                );
             }
         };
         let mut bearer = Vec::with_capacity(7 + session.access_token.len());
@@ -228,6 +233,7 @@ impl Core {
             }
             return forward;
         };
+        forward.sid = Some(session.sid.short_hash());
         let mut session = match self.refresher.refresh(&session).await {
             Outcome::Updated { session: next, .. } => {
                 self.revocations

@@ -27,7 +27,7 @@ use http::request::Parts;
 #[cfg(feature = "tower")]
 pub(crate) use decision::SessionView;
 pub use decision::{Decision, Forward, Target};
-pub(crate) use decision::{error_response, json_response, redirect};
+pub(crate) use decision::{Note, error_response, json_response, redirect};
 pub use door::DoorRequest;
 pub(crate) use door::MAX_BACKCHANNEL_BODY;
 pub(crate) use sessions::Current;
@@ -290,31 +290,35 @@ impl Bff {
     /// Decides what to do with a request: the one call of a front door. The body
     /// is read (bounded) only when the core needs it.
     pub async fn decide<R: DoorRequest>(&self, req: &mut R) -> Decision {
-        self.decide_for(req, Unmatched::NotFound).await
+        self.decide_for(req, Unmatched::NotFound).await.0
     }
 
-    /// [`Bff::decide`], with what a path no route matches gets.
+    /// [`Bff::decide`], with what a path no route matches gets, and what the
+    /// access log says of the request.
     pub(crate) async fn decide_for<R: DoorRequest>(
         &self,
         req: &mut R,
         unmatched: Unmatched,
-    ) -> Decision {
+    ) -> (Decision, Note) {
         if !self.wants_body(req.head()) {
             return self.core.handle(req.head(), None, unmatched).await;
         }
         let body = match door::read_bounded(req).await {
             Ok(body) => body,
-            Err(resp) => return Decision::Respond(resp),
+            Err(resp) => return (Decision::Respond(resp), Note::default()),
         };
         match self.core.handle(req.head(), Some(body), unmatched).await {
-            Decision::Respond(resp) => Decision::Respond(resp),
+            (Decision::Respond(resp), note) => (Decision::Respond(resp), note),
             // The body-reading endpoint always answers itself.
-            Decision::Forward(_) => Decision::Respond(error_response(
-                &Error::new(crate::error::ErrorKind::Internal(
-                    "a body-reading endpoint forwarded",
+            (Decision::Forward(_), note) => (
+                Decision::Respond(error_response(
+                    &Error::new(crate::error::ErrorKind::Internal(
+                        "a body-reading endpoint forwarded",
+                    )),
+                    Vec::new(),
                 )),
-                Vec::new(),
-            )),
+                note,
+            ),
         }
     }
 
@@ -322,17 +326,18 @@ impl Bff {
     /// [`Bff::wants_body`]) the caller read already. A path no route matches gets
     /// 404, as in the proxy.
     pub async fn handle(&self, parts: &Parts, body: Option<Bytes>) -> Decision {
-        self.core.handle(parts, body, Unmatched::NotFound).await
+        self.core.handle(parts, body, Unmatched::NotFound).await.0
     }
 
-    /// [`Bff::handle`], with what a path no route matches gets.
+    /// [`Bff::handle`], with what a path no route matches gets, and what the
+    /// access log says of the request.
     #[cfg(feature = "tower")]
     pub(crate) async fn handle_with(
         &self,
         parts: &Parts,
         body: Option<Bytes>,
         unmatched: Unmatched,
-    ) -> Decision {
+    ) -> (Decision, Note) {
         self.core.handle(parts, body, unmatched).await
     }
 }
@@ -347,30 +352,42 @@ pub(crate) enum Unmatched {
 }
 
 impl Core {
-    async fn handle(&self, parts: &Parts, body: Option<Bytes>, unmatched: Unmatched) -> Decision {
+    async fn handle(
+        &self,
+        parts: &Parts,
+        body: Option<Bytes>,
+        unmatched: Unmatched,
+    ) -> (Decision, Note) {
         // DESIGN.md "Paths": the route is chosen on the path the upstream acts on, so
         // a path another parser could read differently is refused before routing.
         let matched = match self.routes.find(parts.uri.path()) {
             Ok(m) => m,
-            Err(e) => return self.refuse("none", &e),
+            Err(e) => return self.refuse("none", None, &e),
         };
-        let label = match &matched {
-            Matched::Endpoint(_) => self.routes.prefix(),
-            Matched::Route(r) => r.label(),
-            Matched::Unmatched => "none",
+        let (label, route_label) = match &matched {
+            Matched::Endpoint(_) => (self.routes.prefix(), Some(self.routes.prefix_label())),
+            Matched::Route(r) => (r.label(), Some(&r.label)),
+            Matched::Unmatched => ("none", None),
+        };
+        let mut note = Note {
+            route: route_label.cloned(),
+            outcome: None,
+            sid: None,
         };
         // The Cookie header is parsed once, here, for everything below.
         let cookies = match self.cookie_names.parse(&parts.headers) {
             Ok(cookies) => cookies,
             Err(e) => {
                 self.metrics.request(label, e.code());
+                note.outcome = Some(e.code());
                 // Our own login cookies may be what filled the header: expire them, so
                 // the browser is never locked out.
                 let names = self.cookie_names.login_names(&parts.headers);
-                return Decision::Respond(error_response(&e, self.login_cookies.expire(&names)));
+                let resp = error_response(&e, self.login_cookies.expire(&names));
+                return (Decision::Respond(resp), note);
             }
         };
-        match matched {
+        let decision = match matched {
             Matched::Endpoint(name) => {
                 // Boxed: an endpoint's state (calls to the IdP) would otherwise sit
                 // inline in every request's future.
@@ -380,17 +397,23 @@ impl Core {
             }
             Matched::Unmatched if unmatched == Unmatched::Application => {
                 self.metrics.request(label, "passed");
-                Decision::Forward(Box::new(self.passed(parts, &cookies).await))
+                note.outcome = Some("passed");
+                let forward = self.passed(parts, &cookies).await;
+                note.sid = forward.sid;
+                Decision::Forward(Box::new(forward))
             }
             Matched::Unmatched => {
-                self.refuse(label, &Error::new(crate::error::ErrorKind::NotFound))
+                return self.refuse(label, None, &Error::new(crate::error::ErrorKind::NotFound));
             }
             Matched::Route(route) => match self.proxied(route, parts, &cookies).await {
                 Ok(mut forward) => {
+                    note.sid = forward.sid;
                     if route.auth == RouteAuth::Optional && forward.authorization.is_none() {
                         self.metrics.request(label, "forwarded_anonymous");
+                        note.outcome = Some("forwarded_anonymous");
                     } else {
                         route.forwarded.inc();
+                        note.outcome = Some("forwarded");
                     }
                     // A static folder is served here, by the core, for every door.
                     if let Some(file) = forward.static_file.take() {
@@ -404,21 +427,29 @@ impl Core {
                         for c in forward.set_cookies {
                             resp.headers_mut().append(http::header::SET_COOKIE, c);
                         }
-                        return Decision::Respond(resp);
+                        return (Decision::Respond(resp), note);
                     }
                     Decision::Forward(Box::new(forward))
                 }
                 Err(rejection) => {
                     self.metrics.request(label, rejection.outcome);
+                    note.outcome = Some(rejection.outcome);
+                    note.sid = rejection.sid;
                     Decision::Respond(rejection.response)
                 }
             },
-        }
+        };
+        (decision, note)
     }
 
-    fn refuse(&self, label: &str, error: &Error) -> Decision {
+    fn refuse(&self, label: &str, route: Option<Arc<str>>, error: &Error) -> (Decision, Note) {
         self.metrics.request(label, error.code());
-        Decision::Respond(error_response(error, Vec::new()))
+        let note = Note {
+            route,
+            outcome: Some(error.code()),
+            sid: None,
+        };
+        (Decision::Respond(error_response(error, Vec::new())), note)
     }
 }
 

@@ -31,6 +31,8 @@ enum Destination {
 pub(crate) struct Route {
     pub(crate) index: usize,
     pub(crate) path: String,
+    /// The path again, shared: the access log's route label.
+    pub(crate) label: Arc<str>,
     pub(crate) auth: RouteAuth,
     pub(crate) csrf: bool,
     strip_prefix: bool,
@@ -120,6 +122,8 @@ pub(crate) enum Matched<'a> {
 pub(crate) struct RouteTable {
     routes: Vec<Route>,
     prefix: String,
+    /// The prefix again, shared: the endpoints' route label in the access log.
+    prefix_label: Arc<str>,
     path_check: PathCheck,
 }
 
@@ -159,6 +163,7 @@ impl RouteTable {
             routes.push(Route {
                 index,
                 path: r.path.clone(),
+                label: Arc::from(r.path.as_str()),
                 auth: r.auth,
                 csrf: r.csrf_required(),
                 strip_prefix: r.strip_prefix,
@@ -173,6 +178,7 @@ impl RouteTable {
         Ok(Self {
             routes,
             prefix: config.server.prefix.clone(),
+            prefix_label: Arc::from(config.server.prefix.as_str()),
             path_check: config.server.path_check,
         })
     }
@@ -180,6 +186,11 @@ impl RouteTable {
     /// The endpoint prefix (`/bff`).
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// The endpoint prefix, shared (the endpoints' route label in the access log).
+    pub(crate) fn prefix_label(&self) -> &Arc<str> {
+        &self.prefix_label
     }
 
     /// Checks the request path and finds what it names. A path another parser could

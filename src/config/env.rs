@@ -95,6 +95,14 @@ pub(super) const SETTINGS: &[(&str, &[(&str, Kind)])] = &[
             ("login_form", Kind::Bool),
         ],
     ),
+    (
+        "log",
+        &[
+            ("format", Kind::Str),
+            ("level", Kind::Str),
+            ("access", Kind::Bool),
+        ],
+    ),
 ];
 
 /// Applies `BFF_<SECTION>_<KEY>` variables to the parsed table.

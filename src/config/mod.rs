@@ -53,6 +53,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[dev]`.
     pub dev: DevConfig,
+    /// `[log]`.
+    pub log: LogConfig,
     /// `[[routes]]`, in file order.
     pub routes: Vec<RouteConfig>,
     /// Resolved secrets and parsed URLs.
@@ -135,6 +137,7 @@ impl Config {
         let csrf = section::<CsrfConfig>(&table, "csrf", &mut problems);
         let store = section::<StoreConfig>(&table, "store", &mut problems);
         let dev = section::<DevConfig>(&table, "dev", &mut problems);
+        let log = section::<LogConfig>(&table, "log", &mut problems);
         let routes = routes(&table, &mut problems);
 
         let (
@@ -145,8 +148,9 @@ impl Config {
             Some(csrf),
             Some(store),
             Some(dev),
+            Some(log),
             Some(routes),
-        ) = (server, oidc, session, refresh, csrf, store, dev, routes)
+        ) = (server, oidc, session, refresh, csrf, store, dev, log, routes)
         else {
             return Err(ConfigError { problems });
         };
@@ -158,6 +162,7 @@ impl Config {
             csrf,
             store,
             dev,
+            log,
             routes,
         };
         let resolved = validate::check(&sections, base_dir, env, &mut problems, &mut warnings);
@@ -170,6 +175,7 @@ impl Config {
                 csrf: sections.csrf,
                 store: sections.store,
                 dev: sections.dev,
+                log: sections.log,
                 routes: sections.routes,
                 resolved,
                 warnings,
@@ -229,6 +235,7 @@ struct Sections {
     csrf: CsrfConfig,
     store: StoreConfig,
     dev: DevConfig,
+    log: LogConfig,
     routes: Vec<RouteConfig>,
 }
 

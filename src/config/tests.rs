@@ -178,6 +178,7 @@ fn the_reference_fixture_matches_the_schema() {
     assert!(section::<CsrfConfig>(&all, "csrf", &mut problems).is_some());
     assert!(section::<StoreConfig>(&all, "store", &mut problems).is_some());
     assert!(section::<DevConfig>(&all, "dev", &mut problems).is_some());
+    assert!(section::<LogConfig>(&all, "log", &mut problems).is_some());
     assert!(routes(&all, &mut problems).is_some());
     assert!(problems.is_empty(), "{problems:?}");
 }

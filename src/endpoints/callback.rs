@@ -138,7 +138,7 @@ impl Core {
         let present = cookies.session().present;
         let mut set_cookies = self.storage.save(&session, &present, None).await?;
         set_cookies.extend(self.login_cookies.clear_all(cookies));
-        tracing::info!(sid = %session.sid, "login");
+        tracing::info!(sid = %session.sid.short_hash(), "login");
         Ok(redirect(&login.return_url, set_cookies))
     }
 }

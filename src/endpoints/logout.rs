@@ -60,11 +60,11 @@ impl Core {
             match self.oidc.revoke(rt, self.config.refresh.timeout).await {
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, sid = %session.sid, "refresh token revocation failed at logout")
+                    tracing::warn!(error = %e, sid = %session.sid.short_hash(), "refresh token revocation failed at logout")
                 }
             }
         }
-        tracing::info!(sid = %session.sid, "logout");
+        tracing::info!(sid = %session.sid.short_hash(), "logout");
         let end_session = self
             .oidc
             .metadata()
@@ -74,7 +74,7 @@ impl Core {
         let return_url = match return_url {
             Ok(url) => url,
             Err(why) => {
-                tracing::info!(sid = %session.sid, "logout with an unusable returnUrl: logged out, answered 400");
+                tracing::info!(sid = %session.sid.short_hash(), "logout with an unusable returnUrl: logged out, answered 400");
                 return Ok(error_response(
                     &Error::new(ErrorKind::BadRequest(why)),
                     clear,

@@ -3,6 +3,7 @@
 //! layer and the hyper engine) the hand-over to the core. The doors (`tower`,
 //! `proxy`, `pingora`) only translate between their engine's types and these.
 
+pub(crate) mod access;
 pub(crate) mod admin;
 pub(crate) mod conn;
 pub(crate) mod headers;
@@ -58,14 +59,14 @@ where
 }
 
 /// The core's decision for a request of an `http`-typed door; the request's own
-/// body handed back when it goes on.
+/// body handed back when it goes on; what the access log says of it.
 #[cfg(feature = "tower")]
 pub(crate) async fn decide<B>(
     bff: &crate::bff::Bff,
     parts: &http::request::Parts,
     body: B,
     unmatched: crate::bff::Unmatched,
-) -> Door<B>
+) -> (Door<B>, crate::bff::Note)
 where
     B: http_body::Body<Data = Bytes> + Send,
 {
@@ -73,15 +74,20 @@ where
     if bff.wants_body(parts) {
         let body = std::pin::pin!(body);
         let mut req = HttpRequest { parts, body };
-        return match bff.decide_for(&mut req, unmatched).await {
-            Decision::Respond(resp) => Door::Respond(resp),
-            Decision::Forward(_) => Door::Respond(error_answer(ErrorKind::Internal(
-                "a body-reading endpoint forwarded",
-            ))),
+        let (decision, note) = bff.decide_for(&mut req, unmatched).await;
+        return match decision {
+            Decision::Respond(resp) => (Door::Respond(resp), note),
+            Decision::Forward(_) => (
+                Door::Respond(error_answer(ErrorKind::Internal(
+                    "a body-reading endpoint forwarded",
+                ))),
+                note,
+            ),
         };
     }
-    match bff.handle_with(parts, None, unmatched).await {
-        Decision::Respond(resp) => Door::Respond(resp),
-        Decision::Forward(forward) => Door::Forward(forward, body),
+    let (decision, note) = bff.handle_with(parts, None, unmatched).await;
+    match decision {
+        Decision::Respond(resp) => (Door::Respond(resp), note),
+        Decision::Forward(forward) => (Door::Forward(forward, body), note),
     }
 }

@@ -28,16 +28,28 @@ use pingora::{Error as PingoraError, ErrorType, Result};
 pub use conn::GuardedApp;
 pub use server::{PingoraServer, run_blocking, server_conf};
 
-use crate::bff::{Bff, Decision, DoorRequest, Forward};
+use crate::bff::{Bff, Decision, DoorRequest, Forward, Unmatched};
+use crate::engine::access::{self, RequestId, RequestLog};
 use crate::engine::error_answer;
 use crate::engine::headers;
 use crate::error::ErrorKind;
 use respond::write;
+use tracing::Instrument as _;
+
+/// The client's address (None for a Unix socket).
+fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(std::net::SocketAddr::ip)
+}
 
 /// The per-request state.
 #[derive(Debug, Default)]
 pub struct Ctx {
     forward: Option<Box<Forward>>,
+    /// The request's id, span and access line (set at the first hook).
+    log: Option<RequestLog>,
     upstream_started: Option<Instant>,
     /// The client connection's request cycle (header and idle deadlines).
     conn: Option<Arc<crate::engine::conn::ConnState>>,
@@ -136,6 +148,14 @@ impl ProxyHttp for BffPingora {
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let req = session.req_header();
+        ctx.log = Some(RequestLog::start(
+            &self.bff,
+            &req.method,
+            req.uri.path(),
+            req,
+            peer_ip(session),
+        ));
         // The head is complete: its deadline is over until the response is done.
         ctx.conn = conn::conn_state(session);
         if let Some(state) = &ctx.conn {
@@ -145,22 +165,40 @@ impl ProxyHttp for BffPingora {
         Ok(())
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&PingoraError>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&PingoraError>, ctx: &mut Ctx) {
         if let Some(state) = &ctx.conn {
             state.request_finished();
+        }
+        if let Some(log) = ctx.log.as_mut() {
+            let status = session.response_written().map_or(0, |r| r.status.as_u16());
+            log.finish(status);
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        match self.bff.decide(&mut PingoraRequest(session)).await {
+        let Some(log) = ctx.log.as_mut() else {
+            return Err(PingoraError::explain(
+                ErrorType::InternalError,
+                "the request was not started",
+            ));
+        };
+        let span = log.span.clone();
+        let (decision, note) = self
+            .bff
+            .decide_for(&mut PingoraRequest(session), Unmatched::NotFound)
+            .instrument(span)
+            .await;
+        log.noted(note);
+        let id = log.id.clone();
+        match decision {
             Decision::Respond(resp) => {
-                write(session, resp).await?;
+                write(session, resp, &id).await?;
                 Ok(true)
             }
             // Routes for an application behind the tower layer have none here: the
             // binary refuses them at start.
             Decision::Forward(forward) if forward.upstream().is_none() => {
-                write(session, error_answer(ErrorKind::NotFound)).await?;
+                write(session, error_answer(ErrorKind::NotFound), &id).await?;
                 Ok(true)
             }
             Decision::Forward(forward) => {
@@ -214,16 +252,16 @@ impl ProxyHttp for BffPingora {
         let Some((upstream, path)) = forward.upstream() else {
             return Ok(());
         };
-        let peer = session.client_addr().and_then(|a| a.as_inet()).map_or(
-            std::net::IpAddr::from([127, 0, 0, 1]),
-            std::net::SocketAddr::ip,
-        );
+        let Some(log) = ctx.log.as_ref() else {
+            return Ok(());
+        };
+        let peer = peer_ip(session).unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
         let hop = headers::Hop::Proxy {
             peer,
             https: self.https,
             trusted: &self.bff.config().resolved.trusted_proxies,
         };
-        headers::apply_to_request(upstream_request, forward, hop);
+        headers::apply_to_request(upstream_request, forward, hop, &log.id);
         headers::HeaderEdit::set(
             upstream_request,
             http::header::HOST,
@@ -243,8 +281,14 @@ impl ProxyHttp for BffPingora {
             return Ok(());
         };
         if let Some(started) = ctx.upstream_started.take() {
-            self.bff
-                .observe_upstream(forward, started.elapsed().as_secs_f64());
+            let took = started.elapsed();
+            self.bff.observe_upstream(forward, took.as_secs_f64());
+            if let Some(log) = ctx.log.as_mut() {
+                log.upstream_took(took);
+            }
+        }
+        if let Some(log) = ctx.log.as_ref() {
+            access::set_on_response(upstream_response, &log.id);
         }
         let switching = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
         if switching {
@@ -272,7 +316,7 @@ impl ProxyHttp for BffPingora {
         &self,
         session: &mut Session,
         e: &PingoraError,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> FailToProxy
     where
         Self::CTX: Send + Sync,
@@ -291,7 +335,11 @@ impl ProxyHttp for BffPingora {
             Some(kind) => {
                 let resp = error_answer(kind);
                 let status = resp.status().as_u16();
-                if write(session, resp).await.is_err() {
+                let id = ctx
+                    .log
+                    .as_ref()
+                    .map_or_else(RequestId::random, |log| log.id.clone());
+                if write(session, resp, &id).await.is_err() {
                     0
                 } else {
                     status

@@ -6,7 +6,6 @@ mod server;
 
 use std::net::SocketAddr;
 
-use crate::bff::Forward;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,10 +17,12 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tracing::Instrument as _;
 
 pub use server::ProxyServer;
 
 use crate::bff::Bff;
+use crate::engine::access::{self, RequestLog};
 use crate::engine::headers;
 use crate::engine::{Door, decide, error_answer};
 use crate::error::ErrorKind;
@@ -78,18 +79,40 @@ impl HyperDoor {
         })
     }
 
-    /// Answers one request from a client at `peer`.
+    /// Answers one request from a client at `peer`: inside the request's span, with
+    /// its id on the response and its access line written.
     pub(crate) async fn serve(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
+        let mut log = RequestLog::start(
+            &self.bff,
+            req.method(),
+            req.uri().path(),
+            req.headers(),
+            Some(peer.ip()),
+        );
+        let span = log.span.clone();
+        let mut resp = self.answer(req, peer, &mut log).instrument(span).await;
+        access::set_on_response(resp.headers_mut(), &log.id);
+        log.finish(resp.status().as_u16());
+        resp
+    }
+
+    async fn answer(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        log: &mut RequestLog,
+    ) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
-        let (forward, body) =
-            match decide(&self.bff, &parts, body, crate::bff::Unmatched::NotFound).await {
-                Door::Respond(resp) => return resp.map(full),
-                Door::Forward(forward, body) => (forward, body),
-            };
+        let (door, note) = decide(&self.bff, &parts, body, crate::bff::Unmatched::NotFound).await;
+        log.noted(note);
+        let (forward, body) = match door {
+            Door::Respond(resp) => return resp.map(full),
+            Door::Forward(forward, body) => (forward, body),
+        };
         // Routes for an application behind the tower layer have none here: the
         // binary refuses them at start.
         let Some(uri) = forward.target().upstream_uri() else {
@@ -100,30 +123,26 @@ impl HyperDoor {
             https: self.https,
             trusted: &self.bff.config().resolved.trusted_proxies,
         };
-        headers::apply_to_request(&mut parts.headers, &forward, hop);
+        headers::apply_to_request(&mut parts.headers, &forward, hop, &log.id);
         let req = Request::from_parts(parts, body);
+        let started = Instant::now();
         let mut resp = if headers::is_upgrade(req.headers()) {
             // Boxed: rare, and its state would otherwise ride in every request's
             // future.
             Box::pin(self.upgrade(req, uri)).await
         } else {
-            self.forward(req, uri, &forward).await
+            self.forward(req, uri).await
         };
+        let took = started.elapsed();
+        self.bff.observe_upstream(&forward, took.as_secs_f64());
+        log.upstream_took(took);
         headers::add_set_cookies(resp.headers_mut(), &forward);
         resp
     }
 
-    async fn forward(
-        &self,
-        mut req: Request<Incoming>,
-        uri: Uri,
-        forward: &Forward,
-    ) -> Response<ProxyBody> {
+    async fn forward(&self, mut req: Request<Incoming>, uri: Uri) -> Response<ProxyBody> {
         *req.uri_mut() = uri;
-        let started = Instant::now();
         let sent = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
-        self.bff
-            .observe_upstream(forward, started.elapsed().as_secs_f64());
         match sent {
             Ok(Ok(resp)) => {
                 let (mut head, body) = resp.into_parts();

@@ -284,7 +284,7 @@ fn apply(session: &Session, tokens: &NewTokens, now: u64) -> Result<Session, End
 /// Logs and returns the end of a session whose refreshed ID token named someone
 /// else.
 fn identity_changed(session: &Session) -> Outcome {
-    tracing::warn!(sid = %session.sid, "the refreshed ID token names another iss or sub: session ended");
+    tracing::warn!(sid = %session.sid.short_hash(), "the refreshed ID token names another iss or sub: session ended");
     Outcome::Ended(EndReason::SubChanged)
 }
 
@@ -549,7 +549,7 @@ impl TokenRefresher {
         }
         inner.metrics.session_ended(EndReason::Replay.label());
         inner.revocations.revoke_sid_everywhere(session.sid).await;
-        tracing::warn!(sid = %session.sid, "a cookie of an older session generation came back after the grace window: session revoked");
+        tracing::warn!(sid = %session.sid.short_hash(), "a cookie of an older session generation came back after the grace window: session revoked");
         if inner.settings.on_reuse == OnReuse::RevokeAtIdp {
             if let Some(rt) = session.refresh_token.clone() {
                 let oidc = Arc::clone(&inner.oidc);
@@ -566,7 +566,7 @@ impl TokenRefresher {
         inner.metrics.reuse_detected();
         inner.metrics.session_ended(EndReason::Reuse.label());
         inner.revocations.revoke_sid_everywhere(session.sid).await;
-        tracing::warn!(sid = %session.sid, "rotated refresh token presented after the grace window: session revoked");
+        tracing::warn!(sid = %session.sid.short_hash(), "rotated refresh token presented after the grace window: session revoked");
         if inner.settings.on_reuse == OnReuse::RevokeAtIdp {
             if let Some(stale) = session.refresh_token.clone() {
                 // Presenting the stale token makes the IdP's own reuse detection

@@ -50,8 +50,10 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use tower::{Layer, Service};
+use tracing::Instrument as _;
 
 use crate::bff::{Bff, Unmatched};
+use crate::engine::access::{self, RequestLog};
 use crate::engine::headers;
 use crate::engine::{Door, decide};
 
@@ -176,6 +178,18 @@ fn respond<B>(resp: Response<Bytes>) -> Response<BffBody<B>> {
     resp.map(BffBody::bff)
 }
 
+/// The client's address, when the server put it in the request (axum's
+/// `ConnectInfo`); used only to decide whether its `X-Request-Id` is kept.
+fn peer_of(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(info) = extensions.get::<::axum::extract::ConnectInfo<std::net::SocketAddr>>() {
+        return Some(info.0.ip());
+    }
+    #[cfg(not(feature = "axum"))]
+    let _ = extensions;
+    None
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BffService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -199,27 +213,52 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let bff = self.bff.clone();
-        Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
-            let (mut forward, body) = match decide(&bff, &parts, body, Unmatched::Application).await
-            {
-                Door::Respond(resp) => return Ok(respond(resp)),
-                Door::Forward(forward, body) => (forward, body),
-            };
-            // In front of an application the hop is not a proxy's: no forwarding
-            // headers.
-            headers::apply_to_request(&mut parts.headers, &forward, headers::Hop::Layer);
-            // A client cannot hand the application a session of its own making.
-            parts.extensions.remove::<Session>();
-            if let Some(view) = forward.session.take() {
-                parts.extensions.insert(Session::new(view));
+        let mut log = RequestLog::start(
+            &bff,
+            req.method(),
+            req.uri().path(),
+            req.headers(),
+            peer_of(req.extensions()),
+        );
+        let span = log.span.clone();
+        Box::pin(
+            async move {
+                let (mut parts, body) = req.into_parts();
+                let (door, note) = decide(&bff, &parts, body, Unmatched::Application).await;
+                log.noted(note);
+                let (mut forward, body) = match door {
+                    Door::Respond(resp) => {
+                        let mut resp = respond(resp);
+                        access::set_on_response(resp.headers_mut(), &log.id);
+                        log.finish(resp.status().as_u16());
+                        return Ok(resp);
+                    }
+                    Door::Forward(forward, body) => (forward, body),
+                };
+                // In front of an application the hop is not a proxy's: no forwarding
+                // headers.
+                headers::apply_to_request(&mut parts.headers, &forward, headers::Hop::Layer, &log.id);
+                // A client cannot hand the application a session of its own making.
+                parts.extensions.remove::<Session>();
+                if let Some(view) = forward.session.take() {
+                    parts.extensions.insert(Session::new(view));
+                }
+                let resp = inner.call(Request::from_parts(parts, body)).await;
+                let (mut head, body) = match resp {
+                    Ok(resp) => resp.into_parts(),
+                    Err(e) => {
+                        log.finish(0);
+                        return Err(e);
+                    }
+                };
+                for c in forward.set_cookies() {
+                    head.headers.append(SET_COOKIE, c.clone());
+                }
+                access::set_on_response(&mut head.headers, &log.id);
+                log.finish(head.status.as_u16());
+                Ok(Response::from_parts(head, BffBody::inner(body)))
             }
-            let resp = inner.call(Request::from_parts(parts, body)).await?;
-            let (mut head, body) = resp.into_parts();
-            for c in forward.set_cookies() {
-                head.headers.append(SET_COOKIE, c.clone());
-            }
-            Ok(Response::from_parts(head, BffBody::inner(body)))
-        })
+            .instrument(span),
+        )
     }
 }

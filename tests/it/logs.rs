@@ -99,7 +99,14 @@ async fn run(front: Front) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_logs_of_a_whole_run_hold_no_secret() {
     let captured = Captured::default();
-    bff_proxy::logging::install(captured.clone(), Some("trace"), false).unwrap();
+    bff_proxy::logging::install(
+        captured.clone(),
+        bff_proxy::config::LogFormat::Text,
+        "info",
+        Some("trace"),
+        false,
+    )
+    .unwrap();
     let mut secrets = run(Front::Hyper).await;
     secrets.extend(run(Front::Pingora).await);
     let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();

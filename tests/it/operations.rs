@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::Http;
+use crate::support::browser::Browser;
 
 /// A free loopback port for a child process (which cannot hand back a port 0 it
 /// bound): taken from the kernel, released, then given to the child.
@@ -20,8 +21,29 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The root config.toml with its API route's upstream moved to `echo` and the static
+/// folder's path made absolute.
+fn demo_config(echo: u16) -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(format!("{root}/config.toml")).unwrap();
+    let moved = text
+        .replace(
+            "upstream = \"http://127.0.0.1:9001\"",
+            &format!("upstream = \"http://127.0.0.1:{echo}\""),
+        )
+        .replace(
+            "static_dir = \"examples/spa\"",
+            &format!("static_dir = \"{root}/examples/spa\""),
+        );
+    assert_ne!(moved, text, "config.toml changed: the test cannot move its ports");
+    moved
+}
+
 struct Proxy {
     child: tokio::process::Child,
+    /// The config file (in a folder of its own).
+    config: std::path::PathBuf,
+    _dir: tempfile::TempDir,
     base: String,
     admin: String,
     http: Http,
@@ -31,14 +53,25 @@ impl Proxy {
     /// `bff-proxy --config config.toml --engine ENGINE` with its ports moved and
     /// `env` on top; waits until `/readyz` answers 200.
     async fn start(engine: &str, env: &[(&str, String)]) -> Self {
+        Self::start_logging(engine, env, None).await
+    }
+
+    /// [`Proxy::start`], its log (stderr) written to `log` when given.
+    async fn start_logging(
+        engine: &str,
+        env: &[(&str, String)],
+        log: Option<&std::path::Path>,
+    ) -> Self {
         let (port, admin, idp, echo) = (free_port(), free_port(), free_port(), free_port());
+        // The demo's config.toml, its API route sent to this run's echo.
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, demo_config(echo)).unwrap();
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_bff-proxy"));
-        cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args([
-            "--config",
-            "config.toml",
-            "--engine",
-            engine,
-        ]);
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg("--config")
+            .arg(&config)
+            .args(["--engine", engine]);
         for (k, _) in std::env::vars() {
             if k.starts_with("BFF_") {
                 cmd.env_remove(k);
@@ -55,14 +88,20 @@ impl Proxy {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::inherit(),
+        };
         let child = cmd
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .unwrap();
         let proxy = Self {
             child,
+            config,
+            _dir: dir,
             base,
             admin: format!("http://127.0.0.1:{admin}"),
             http: Http::new(),
@@ -367,4 +406,196 @@ async fn rediss_with_a_password_and_a_database_number() {
     };
     assert!(dbsize("3") > 0, "the session is in database 3");
     assert_eq!(dbsize("0"), 0, "nothing in database 0");
+}
+
+/// The demo with `[log] format = "json"`, through login → API → refresh → logout:
+/// every line is a JSON object; every request has exactly one access line; the
+/// request id of a request is the same in its access line, in what the upstream
+/// (echo) received, and in the response header; a trusted proxy's id is kept and an
+/// untrusted client's replaced; and no token, code or cookie value is in the log.
+async fn json_logs_of_a_whole_run(engine: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let proxy = Proxy::start_logging(
+        engine,
+        &[
+            ("BFF_LOG_FORMAT", "json".into()),
+            ("BFF_LOG_LEVEL", "debug".into()),
+            ("BFF_LOG_ACCESS", "true".into()),
+            // Refreshed a second after login (refresh.skew is 5s in the demo).
+            ("BFF_DEV_ACCESS_TOKEN_LIFETIME", "6s".into()),
+            ("BFF_SERVER_TRUSTED_PROXIES", "[\"127.0.0.2/32\"]".into()),
+            ("RUST_LOG", String::new()),
+        ],
+        Some(&log_path),
+    )
+    .await;
+    let b = Browser::new(&proxy.base);
+    let mut seen_ids = Vec::new();
+    let mut secrets = Vec::new();
+    let mut id_of = |reply: &crate::support::Reply| -> String {
+        let id = reply.headers["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(id.len(), 32, "{id}");
+        seen_ids.push(id.clone());
+        id
+    };
+
+    // Login, step by step, keeping the login cookie, state and code.
+    let start = b
+        .request("GET", "/bff/login?returnUrl=%2F", &[("sec-fetch-mode", "navigate")])
+        .await;
+    assert_eq!(start.status, 302);
+    id_of(&start);
+    secrets.extend(b.jar().0.into_iter().map(|(_, v)| v));
+    let at_idp = b.http.get(start.location().as_str()).await;
+    let callback = at_idp.location();
+    secrets.extend(
+        callback
+            .query_pairs()
+            .filter(|(k, _)| k == "code" || k == "state")
+            .map(|(_, v)| v.into_owned()),
+    );
+    let done = b.request("GET", callback.as_str(), &[]).await;
+    assert_eq!(done.status, 302, "{}", done.text());
+    id_of(&done);
+    secrets.extend(session_secrets(&b));
+
+    // The API: the echo received the same id the response carries.
+    let api = b.api("/api/hello").await;
+    assert_eq!(api.status, 200);
+    let id = id_of(&api);
+    assert_eq!(api.json()["headers"]["x-request-id"], id.as_str());
+
+    // A client's own X-Request-Id is not kept (the peer is not a trusted proxy).
+    let forged = b
+        .request(
+            "GET",
+            "/api/forged",
+            &[("x-csrf", "1"), ("x-request-id", "client-chosen")],
+        )
+        .await;
+    let id = id_of(&forged);
+    assert_ne!(id, "client-chosen");
+    assert_eq!(forged.json()["headers"]["x-request-id"], id.as_str());
+
+    // The refresh: the session cookie changes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = b.jar().header();
+    let refreshed = b.api("/api/after-refresh").await;
+    assert_eq!(refreshed.status, 200);
+    id_of(&refreshed);
+    assert_ne!(b.jar().header(), before, "the session was not refreshed");
+    secrets.extend(session_secrets(&b));
+
+    // A refusal has an id too.
+    let refused = b.request("GET", "/api/no-csrf", &[]).await;
+    assert_eq!(refused.status, 403);
+    id_of(&refused);
+
+    let logout = b
+        .request("POST", "/bff/logout", &[("x-csrf", "1")])
+        .await;
+    assert!(logout.status.is_redirection(), "{}", logout.status);
+    id_of(&logout);
+    // pingora writes a request's access line after its response went out: wait
+    // (bounded) until every request's access line is in the log.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        let logged = |id: &String| {
+            log.lines()
+                .any(|l| l.contains("bff_proxy::access") && l.contains(id.as_str()))
+        };
+        if seen_ids.iter().all(logged) || Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(proxy);
+    let mut access = Vec::new();
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a log line is not JSON ({e}): {line}"));
+        for key in ["timestamp", "level", "target"] {
+            assert!(v.get(key).is_some(), "no {key}: {line}");
+        }
+        if v["target"] == "bff_proxy::access" {
+            access.push(v);
+        }
+    }
+    for id in &seen_ids {
+        let lines: Vec<_> = access.iter().filter(|a| a["request_id"] == id.as_str()).collect();
+        assert_eq!(lines.len(), 1, "access lines of {id}: {lines:?}\n{log}");
+        let line = lines[0];
+        for key in ["method", "path", "route", "status", "outcome", "duration_ms"] {
+            assert!(line.get(key).is_some(), "no {key}: {line}");
+        }
+        assert!(!line["path"].as_str().unwrap().contains('?'), "{line}");
+    }
+    let ids: std::collections::HashSet<_> = access.iter().map(|a| a["request_id"].to_string()).collect();
+    assert_eq!(ids.len(), access.len(), "one access line per request");
+    // The API's line: route, outcome, upstream time and the session's hash.
+    let api_line = access.iter().find(|a| a["path"] == "/api/hello").unwrap();
+    assert_eq!(api_line["route"], "/api/", "{api_line}");
+    assert_eq!(api_line["outcome"], "forwarded", "{api_line}");
+    assert_eq!(api_line["status"], 200, "{api_line}");
+    assert!(api_line["upstream_ms"].is_number(), "{api_line}");
+    assert_eq!(api_line["sid"].as_str().unwrap().len(), 12, "{api_line}");
+    let refused_line = access.iter().find(|a| a["path"] == "/api/no-csrf").unwrap();
+    assert_eq!(refused_line["outcome"], "csrf", "{refused_line}");
+    assert_eq!(refused_line["status"], 403, "{refused_line}");
+    // Lines of a request carry its id in their span.
+    assert!(
+        log.lines().any(|l| l.contains("\"span\":{") && l.contains("\"request_id\"")),
+        "no line within a request span:\n{log}"
+    );
+
+    secrets.retain(|s| s.len() >= 8);
+    assert!(secrets.len() >= 6, "{} secrets", secrets.len());
+    for secret in &secrets {
+        let pieces: Vec<&str> = std::iter::once(secret.as_str())
+            .chain(secret.split('.').filter(|p| p.len() >= 16))
+            .collect();
+        for piece in pieces {
+            assert!(!log.contains(piece), "the log holds a secret ({} bytes)", piece.len());
+        }
+    }
+}
+
+/// The session cookie's value and the tokens sealed in it (opened with the demo's
+/// key from config.toml).
+fn session_secrets(b: &Browser) -> Vec<String> {
+    use bff_proxy::config::{Config, Env};
+    let config = Config::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml"),
+        &Env::default(),
+    )
+    .unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::COOKIE,
+        http::HeaderValue::from_str(&b.jar().header().unwrap()).unwrap(),
+    );
+    let session = config
+        .session_sealer()
+        .unwrap()
+        .read(&headers)
+        .unwrap()
+        .session
+        .unwrap();
+    let mut out: Vec<String> = b.jar().0.into_iter().map(|(_, v)| v).collect();
+    out.push(session.access_token.clone());
+    out.extend(session.refresh_token.clone());
+    out.extend(session.id_token.clone());
+    out
+}
+
+#[tokio::test]
+async fn json_logs_of_a_whole_run_pingora() {
+    json_logs_of_a_whole_run("pingora").await;
+}
+
+#[tokio::test]
+async fn json_logs_of_a_whole_run_hyper() {
+    json_logs_of_a_whole_run("hyper").await;
 }

@@ -127,6 +127,7 @@ pub(super) fn check(
     check_csrf(c, problems);
     check_store(c, problems);
     check_dev(c, issuer.as_ref(), problems);
+    check_log(c, problems);
     let (upstreams, static_dirs) = check_routes(c, base_dir, problems, warnings);
     let tls = check_tls(c, base_dir, problems, warnings);
     advise(c, warnings);
@@ -524,3 +525,11 @@ fn check_store(c: &Sections, problems: &mut Vec<Problem>) {
         ));
     }
 }
+
+/// `log.level` must be a level or `RUST_LOG`-style directives.
+fn check_log(c: &Sections, problems: &mut Vec<Problem>) {
+    if let Err(e) = crate::logging::parse_level(&c.log.level) {
+        problems.push(Problem::new("log.level", e));
+    }
+}
+

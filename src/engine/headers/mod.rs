@@ -161,7 +161,14 @@ pub enum Hop<'a> {
 /// only then are the proxy's own headers set (forwarding headers on a proxy hop,
 /// then our `Cookie` and `Authorization`). So `Connection: authorization` removes the
 /// client's copy, never the Bearer the proxy sets.
-pub fn apply_to_request<H: HeaderEdit + ?Sized>(headers: &mut H, forward: &Forward, hop: Hop<'_>) {
+/// The request's id replaces any the client sent (a trusted proxy's was taken into
+/// it already, see [`super::access::RequestId`]).
+pub fn apply_to_request<H: HeaderEdit + ?Sized>(
+    headers: &mut H,
+    forward: &Forward,
+    hop: Hop<'_>,
+    request_id: &super::access::RequestId,
+) {
     let upgrade = is_upgrade(headers);
     let original_host = headers.get(&HOST).cloned();
     remove_hop_by_hop(headers, upgrade);
@@ -178,6 +185,10 @@ pub fn apply_to_request<H: HeaderEdit + ?Sized>(headers: &mut H, forward: &Forwa
     {
         apply_forwarding(headers, peer, https, trusted, original_host);
     }
+    headers.set(
+        super::access::X_REQUEST_ID.clone(),
+        request_id.header().clone(),
+    );
     apply_session(headers, forward);
 }
 

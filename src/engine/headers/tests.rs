@@ -14,7 +14,12 @@ fn forward(bearer: Option<&'static str>, strip: bool) -> Forward {
         set_cookies: vec![HeaderValue::from_static("s=1; Path=/")],
         session: None,
         static_file: None,
+        sid: None,
     }
+}
+
+fn request_id() -> crate::engine::access::RequestId {
+    crate::engine::access::RequestId::random()
 }
 
 fn proxy(peer: &str, https: bool) -> Hop<'static> {
@@ -38,7 +43,7 @@ fn connection_cannot_remove_what_the_proxy_sets() {
             h.insert(CONNECTION, HeaderValue::from_str(named).unwrap());
             h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer forged"));
             h.insert(HOST, HeaderValue::from_static("app.example"));
-            apply_to_request(&mut h, &forward(Some("Bearer real"), true), hop);
+            apply_to_request(&mut h, &forward(Some("Bearer real"), true), hop, &request_id());
             assert_eq!(h[AUTHORIZATION], "Bearer real", "{named}");
             assert_eq!(h[COOKIE], "theme=dark", "{named}");
             if let Hop::Proxy { .. } = hop {
@@ -75,7 +80,7 @@ fn spoofable_forwarding_headers_are_dropped_and_replaced() {
         h
     };
     let mut h = request();
-    apply_to_request(&mut h, &forward(None, false), proxy("10.0.0.7", false));
+    apply_to_request(&mut h, &forward(None, false), proxy("10.0.0.7", false), &request_id());
     for (k, _) in &spoofed[..8] {
         assert!(!h.contains_key(*k), "{k} reached the upstream");
     }
@@ -91,7 +96,7 @@ fn spoofable_forwarding_headers_are_dropped_and_replaced() {
         https: false,
         trusted: &trusted,
     };
-    apply_to_request(&mut h, &forward(None, false), hop);
+    apply_to_request(&mut h, &forward(None, false), hop, &request_id());
     assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.7");
     assert_eq!(h[&X_FORWARDED_PROTO], "https");
     assert_eq!(h[&X_FORWARDED_HOST], "evil.example");
@@ -100,7 +105,7 @@ fn spoofable_forwarding_headers_are_dropped_and_replaced() {
     }
     // The layer drops them too, and leaves X-Forwarded-* to the app's own proxy.
     let mut h = request();
-    apply_to_request(&mut h, &forward(None, false), Hop::Layer);
+    apply_to_request(&mut h, &forward(None, false), Hop::Layer, &request_id());
     assert!(!h.contains_key("x-original-url") && !h.contains_key("forwarded"));
     assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4");
 }
@@ -123,7 +128,7 @@ fn request_rules() {
     apply_to_request(
         &mut h,
         &forward(Some("Bearer real"), true),
-        proxy("127.0.0.1", false),
+        proxy("127.0.0.1", false), &request_id(),
     );
     assert_eq!(h[AUTHORIZATION], "Bearer real");
     assert_eq!(h[COOKIE], "theme=dark");
@@ -138,13 +143,13 @@ fn request_rules() {
     // Authenticated route without a session (optional): the forged one is dropped.
     let mut h = HeaderMap::new();
     h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer forged"));
-    apply_to_request(&mut h, &forward(None, true), proxy("::1", true));
+    apply_to_request(&mut h, &forward(None, true), proxy("::1", true), &request_id());
     assert!(!h.contains_key(AUTHORIZATION));
     assert_eq!(h[&X_FORWARDED_PROTO], "https");
     // auth = "none": the client's own Authorization passes.
     let mut h = HeaderMap::new();
     h.insert(AUTHORIZATION, HeaderValue::from_static("Basic abc"));
-    apply_to_request(&mut h, &forward(None, false), proxy("::1", true));
+    apply_to_request(&mut h, &forward(None, false), proxy("::1", true), &request_id());
     assert_eq!(h[AUTHORIZATION], "Basic abc");
 }
 
@@ -154,7 +159,7 @@ fn upgrades_keep_their_headers() {
     h.insert(CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
     h.insert(UPGRADE, HeaderValue::from_static("websocket"));
     assert!(is_upgrade(&h));
-    apply_to_request(&mut h, &forward(None, false), proxy("::1", false));
+    apply_to_request(&mut h, &forward(None, false), proxy("::1", false), &request_id());
     assert_eq!(h[CONNECTION], "upgrade");
     assert_eq!(h[UPGRADE], "websocket");
 }
@@ -168,4 +173,19 @@ fn response_rules() {
     add_set_cookies(&mut h, &forward(None, false));
     assert!(!h.contains_key(TRANSFER_ENCODING));
     assert_eq!(h.get_all(SET_COOKIE).iter().count(), 2);
+}
+
+/// The request id replaces the client's, and a `Connection` header naming it
+/// removes only the client's copy.
+#[test]
+fn the_request_id_replaces_the_clients() {
+    let id = crate::engine::access::RequestId::random();
+    for hop in [proxy("127.0.0.1", false), Hop::Layer] {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("forged"));
+        h.insert(CONNECTION, HeaderValue::from_static("x-request-id"));
+        apply_to_request(&mut h, &forward(None, false), hop, &id);
+        assert_eq!(h.get_all("x-request-id").iter().count(), 1);
+        assert_eq!(h["x-request-id"], id.as_str());
+    }
 }

@@ -110,8 +110,9 @@ mod devstate;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod logging;
+pub mod tls;
 
-pub use bff::{Bff, Decision, DoorRequest, Forward, Target, Upstream};
+pub use bff::{Bff, Decision, DoorRequest, Forward, ReloadError, Target, Upstream};
 pub use builder::{BffBuilder, RouteSpec};
 pub use error::{Error, ErrorKind};
 pub use start::StartError;

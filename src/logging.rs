@@ -46,7 +46,10 @@ pub fn is_allowed(target: &str, level: &Level) -> bool {
 /// (`warn,bff_proxy=debug`).
 pub fn parse_level(text: &str) -> Result<EnvFilter, String> {
     if text.trim().is_empty() {
-        return Err("must name a level (error, warn, info, debug, trace) or RUST_LOG-style directives".into());
+        return Err(
+            "must name a level (error, warn, info, debug, trace) or RUST_LOG-style directives"
+                .into(),
+        );
     }
     EnvFilter::builder()
         .parse(text)

@@ -18,7 +18,9 @@ use bff_proxy::StartError;
 use bff_proxy::config::{Config, Engine, Env, LogFormat};
 #[cfg(feature = "dev")]
 use bff_proxy::dev::DevServices;
-use bff_proxy::engine::lifecycle::{bind, drain, listen_for_signals, side_tasks, signalled};
+use bff_proxy::engine::lifecycle::{
+    bind, drain, listen_for_hangups, listen_for_signals, reload_on_hangup, side_tasks, signalled,
+};
 use bff_proxy::seal::KeyRing;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
@@ -66,6 +68,51 @@ enum Command {
 enum EngineArg {
     Pingora,
     Hyper,
+}
+
+impl From<EngineArg> for Engine {
+    fn from(arg: EngineArg) -> Self {
+        match arg {
+            EngineArg::Pingora => Self::Pingora,
+            EngineArg::Hyper => Self::Hyper,
+        }
+    }
+}
+
+/// What a SIGHUP needs: the config file read as at start (`--engine` applied),
+/// and the logger whose level it may change.
+struct Reload {
+    path: PathBuf,
+    engine: Option<EngineArg>,
+    log: Option<std::sync::Arc<bff_proxy::logging::LogHandle>>,
+}
+
+impl Reload {
+    /// Reads and checks the config file again, as at start.
+    fn load(&self) -> Result<Config, String> {
+        let mut config = Config::load(&self.path, &Env::from_process())
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        if let Some(first) = config.proxy_problems().first() {
+            return Err(format!("{}: {first}", self.path.display()));
+        }
+        if let Some(engine) = self.engine {
+            config.server.engine = engine.into();
+        }
+        Ok(config)
+    }
+
+    /// Reloads on every SIGHUP (see `lifecycle::reload_on_hangup`).
+    fn spawn(self, hangups: Option<tokio::signal::unix::Signal>, bff: &Bff) {
+        if let Some(hangups) = hangups {
+            let log = self.log.clone();
+            tokio::spawn(reload_on_hangup(
+                hangups,
+                bff.clone(),
+                move || self.load(),
+                log,
+            ));
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -127,7 +174,7 @@ fn run(path: &std::path::Path, engine: Option<EngineArg>) -> ExitCode {
     }
     // `[log]` picks the format and level (RUST_LOG overrides the level); no level
     // lets another crate log a token.
-    let _log = match bff_proxy::logging::install(
+    let log = match bff_proxy::logging::install(
         std::io::stderr,
         config.log.format,
         &config.log.level,
@@ -135,24 +182,26 @@ fn run(path: &std::path::Path, engine: Option<EngineArg>) -> ExitCode {
         config.log.format == LogFormat::Text
             && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     ) {
-        Ok(handle) => Some(handle),
+        Ok(handle) => Some(std::sync::Arc::new(handle)),
         Err(e) => {
             eprintln!("bff-proxy: {e}");
             None
         }
     };
     if let Some(engine) = engine {
-        config.server.engine = match engine {
-            EngineArg::Pingora => Engine::Pingora,
-            EngineArg::Hyper => Engine::Hyper,
-        };
+        config.server.engine = engine.into();
     }
     for w in &config.warnings {
         tracing::warn!(setting = %w.path, "{}", w.message);
     }
+    let reload = Reload {
+        path: path.to_owned(),
+        engine,
+        log,
+    };
     let result = match config.server.engine {
-        Engine::Hyper => run_hyper(config),
-        Engine::Pingora => run_pingora(config),
+        Engine::Hyper => run_hyper(config, reload),
+        Engine::Pingora => run_pingora(config, reload),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -220,11 +269,13 @@ fn serving(bff: &Bff, engine: &str) {
 /// The hyper engine on `server.threads` worker threads of its own, until SIGINT or
 /// SIGTERM; the dev services, the admin listener and the readiness warm-up run on a
 /// small runtime beside them.
-fn run_hyper(config: Config) -> Result<(), StartError> {
+fn run_hyper(config: Config, reload: Reload) -> Result<(), StartError> {
     let threads = config.server.worker_threads();
     side_runtime()?.block_on(async {
         let signals = listen_for_signals();
+        let hangups = listen_for_hangups();
         let (dev, bff, admin) = prepare(config).await?;
+        reload.spawn(hangups, &bff);
         let listen = bff.config().server.listen;
         let listener = bind("server.listen", listen).await?;
         let server =
@@ -244,16 +295,17 @@ fn run_hyper(config: Config) -> Result<(), StartError> {
 
 /// pingora runs its own runtimes; the dev services, the admin listener and the
 /// readiness warm-up run on a small runtime of their own beside it.
-fn run_pingora(config: Config) -> Result<(), StartError> {
+fn run_pingora(config: Config, reload: Reload) -> Result<(), StartError> {
     let side = side_runtime()?;
-    let signals = {
+    let (signals, hangups) = {
         let _guard = side.enter();
-        listen_for_signals()
+        (listen_for_signals(), listen_for_hangups())
     };
     let (dev, bff, admin) = side.block_on(prepare(config))?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let _side_tasks = {
         let _guard = side.enter();
+        reload.spawn(hangups, &bff);
         side_tasks(&bff, admin, &stop_rx)
     };
     serving(&bff, "pingora");

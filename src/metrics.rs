@@ -27,6 +27,7 @@ pub struct Metrics {
     idp_requests: IntCounterVec,
     build_info: IntGaugeVec,
     store_errors: IntCounterVec,
+    config_reloads: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -132,6 +133,15 @@ impl Metrics {
         ] {
             store_errors.with_label_values(&[op]);
         }
+        let config_reloads = counter_vec(
+            &registry,
+            "bff_config_reloads_total",
+            "Config reloads on SIGHUP, by result (ok, error: the old config kept).",
+            &["result"],
+        );
+        for result in ["ok", "error"] {
+            config_reloads.with_label_values(&[result]);
+        }
         // The standard process_* metrics (CPU, memory, open descriptors, start time).
         #[cfg(target_os = "linux")]
         let _ = registry.register(Box::new(
@@ -148,7 +158,15 @@ impl Metrics {
             idp_requests,
             build_info,
             store_errors,
+            config_reloads,
         }
+    }
+
+    /// Counts a config reload by result (`ok` or `error`).
+    pub fn config_reload(&self, ok: bool) {
+        self.config_reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
     }
 
     /// Records which engine serves this instance (`bff_build_info`).

@@ -19,6 +19,7 @@ use crate::error::Error;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Note {
     /// The route's label; None: no route (`"none"`).
+    #[cfg_attr(not(any(feature = "tower", feature = "pingora")), allow(dead_code))]
     pub(crate) route: Option<std::sync::Arc<str>>,
     /// The outcome label; None: the response's status code (the endpoints).
     pub(crate) outcome: Option<&'static str>,

@@ -169,7 +169,9 @@ impl Core {
                 (*next, cookies)
             }
             Outcome::Unavailable { retry_after } => {
-                return Err(Rejection::from(ErrorKind::IdpUnavailable { retry_after }).of_session(sid));
+                return Err(
+                    Rejection::from(ErrorKind::IdpUnavailable { retry_after }).of_session(sid)
+                );
             }
             Outcome::Misconfigured => {
                 return Err(Rejection::from(ErrorKind::Misconfigured(
@@ -186,8 +188,7 @@ impl Core {
                     return Ok(forward);
                 }
                 return Err(
-                    Rejection::error(&Error::new(ErrorKind::SessionExpired), clear)
-                        .of_session(sid),
+                    Rejection::error(&Error::new(ErrorKind::SessionExpired), clear).of_session(sid),
                 );
             }
         };

@@ -18,6 +18,9 @@ mod static_files;
 mod upstream;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
 
 use bytes::Bytes;
 use http::HeaderName;
@@ -44,13 +47,30 @@ use crate::refresh::{RefreshSettings, TokenRefresher};
 use crate::revocation::RevocationList;
 use crate::start::StartError;
 use crate::store::SharedStore;
+use crate::tls::ServerCert;
 use routes::{Matched, RouteTable};
 use sessions::SessionStorage;
 
 /// The BFF core: cheap to clone (one `Arc` inside), shared by every door and task.
+/// What it holds is swapped whole on a reload ([`Bff::reload`]): a request keeps
+/// the core it started with; the next one gets the new one.
 #[derive(Clone)]
 pub struct Bff {
-    core: Arc<Core>,
+    shared: Arc<Shared>,
+}
+
+/// What outlives a reload: the current core, the metrics, the clock, the drain.
+struct Shared {
+    core: ArcSwap<Core>,
+    metrics: Metrics,
+    /// The core's clock, for tests to move ([`Bff::clock`]).
+    #[cfg_attr(not(any(test, feature = "test-util")), allow(dead_code))]
+    clock: Arc<Clock>,
+    /// Set on SIGTERM: `/readyz` answers 503 while requests are still served.
+    draining: AtomicBool,
+    /// The TLS certificate of `server.tls_cert`/`tls_key` (the engines' listeners
+    /// answer with it; a reload replaces it).
+    tls: Option<ServerCert>,
 }
 
 /// What the core holds.
@@ -73,16 +93,112 @@ pub(crate) struct Core {
     pub(crate) cookie_names: CookieNames,
     /// The shared store, when there is one (readiness pings it).
     pub(crate) store: Option<Arc<dyn SharedStore>>,
-    /// Set on SIGTERM: `/readyz` answers 503 while requests are still served.
-    pub(crate) draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Bff {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let core = self.core();
         f.debug_struct("Bff")
-            .field("issuer", &self.core.oidc.issuer())
-            .field("routes", &self.core.routes.len())
+            .field("issuer", &core.oidc.issuer())
+            .field("routes", &core.routes.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// Why a reload was refused; the running config stays.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// Settings that only a restart can change.
+    #[error("needs a restart to change: {}", .0.join(", "))]
+    NeedsRestart(Vec<&'static str>),
+    /// The new config could not be put to use.
+    #[error("{0}")]
+    Unusable(String),
+}
+
+/// The parts of a core made from its config alone: the rest (store, revocations,
+/// refresher state, discovery) a reload carries over.
+struct FromConfig {
+    sealer: crate::cookies::SessionSealer,
+    routes: RouteTable,
+    csrf_header: HeaderName,
+}
+
+impl FromConfig {
+    fn new(config: &Config, metrics: &Metrics) -> Result<Self, StartError> {
+        Ok(Self {
+            sealer: config
+                .session_sealer()
+                .map_err(|e| StartError::setting("session.keys", e.to_string()))?,
+            routes: RouteTable::new(config, metrics)?,
+            csrf_header: HeaderName::from_bytes(config.csrf.header.to_ascii_lowercase().as_bytes())
+                .map_err(|_| StartError::setting("csrf.header", "not a header name"))?,
+        })
+    }
+}
+
+impl Core {
+    /// The core a new config makes, with `oidc`, `storage`, `refresher` and
+    /// `revocations` given.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        config: Config,
+        made: FromConfig,
+        storage: SessionStorage,
+        oidc: Arc<Oidc>,
+        refresher: TokenRefresher,
+        revocations: Arc<RevocationList>,
+        store: Option<Arc<dyn SharedStore>>,
+        (metrics, clock): (Metrics, Arc<Clock>),
+    ) -> Self {
+        Self {
+            cookie_names: CookieNames::new(&config.session.cookie_name),
+            backchannel_path: format!("{}/backchannel-logout", config.server.prefix),
+            login_cookies: LoginCookies::new(&config.session.cookie_name, config.session.secure),
+            csrf_value: config.csrf.value.as_bytes().to_vec(),
+            config: Arc::new(config),
+            storage,
+            oidc,
+            refresher,
+            revocations,
+            metrics,
+            clock,
+            routes: made.routes,
+            csrf_header: made.csrf_header,
+            store,
+        }
+    }
+
+    /// The core of a reloaded config: what is made from the config is new; the
+    /// store, the revocations, the refreshes under way and their grace-window
+    /// results, the server-mode sessions, the discovery document and the JWKS are
+    /// this core's.
+    fn reloaded(&self, config: Config) -> Result<Self, StartError> {
+        let made = FromConfig::new(&config, &self.metrics)?;
+        let oidc = Arc::new(
+            self.oidc
+                .reloaded(&config)
+                .map_err(|why| StartError::setting("oidc", why))?,
+        );
+        let refresher = self.refresher.reloaded(
+            Arc::clone(&oidc),
+            RefreshSettings::from_config(&config),
+            made.sealer.ring().clone(),
+        );
+        let storage = self
+            .storage
+            .reloaded(made.sealer.clone(), config.session.absolute_lifetime);
+        Ok(Self::assemble(
+            config,
+            made,
+            storage,
+            oidc,
+            refresher,
+            Arc::clone(&self.revocations),
+            self.store.clone(),
+            (self.metrics.clone(), Arc::clone(&self.clock)),
+        ))
     }
 }
 
@@ -92,9 +208,7 @@ impl Bff {
     pub fn new(config: Config) -> Result<Self, StartError> {
         let metrics = Metrics::new();
         let clock = Arc::new(Clock::default());
-        let sealer = config
-            .session_sealer()
-            .map_err(|e| StartError::setting("session.keys", e.to_string()))?;
+        let made = FromConfig::new(&config, &metrics)?;
         let oidc = Arc::new(
             Oidc::new(&config, metrics.clone()).map_err(|why| StartError::setting("oidc", why))?,
         );
@@ -109,54 +223,87 @@ impl Bff {
             Arc::clone(&revocations),
             Arc::clone(&clock),
         );
-        let routes = RouteTable::new(&config, &metrics)?;
-        let csrf_header =
-            HeaderName::from_bytes(config.csrf.header.to_ascii_lowercase().as_bytes())
-                .map_err(|_| StartError::setting("csrf.header", "not a header name"))?;
         let storage = SessionStorage::new(
-            sealer,
+            made.sealer.clone(),
             config.session.mode == crate::config::SessionMode::Server,
             Arc::clone(&clock),
             config.session.absolute_lifetime,
         );
-        let core = Core {
-            cookie_names: CookieNames::new(&config.session.cookie_name),
-            backchannel_path: format!("{}/backchannel-logout", config.server.prefix),
-            login_cookies: LoginCookies::new(&config.session.cookie_name, config.session.secure),
-            csrf_value: config.csrf.value.as_bytes().to_vec(),
-            config: Arc::new(config),
+        let tls = match &config.resolved.tls {
+            Some(files) => {
+                Some(ServerCert::load(files).map_err(|(at, why)| StartError::setting(at, why))?)
+            }
+            None => None,
+        };
+        let core = Core::assemble(
+            config,
+            made,
             storage,
             oidc,
             refresher,
             revocations,
-            metrics,
-            clock,
-            routes,
-            csrf_header,
-            store: None,
-            draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        };
+            None,
+            (metrics.clone(), Arc::clone(&clock)),
+        );
         Ok(Self {
-            core: Arc::new(core),
+            shared: Arc::new(Shared {
+                core: ArcSwap::from_pointee(core),
+                metrics,
+                clock,
+                draining: AtomicBool::new(false),
+                tls,
+            }),
         })
+    }
+
+    /// The core now (a reload swaps it).
+    pub(crate) fn core(&self) -> Arc<Core> {
+        self.shared.core.load_full()
+    }
+
+    /// Puts a new config to use at once, without dropping a session or a
+    /// connection: new session keys (the old ones still open cookies if the new
+    /// config lists them), client credentials, the TLS certificate (for new
+    /// handshakes), routes and their rules, CSRF settings, refresh timing,
+    /// connection and upstream timeouts. A request under way finishes with the core
+    /// it started with. Settings that only a restart can change
+    /// ([`Config::restart_only_changes`]) refuse the reload; on any error nothing
+    /// changes. The binary calls this on SIGHUP.
+    pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
+        let core = self.core();
+        let refused = core.config.restart_only_changes(&config);
+        if !refused.is_empty() {
+            return Err(ReloadError::NeedsRestart(refused));
+        }
+        let next = core
+            .reloaded(config)
+            .map_err(|e| ReloadError::Unusable(e.to_string()))?;
+        if let (Some(cert), Some(files)) = (&self.shared.tls, &next.config.resolved.tls) {
+            cert.reload(files)
+                .map_err(|(at, why)| ReloadError::Unusable(format!("{at}: {why}")))?;
+        }
+        self.shared.core.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// The TLS certificate the listeners answer with, when `server.tls_cert` is
+    /// set.
+    #[must_use]
+    pub fn server_cert(&self) -> Option<&ServerCert> {
+        self.shared.tls.as_ref()
     }
 
     /// Connects the store `[store]` names (Redis) and shares state through it; a
     /// no-op for the memory store.
     pub async fn connect_store(self) -> Result<Self, StartError> {
-        let store = &self.core.config.store;
+        let config = self.config();
+        let store = &config.store;
         if store.kind != crate::config::StoreKind::Redis {
             return Ok(self);
         }
-        let url = self
-            .core
-            .config
-            .resolved
-            .store_url
-            .as_ref()
-            .ok_or_else(|| {
-                StartError::setting("store.url", "required by store.kind = \"redis\"")
-            })?;
+        let url = config.resolved.store_url.as_ref().ok_or_else(|| {
+            StartError::setting("store.url", "required by store.kind = \"redis\"")
+        })?;
         let redis = crate::store::RedisStore::connect(
             url.expose(),
             &store.key_prefix,
@@ -169,11 +316,10 @@ impl Bff {
     }
 
     /// Coordinates refreshes with other replicas through a shared store (one token
-    /// request per rotation across all of them). Call it before the core is shared:
-    /// clones made earlier keep the store they had.
+    /// request per rotation across all of them). Call it before the core is shared.
     #[must_use]
-    pub fn with_store(mut self, store: Arc<dyn SharedStore>) -> Self {
-        let core = Arc::make_mut(&mut self.core);
+    pub fn with_store(self, store: Arc<dyn SharedStore>) -> Self {
+        let mut core = (*self.core()).clone();
         // Every store operation's failure is counted (`bff_store_errors_total{op}`).
         let store: Arc<dyn SharedStore> =
             Arc::new(crate::store::Counted::new(store, core.metrics.clone()));
@@ -184,25 +330,27 @@ impl Bff {
             .refresher
             .clone()
             .with_store(store, core.storage.sealer.ring().clone());
+        self.shared.core.store(Arc::new(core));
         self
     }
 
-    /// The config.
+    /// The config now (a reload replaces it).
     #[must_use]
-    pub fn config(&self) -> &Config {
-        &self.core.config
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.shared.core.load().config)
     }
 
     /// The metrics.
     #[must_use]
     pub fn metrics(&self) -> &Metrics {
-        &self.core.metrics
+        &self.shared.metrics
     }
 
     /// Records how long the upstream of a forwarded request took to answer
     /// (`bff_upstream_duration_seconds{route}`).
     pub fn observe_upstream(&self, forward: &Forward, seconds: f64) {
-        if let Some(route) = forward.route.and_then(|i| self.core.routes.by_index(i)) {
+        let core = self.shared.core.load();
+        if let Some(route) = forward.route.and_then(|i| core.routes.by_index(i)) {
             route.upstream_duration.observe(seconds);
         }
     }
@@ -214,33 +362,34 @@ impl Bff {
     /// `Registry`, version 0.14.
     #[must_use]
     pub fn metrics_registry(&self) -> &prometheus::Registry {
-        self.core.metrics.registry()
+        self.shared.metrics.registry()
     }
 
     /// The clock (tests move it forward).
     #[cfg(any(test, feature = "test-util"))]
     #[must_use]
     pub fn clock(&self) -> &Clock {
-        &self.core.clock
+        &self.shared.clock
     }
 
     /// The session sealer (tests forge or inspect cookies with it).
     #[cfg(any(test, feature = "test-util"))]
     #[must_use]
-    pub fn sealer(&self) -> &crate::cookies::SessionSealer {
-        &self.core.storage.sealer
+    pub fn sealer(&self) -> crate::cookies::SessionSealer {
+        self.core().storage.sealer.clone()
     }
 
     /// Loads discovery and the JWKS; readiness.
     pub async fn warm_up(&self) -> Result<(), String> {
-        self.core.oidc.warm_up().await.map_err(|e| e.to_string())
+        let core = self.core();
+        core.oidc.warm_up().await.map_err(|e| e.to_string())
     }
 
     /// True once discovery and the JWKS are loaded (and not draining); see
     /// [`Bff::check_ready`] for the whole readiness check.
     #[must_use]
     pub fn ready(&self) -> bool {
-        self.core.oidc.jwks_loaded() && !self.draining()
+        self.shared.core.load().oidc.jwks_loaded() && !self.draining()
     }
 
     /// Readiness as `/readyz` answers it: discovery and the JWKS loaded, the shared
@@ -250,11 +399,12 @@ impl Bff {
         if self.draining() {
             return Err("draining: shutting down".into());
         }
-        if !self.core.oidc.jwks_loaded() {
+        let core = self.core();
+        if !core.oidc.jwks_loaded() {
             return Err("discovery and JWKS not loaded yet".into());
         }
-        if let Some(store) = &self.core.store {
-            let limit = self.core.config.store.timeout;
+        if let Some(store) = &core.store {
+            let limit = core.config.store.timeout;
             match tokio::time::timeout(limit, store.ping()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(format!("store: {e}")),
@@ -267,24 +417,20 @@ impl Bff {
     /// Starts the drain before a shutdown: `/readyz` answers 503 from now on, while
     /// requests are still served (`server.drain_delay`).
     pub fn start_draining(&self) {
-        self.core
-            .draining
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shared.draining.store(true, Ordering::Relaxed);
     }
 
     /// Whether [`Bff::start_draining`] was called.
     #[must_use]
     pub fn draining(&self) -> bool {
-        self.core
-            .draining
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.shared.draining.load(Ordering::Relaxed)
     }
 
     /// Whether this request needs its body read (up to 64 KiB) and passed to
     /// [`Bff::handle`]: only the back-channel logout.
     #[must_use]
     pub fn wants_body(&self, parts: &Parts) -> bool {
-        parts.method == Method::POST && parts.uri.path() == self.core.backchannel_path
+        parts.method == Method::POST && parts.uri.path() == self.shared.core.load().backchannel_path
     }
 
     /// Decides what to do with a request: the one call of a front door. The body
@@ -300,14 +446,15 @@ impl Bff {
         req: &mut R,
         unmatched: Unmatched,
     ) -> (Decision, Note) {
+        let core = self.core();
         if !self.wants_body(req.head()) {
-            return self.core.handle(req.head(), None, unmatched).await;
+            return core.handle(req.head(), None, unmatched).await;
         }
         let body = match door::read_bounded(req).await {
             Ok(body) => body,
             Err(resp) => return (Decision::Respond(resp), Note::default()),
         };
-        match self.core.handle(req.head(), Some(body), unmatched).await {
+        match core.handle(req.head(), Some(body), unmatched).await {
             (Decision::Respond(resp), note) => (Decision::Respond(resp), note),
             // The body-reading endpoint always answers itself.
             (Decision::Forward(_), note) => (
@@ -326,7 +473,7 @@ impl Bff {
     /// [`Bff::wants_body`]) the caller read already. A path no route matches gets
     /// 404, as in the proxy.
     pub async fn handle(&self, parts: &Parts, body: Option<Bytes>) -> Decision {
-        self.core.handle(parts, body, Unmatched::NotFound).await.0
+        self.core().handle(parts, body, Unmatched::NotFound).await.0
     }
 
     /// [`Bff::handle`], with what a path no route matches gets, and what the
@@ -338,7 +485,7 @@ impl Bff {
         body: Option<Bytes>,
         unmatched: Unmatched,
     ) -> (Decision, Note) {
-        self.core.handle(parts, body, unmatched).await
+        self.core().handle(parts, body, unmatched).await
     }
 }
 

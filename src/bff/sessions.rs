@@ -72,6 +72,17 @@ impl SessionStorage {
     }
 
     /// Server mode keeps its sessions in the shared store from now on.
+    /// The storage of a reloaded config: a new sealer (session keys) and lifetime;
+    /// the server-mode store is this one's, so no stored session is lost.
+    pub(crate) fn reloaded(&self, sealer: SessionSealer, lifetime: Duration) -> Self {
+        Self {
+            sealer,
+            server: self.server.clone(),
+            clock: Arc::clone(&self.clock),
+            lifetime,
+        }
+    }
+
     pub(crate) fn use_store(&mut self, store: &Arc<dyn SharedStore>) {
         if self.server.is_some() {
             self.server = Some(Arc::clone(store));

@@ -150,7 +150,9 @@ impl Config {
             Some(dev),
             Some(log),
             Some(routes),
-        ) = (server, oidc, session, refresh, csrf, store, dev, log, routes)
+        ) = (
+            server, oidc, session, refresh, csrf, store, dev, log, routes,
+        )
         else {
             return Err(ConfigError { problems });
         };
@@ -199,6 +201,69 @@ impl Config {
                     "the proxy needs an upstream URL or a static_dir for every route (routes without either are for the tower layer)",
                 )
             })
+            .collect()
+    }
+
+    /// The settings that differ in `next` but only a restart can change (listen
+    /// addresses, engine, threads, store, session mode and cookie name, the
+    /// issuer, log format, dev services…), by TOML path. Empty: `next` can be
+    /// reloaded.
+    #[must_use]
+    pub fn restart_only_changes(&self, next: &Self) -> Vec<&'static str> {
+        let (a, b) = (&self.server, &next.server);
+        let store_url = |c: &Self| c.resolved.store_url.as_ref().map(|u| u.expose().to_owned());
+        let checks = [
+            ("server.listen", a.listen != b.listen),
+            ("server.admin_listen", a.admin_listen != b.admin_listen),
+            ("server.engine", a.engine != b.engine),
+            ("server.threads", a.worker_threads() != b.worker_threads()),
+            ("server.prefix", a.prefix != b.prefix),
+            (
+                "server.max_connections",
+                a.max_connections != b.max_connections,
+            ),
+            (
+                "server.upstream_keepalive",
+                a.upstream_keepalive != b.upstream_keepalive,
+            ),
+            (
+                "server.upstream_connect_timeout",
+                a.upstream_connect_timeout != b.upstream_connect_timeout,
+            ),
+            (
+                "server.tls_cert",
+                self.resolved.tls.is_some() != next.resolved.tls.is_some(),
+            ),
+            ("oidc.issuer", self.oidc.issuer != next.oidc.issuer),
+            (
+                "session.cookie_name",
+                self.session.cookie_name != next.session.cookie_name,
+            ),
+            ("session.mode", self.session.mode != next.session.mode),
+            (
+                "session.absolute_lifetime",
+                self.session.absolute_lifetime != next.session.absolute_lifetime,
+            ),
+            ("store.kind", self.store.kind != next.store.kind),
+            ("store.url", store_url(self) != store_url(next)),
+            (
+                "store.key_prefix",
+                self.store.key_prefix != next.store.key_prefix,
+            ),
+            ("store.timeout", self.store.timeout != next.store.timeout),
+            ("log.format", self.log.format != next.log.format),
+            ("dev.idp", self.dev.idp != next.dev.idp),
+            ("dev.echo", self.dev.echo != next.dev.echo),
+            (
+                "dev.access_token_lifetime",
+                self.dev.access_token_lifetime != next.dev.access_token_lifetime,
+            ),
+            ("dev.login_form", self.dev.login_form != next.dev.login_form),
+        ];
+        checks
+            .into_iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(path, _)| path)
             .collect()
     }
 

@@ -229,3 +229,44 @@ fn error_display_is_one_line_with_a_count() {
         "{line}"
     );
 }
+
+/// A reload is refused for what only a restart can change, and allowed for the
+/// rest (keys, routes, timeouts, log level).
+#[test]
+fn restart_only_changes_are_named() {
+    let base = load(&minimal(), &[]).unwrap();
+    let key_b = crate::seal::KeyRing::generate_key_base64();
+    let reloadable = minimal().replace(
+        &format!("[\"{KEY_A}\"]"),
+        &format!("[\"{key_b}\", \"{KEY_A}\"]"),
+    ) + "\n[refresh]\ntimeout = \"9s\"\n[log]\nlevel = \"debug\"\n";
+    assert!(
+        base.restart_only_changes(&load(&reloadable, &[]).unwrap())
+            .is_empty()
+    );
+    let moved = load(&minimal(), &[("BFF_SERVER_LISTEN", "127.0.0.1:9999")]).unwrap();
+    assert_eq!(base.restart_only_changes(&moved), vec!["server.listen"]);
+    let renamed = load(
+        &minimal(),
+        &[
+            ("BFF_SESSION_COOKIE_NAME", "other"),
+            ("BFF_LOG_FORMAT", "json"),
+            ("BFF_SERVER_ENGINE", "hyper"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        base.restart_only_changes(&renamed),
+        vec!["server.engine", "session.cookie_name", "log.format"]
+    );
+}
+
+#[test]
+fn log_level_must_parse() {
+    let text = minimal() + "\n[log]\nlevel = \"info,=[\"\n";
+    let err = load(&text, &[]).unwrap_err();
+    assert_eq!(paths(&err), vec!["log.level"]);
+    let text = minimal() + "\n[log]\nformat = \"xml\"\n";
+    let err = load(&text, &[]).unwrap_err();
+    assert_eq!(paths(&err), vec!["log.format"]);
+}

@@ -119,10 +119,7 @@ impl RequestLog {
         let config = bff.config();
         let id = RequestId::of_request(headers, peer, &config.resolved.trusted_proxies);
         let span = tracing::info_span!("request", request_id = id.as_str());
-        let line = config
-            .log
-            .access
-            .then(|| (method.clone(), Box::from(path)));
+        let line = config.log.access.then(|| (method.clone(), Box::from(path)));
         Self {
             id,
             span,

@@ -18,7 +18,9 @@ pub struct Running {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
-    shutdown_timeout: Duration,
+    /// Its config's `server.shutdown_timeout` is read at shutdown (a reload may
+    /// change it).
+    bff: Bff,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -68,7 +70,7 @@ impl Starting {
             addr,
             admin_addr: self.admin_addr,
             stop: self.stop,
-            shutdown_timeout: bff.config().server.shutdown_timeout,
+            bff: bff.clone(),
             tasks: Mutex::new(self.tasks),
         }
     }
@@ -117,10 +119,11 @@ impl Running {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .drain(..)
             .collect();
+        let shutdown_timeout = self.bff.config().server.shutdown_timeout;
         for task in tasks {
             let abort = task.abort_handle();
             // A little beyond the engine's own bound, which closes what is left.
-            let bound = self.shutdown_timeout + Duration::from_secs(1);
+            let bound = shutdown_timeout + Duration::from_secs(1);
             if tokio::time::timeout(bound, task).await.is_err() {
                 abort.abort();
             }
@@ -181,5 +184,55 @@ pub async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
+    }
+}
+
+/// Starts listening for SIGHUP now (its default action would end the process):
+/// call it at start, before anything can send one.
+pub fn listen_for_hangups() -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: no config reloads");
+            None
+        }
+    }
+}
+
+/// Reloads the config on every SIGHUP: `load` reads and checks the file again,
+/// [`Bff::reload`] puts it to use (session keys, client secret, TLS certificate,
+/// routes, timeouts), and `log` takes its `log.level`. A config that does not load,
+/// or changes what needs a restart, is refused with a log line saying why, and the
+/// running one stays. Each reload counts in `bff_config_reloads_total{result}`.
+pub async fn reload_on_hangup<L>(
+    mut hangups: tokio::signal::unix::Signal,
+    bff: Bff,
+    load: L,
+    log: Option<std::sync::Arc<crate::logging::LogHandle>>,
+) where
+    L: Fn() -> Result<crate::config::Config, String> + Send,
+{
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config");
+        let result = load().and_then(|config| {
+            let level = config.log.level.clone();
+            bff.reload(config).map_err(|e| e.to_string())?;
+            Ok(level)
+        });
+        match result {
+            Ok(level) => {
+                if let Some(log) = &log {
+                    if let Err(e) = log.set_level(&level) {
+                        tracing::warn!(setting = "log.level", "{e}");
+                    }
+                }
+                bff.metrics().config_reload(true);
+                tracing::info!("config reloaded");
+            }
+            Err(why) => {
+                bff.metrics().config_reload(false);
+                tracing::error!("config reload refused, the running config stays: {why}");
+            }
+        }
     }
 }

@@ -41,7 +41,7 @@ pub(super) struct JwksKey {
 }
 
 /// What the JWKS holds: keys by `kid`, and the keys without one.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(super) struct KeySet {
     by_kid: HashMap<String, Arc<JwksKey>>,
     anonymous: Vec<Arc<JwksKey>>,

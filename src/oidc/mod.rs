@@ -210,6 +210,25 @@ impl Oidc {
         })
     }
 
+    /// The client of a reloaded config: new credentials and revocation fallback;
+    /// the discovery document and the JWKS already loaded are kept (the issuer
+    /// cannot change without a restart), so readiness holds through a reload.
+    pub fn reloaded(&self, config: &Config) -> Result<Self, String> {
+        let mut next = Self::new(config, self.metrics.clone())?;
+        next.http = self.http.clone();
+        next.discovery = self.discovery.clone();
+        let jwks = self
+            .jwks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        next.jwks = Mutex::new(JwksCache {
+            keys: jwks.keys.clone(),
+            fetched_at: jwks.fetched_at,
+            unknown_kid_at: jwks.unknown_kid_at,
+        });
+        Ok(next)
+    }
+
     /// Counts one IdP request by endpoint and outcome (status code or error).
     fn count(&self, endpoint: &str, result: &Result<IdpResponse, FetchError>) {
         let status = match result {

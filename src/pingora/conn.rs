@@ -46,7 +46,13 @@ impl ServerApp for GuardedApp {
     ) -> Option<Stream> {
         // Past server.max_connections the connection is closed at once.
         let _permit = self.limits.admit()?;
+        let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         let (io, state) = self.limits.guard(stream);
+        if h2 {
+            // pingora's h2 streams never reach our hooks with this connection:
+            // its own h2 idle timeout closes it (see `proxy_service`).
+            state.unguarded();
+        }
         let stream: Stream = Box::new(io);
         tokio::select! {
             _ = self.proxy.process_new(stream, shutdown) => {}

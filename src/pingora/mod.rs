@@ -60,10 +60,6 @@ pub struct Ctx {
 pub struct BffPingora {
     bff: Bff,
     connect_timeout: Duration,
-    response_timeout: Duration,
-    /// pingora's own keep-alive timeout (per read), in whole seconds: never sooner
-    /// than `server.idle_timeout`, which the connection guard enforces exactly.
-    keepalive_secs: u64,
     https: bool,
 }
 
@@ -72,12 +68,10 @@ impl BffPingora {
     #[must_use]
     pub fn new(bff: impl Into<Bff>) -> Self {
         let bff = bff.into();
-        let server = &bff.config().server;
+        let config = bff.config();
         Self {
-            connect_timeout: server.upstream_connect_timeout,
-            response_timeout: server.upstream_timeout,
-            keepalive_secs: server.idle_timeout.as_secs().saturating_add(1),
-            https: bff.config().resolved.tls.is_some(),
+            connect_timeout: config.server.upstream_connect_timeout,
+            https: config.resolved.tls.is_some(),
             bff,
         }
     }
@@ -148,6 +142,18 @@ impl ProxyHttp for BffPingora {
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        if session.req_header().version == http::Version::HTTP_2 {
+            // h2 has `:authority` and no Host: the core and the forwarding
+            // headers read Host.
+            let authority = session
+                .req_header()
+                .uri
+                .authority()
+                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok());
+            if let Some(host) = authority {
+                headers::HeaderEdit::set(session.req_header_mut(), http::header::HOST, host);
+            }
+        }
         let req = session.req_header();
         ctx.log = Some(RequestLog::start(
             &self.bff,
@@ -161,7 +167,11 @@ impl ProxyHttp for BffPingora {
         if let Some(state) = &ctx.conn {
             state.request_started();
         }
-        session.set_keepalive(Some(self.keepalive_secs));
+        // pingora's own keep-alive timeout (per read), in whole seconds: never
+        // sooner than `server.idle_timeout`, which the connection guard enforces
+        // exactly.
+        let idle = self.bff.config().server.idle_timeout;
+        session.set_keepalive(Some(idle.as_secs().saturating_add(1)));
         Ok(())
     }
 
@@ -235,7 +245,7 @@ impl ProxyHttp for BffPingora {
         // Connection names X-Forwarded-*.
         peer.options.http_upstream_request_policy =
             pingora::upstreams::peer::HttpUpstreamRequestPolicy::preserve();
-        peer.options.read_timeout = Some(self.response_timeout);
+        peer.options.read_timeout = Some(self.bff.config().server.upstream_timeout);
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
     }
@@ -268,6 +278,8 @@ impl ProxyHttp for BffPingora {
             upstream.host_header().clone(),
         );
         upstream_request.set_uri(http::Uri::from(path.clone()));
+        // The upstream hop is HTTP/1.1 whatever the client spoke.
+        upstream_request.set_version(http::Version::HTTP_11);
         Ok(())
     }
 

@@ -49,8 +49,14 @@ fn proxy_service(
     bff: Bff,
     limits: Arc<ConnLimits>,
 ) -> Service<GuardedApp> {
+    let idle = bff.config().server.idle_timeout;
     let mut proxy = pingora::proxy::http_proxy(conf, BffPingora::new(bff));
     proxy.handle_init_modules();
+    // HTTP/2 connections (ALPN h2 on TLS) are closed by pingora itself once idle:
+    // their streams do not pass through the connection guard's request cycle.
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2_idle_timeout = Some(idle);
+    proxy.server_options = Some(options);
     Service::new(name, GuardedApp::new(proxy, limits))
 }
 
@@ -72,31 +78,27 @@ pub fn run_blocking(
     signals: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), StartError> {
     let unavailable = |e: std::io::Error| StartError::unavailable("server.listen", e.to_string());
-    let server = &bff.config().server;
-    let (listen, threads, shutdown_timeout) = (
-        server.listen,
-        server.worker_threads(),
-        server.shutdown_timeout,
-    );
+    let config = bff.config();
+    let (listen, threads) = (config.server.listen, config.server.worker_threads());
     let listener = std::net::TcpListener::bind(listen)
         .map_err(|e| StartError::unavailable("server.listen", format!("{listen}: {e}")))?;
     listener.set_nonblocking(true).map_err(unavailable)?;
     bff.metrics().serving_with("pingora");
     let conf = Arc::new(server_conf(&bff));
-    let tls = bff.config().resolved.tls.clone();
-    let limits = Arc::new(ConnLimits::from_config(bff.config()));
+    let limits = Arc::new(ConnLimits::for_bff(&bff));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let key = listen.to_string();
     let mut workers = Vec::with_capacity(threads);
     for i in 0..threads {
         let name = format!("bff-proxy-{i}");
         let mut service = proxy_service(name.clone(), &conf, bff.clone(), limits.clone());
-        add_listener(&mut service, &key, tls.as_ref())?;
+        add_listener(&mut service, &key, bff.server_cert())?;
         let fds: ListenFds = Arc::new(pingora::server::Fds::new().into());
         let own = listener.try_clone().map_err(unavailable)?;
         fds.lock().add(key.clone(), own.into_raw_fd());
         let stop = stop_rx.clone();
         let limits = limits.clone();
+        let bff = bff.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -107,6 +109,8 @@ pub fn run_blocking(
                 runtime.block_on(async move {
                     // Returns once `stop` fires and the listener is closed.
                     service.start_service(Some(fds), stop, 1).await;
+                    // Read now: a reload may have changed it.
+                    let shutdown_timeout = bff.config().server.shutdown_timeout;
                     finish_open_requests(&limits, shutdown_timeout).await;
                 });
             })
@@ -122,7 +126,10 @@ pub fn run_blocking(
         signalled(signals).await;
         drain(&bff).await;
     });
-    tracing::info!(timeout = ?shutdown_timeout, "shutting down: finishing open requests");
+    tracing::info!(
+        timeout = ?bff.config().server.shutdown_timeout,
+        "shutting down: finishing open requests"
+    );
     let _ = stop.send(true);
     for worker in workers {
         let _ = worker.join();
@@ -139,20 +146,25 @@ async fn finish_open_requests(limits: &ConnLimits, limit: std::time::Duration) {
     }
 }
 
-/// Adds the proxy's listener: TLS when `server.tls_cert`/`tls_key` are set.
+/// Adds the proxy's listener: TLS when `server.tls_cert`/`tls_key` are set, with
+/// the core's certificate (a reload changes it for new handshakes) and h2 offered
+/// by ALPN beside http/1.1.
 fn add_listener<A: pingora::apps::ServerApp + Send + Sync + 'static>(
     service: &mut pingora::services::listening::Service<A>,
     addr: &str,
-    tls: Option<&crate::config::TlsFiles>,
+    cert: Option<&crate::tls::ServerCert>,
 ) -> Result<(), StartError> {
-    match tls {
-        Some(files) => service
-            .add_tls(
-                addr,
-                &files.cert.to_string_lossy(),
-                &files.key.to_string_lossy(),
-            )
-            .map_err(|e| StartError::setting("server.tls_cert / server.tls_key", e.to_string())),
+    match cert {
+        Some(cert) => {
+            let mut settings =
+                pingora::listeners::tls::TlsSettings::intermediate("", "").map_err(|e| {
+                    StartError::setting("server.tls_cert", format!("TLS setup failed: {e}"))
+                })?;
+            settings.set_cert_resolver(Arc::new(cert.clone()));
+            settings.enable_h2();
+            service.add_tls_with_settings(addr, None, settings);
+            Ok(())
+        }
         None => {
             service.add_tcp(addr);
             Ok(())
@@ -178,11 +190,10 @@ impl PingoraServer {
         let addr = listener.local_addr().map_err(unavailable)?;
         bff.metrics().serving_with("pingora");
         let conf = Arc::new(server_conf(&bff));
-        let limits = Arc::new(ConnLimits::from_config(bff.config()));
+        let limits = Arc::new(ConnLimits::for_bff(&bff));
         let mut service = proxy_service("bff-proxy".to_owned(), &conf, bff.clone(), limits);
         let key = addr.to_string();
-        let tls = bff.config().resolved.tls.clone();
-        add_listener(&mut service, &key, tls.as_ref())?;
+        add_listener(&mut service, &key, bff.server_cert())?;
         // pingora takes listeners it finds in its fd table (made for graceful
         // upgrades) instead of binding: that is how it gets our port-0 listener.
         listener.set_nonblocking(true).map_err(unavailable)?;

@@ -45,15 +45,16 @@ pub(crate) struct HyperDoor {
     bff: Bff,
     client: Client<HttpsConnector<HttpConnector>, Incoming>,
     upgrade_client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
-    response_timeout: Duration,
     https: bool,
 }
 
 impl HyperDoor {
     /// The door over one core, with its upstream time limits (connect → 502,
-    /// response head → 504) and keep-alive pool.
+    /// response head → 504: `server.upstream_timeout` as the config says at each
+    /// request) and keep-alive pool.
     pub(crate) fn new(bff: Bff) -> Result<Self, StartError> {
-        let server = &bff.config().server;
+        let config = bff.config();
+        let server = &config.server;
         let tls = crate::oidc::client_tls_config()
             .map_err(|why| StartError::unavailable("server.upstream", why))?;
         let mut http = HttpConnector::new();
@@ -71,8 +72,7 @@ impl HyperDoor {
             .build(connector.clone());
         let upgrade_client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Self {
-            response_timeout: server.upstream_timeout,
-            https: bff.config().resolved.tls.is_some(),
+            https: config.resolved.tls.is_some(),
             bff,
             client,
             upgrade_client,
@@ -107,6 +107,9 @@ impl HyperDoor {
         log: &mut RequestLog,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
+        if parts.version == http::Version::HTTP_2 {
+            from_h2(&mut parts);
+        }
         let (door, note) = decide(&self.bff, &parts, body, crate::bff::Unmatched::NotFound).await;
         log.noted(note);
         let (forward, body) = match door {
@@ -118,10 +121,11 @@ impl HyperDoor {
         let Some(uri) = forward.target().upstream_uri() else {
             return error(ErrorKind::NotFound);
         };
+        let config = self.bff.config();
         let hop = headers::Hop::Proxy {
             peer: peer.ip(),
             https: self.https,
-            trusted: &self.bff.config().resolved.trusted_proxies,
+            trusted: &config.resolved.trusted_proxies,
         };
         headers::apply_to_request(&mut parts.headers, &forward, hop, &log.id);
         let req = Request::from_parts(parts, body);
@@ -131,7 +135,7 @@ impl HyperDoor {
             // future.
             Box::pin(self.upgrade(req, uri)).await
         } else {
-            self.forward(req, uri).await
+            self.forward(req, uri, config.server.upstream_timeout).await
         };
         let took = started.elapsed();
         self.bff.observe_upstream(&forward, took.as_secs_f64());
@@ -140,9 +144,16 @@ impl HyperDoor {
         resp
     }
 
-    async fn forward(&self, mut req: Request<Incoming>, uri: Uri) -> Response<ProxyBody> {
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        uri: Uri,
+        response_timeout: Duration,
+    ) -> Response<ProxyBody> {
         *req.uri_mut() = uri;
-        let sent = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
+        // The upstream hop is HTTP/1.1 whatever the client spoke.
+        *req.version_mut() = http::Version::HTTP_11;
+        let sent = tokio::time::timeout(response_timeout, self.client.request(req)).await;
         match sent {
             Ok(Ok(resp)) => {
                 let (mut head, body) = resp.into_parts();
@@ -165,7 +176,7 @@ impl HyperDoor {
         head.uri = uri;
         let upstream_req = Request::from_parts(head, Empty::<Bytes>::new());
         let resp = match tokio::time::timeout(
-            self.response_timeout,
+            self.bff.config().server.upstream_timeout,
             self.upgrade_client.request(upstream_req),
         )
         .await
@@ -194,6 +205,16 @@ impl HyperDoor {
         });
         headers::clean_response(&mut head.headers, true);
         Response::from_parts(head, full(Bytes::new()))
+    }
+}
+
+/// An HTTP/2 request as the core and the HTTP/1.1 upstream expect it: its
+/// `:authority` as `Host` (h2 has no Host header; a client-sent one must match).
+fn from_h2(parts: &mut http::request::Parts) {
+    if let Some(authority) = parts.uri.authority() {
+        if let Ok(host) = http::HeaderValue::from_str(authority.as_str()) {
+            parts.headers.insert(http::header::HOST, host);
+        }
     }
 }
 

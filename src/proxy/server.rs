@@ -1,4 +1,5 @@
-//! The hyper engine's listener: HTTP/1.1 with upgrades, TLS when configured, the
+//! The hyper engine's listener: HTTP/1.1 with upgrades, TLS when configured (with
+//! HTTP/2 when the client picks `h2` by ALPN), the
 //! connection limits, graceful shutdown; the admin listener and warm-up come from
 //! the shared lifecycle.
 //!
@@ -108,36 +109,14 @@ impl ProxyServer {
     }
 }
 
-/// A TLS acceptor for the certificate chain and key of `server.tls_cert`/`tls_key`.
-pub fn tls_acceptor(
-    files: &crate::config::TlsFiles,
-) -> Result<tokio_rustls::TlsAcceptor, StartError> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .map_err(|e| StartError::setting("server.tls_cert", e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| StartError::setting("server.tls_cert", e.to_string()))?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| StartError::setting("server.tls_key", e.to_string()))?;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| StartError::setting("server.tls_cert", format!("TLS setup failed: {e}")))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| StartError::setting("server.tls_cert / server.tls_key", e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
-}
-
 /// What every serving loop of one engine shares: TLS, the connection limits, the
 /// shutdown bound.
 #[derive(Clone)]
 struct Setup {
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Arc<ConnLimits>,
-    shutdown_timeout: Duration,
+    /// `server.shutdown_timeout` is read from its config at shutdown.
+    bff: Bff,
 }
 
 impl Setup {
@@ -152,16 +131,21 @@ impl Setup {
         let addr = listener
             .local_addr()
             .map_err(|e| StartError::unavailable("server.listen", e.to_string()))?;
-        let tls = match &bff.config().resolved.tls {
-            Some(files) => Some(tls_acceptor(files)?),
+        // The certificate is the core's, so a reload changes it for new handshakes;
+        // h2 and http/1.1 are offered by ALPN.
+        let tls = match bff.server_cert() {
+            Some(cert) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+                cert.server_config()
+                    .map_err(|why| StartError::setting("server.tls_cert", why))?,
+            ))),
             None => None,
         };
         let starting = Starting::new(bff, admin)
             .map_err(|e| StartError::unavailable("server.admin_listen", e.to_string()))?;
         let setup = Self {
             tls,
-            limits: Arc::new(ConnLimits::from_config(bff.config())),
-            shutdown_timeout: bff.config().server.shutdown_timeout,
+            limits: Arc::new(ConnLimits::for_bff(bff)),
+            bff: bff.clone(),
         };
         Ok((addr, starting, setup))
     }
@@ -193,11 +177,7 @@ async fn serve(
     setup: Setup,
     mut stop: watch::Receiver<bool>,
 ) {
-    let Setup {
-        tls,
-        limits,
-        shutdown_timeout,
-    } = setup;
+    let Setup { tls, limits, bff } = setup;
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
@@ -230,9 +210,10 @@ async fn serve(
                             else {
                                 return;
                             };
-                            serve_connection(stream, peer, door, limits, watcher).await;
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            serve_connection(stream, peer, door, limits, watcher, h2).await;
                         }
-                        None => serve_connection(stream, peer, door, limits, watcher).await,
+                        None => serve_connection(stream, peer, door, limits, watcher, false).await,
                     }
                 });
             }
@@ -240,6 +221,7 @@ async fn serve(
         }
     }
     drop(listener);
+    let shutdown_timeout = bff.config().server.shutdown_timeout;
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(shutdown_timeout) => {
@@ -256,10 +238,14 @@ async fn serve_connection<I>(
     door: HyperDoor,
     limits: Arc<ConnLimits>,
     watcher: hyper_util::server::graceful::Watcher,
+    h2: bool,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (io, state) = limits.guard(io);
+    if h2 {
+        state.multiplexed();
+    }
     let cycle = Arc::clone(&state);
     let hyper_service = service_fn(move |req: Request<Incoming>| {
         cycle.request_started();
@@ -276,7 +262,12 @@ async fn serve_connection<I>(
             }))
         }
     });
-    let builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    // HTTP/2 only where ALPN chose it (never h2c on a plain listener).
+    let builder = if h2 {
+        auto::Builder::new(TokioExecutor::new()).http2_only()
+    } else {
+        auto::Builder::new(TokioExecutor::new()).http1_only()
+    };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_service);
     let conn = watcher.watch(conn.into_owned());
     tokio::select! {

@@ -190,6 +190,9 @@ pub enum Outcome {
 
 type Shared = Result<Arc<Rotation>, TokenError>;
 
+/// Refreshes under way: the result channel by hash of the refresh token.
+type Inflight = HashMap<[u8; 32], watch::Receiver<Option<Shared>>>;
+
 struct Inner {
     oidc: Arc<Oidc>,
     settings: RefreshSettings,
@@ -203,7 +206,9 @@ struct Inner {
     /// kept for the session lifetime.
     tombstones: Arc<ExpiringMap<[u8; 32], u64>>,
     /// Refreshes under way, by hash of the refresh token.
-    inflight: Mutex<HashMap<[u8; 32], watch::Receiver<Option<Shared>>>>,
+    /// Shared with the refresher a reload makes, so a refresh under way when the
+    /// config changes is joined, not repeated.
+    inflight: Arc<Mutex<Inflight>>,
     /// The store replicas coordinate through, with the ring that seals what goes in.
     shared: Option<(Arc<dyn SharedStore>, KeyRing)>,
 }
@@ -307,7 +312,7 @@ impl TokenRefresher {
                 clock,
                 results: Arc::new(ExpiringMap::new()),
                 tombstones: Arc::new(ExpiringMap::new()),
-                inflight: Mutex::new(HashMap::new()),
+                inflight: Arc::new(Mutex::new(HashMap::new())),
                 shared: None,
                 settings,
             }),
@@ -328,8 +333,33 @@ impl TokenRefresher {
                 clock: Arc::clone(&inner.clock),
                 results: Arc::clone(&inner.results),
                 tombstones: Arc::clone(&inner.tombstones),
-                inflight: Mutex::new(HashMap::new()),
+                inflight: Arc::new(Mutex::new(HashMap::new())),
                 shared: Some((store, ring)),
+            }),
+        }
+    }
+
+    /// The refresher of a reloaded config: its client (`oidc`), settings and key
+    /// ring are new; the refreshes under way, the grace-window results and the
+    /// rotated-token tombstones are this one's, so a session refreshing while the
+    /// config changes never presents a rotated token.
+    #[must_use]
+    pub fn reloaded(&self, oidc: Arc<Oidc>, settings: RefreshSettings, ring: KeyRing) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                oidc,
+                settings,
+                metrics: inner.metrics.clone(),
+                revocations: Arc::clone(&inner.revocations),
+                clock: Arc::clone(&inner.clock),
+                results: Arc::clone(&inner.results),
+                tombstones: Arc::clone(&inner.tombstones),
+                inflight: Arc::clone(&inner.inflight),
+                shared: inner
+                    .shared
+                    .as_ref()
+                    .map(|(store, _)| (Arc::clone(store), ring)),
             }),
         }
     }

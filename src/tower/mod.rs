@@ -237,7 +237,12 @@ where
                 };
                 // In front of an application the hop is not a proxy's: no forwarding
                 // headers.
-                headers::apply_to_request(&mut parts.headers, &forward, headers::Hop::Layer, &log.id);
+                headers::apply_to_request(
+                    &mut parts.headers,
+                    &forward,
+                    headers::Hop::Layer,
+                    &log.id,
+                );
                 // A client cannot hand the application a session of its own making.
                 parts.extensions.remove::<Session>();
                 if let Some(view) = forward.session.take() {

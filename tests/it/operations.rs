@@ -35,14 +35,16 @@ fn demo_config(echo: u16) -> String {
             "static_dir = \"examples/spa\"",
             &format!("static_dir = \"{root}/examples/spa\""),
         );
-    assert_ne!(moved, text, "config.toml changed: the test cannot move its ports");
+    assert_ne!(
+        moved, text,
+        "config.toml changed: the test cannot move its ports"
+    );
     moved
 }
 
 struct Proxy {
     child: tokio::process::Child,
-    /// The config file (in a folder of its own).
-    config: std::path::PathBuf,
+    /// The folder of its config file.
     _dir: tempfile::TempDir,
     base: String,
     admin: String,
@@ -100,7 +102,6 @@ impl Proxy {
             .unwrap();
         let proxy = Self {
             child,
-            config,
             _dir: dir,
             base,
             admin: format!("http://127.0.0.1:{admin}"),
@@ -442,7 +443,11 @@ async fn json_logs_of_a_whole_run(engine: &str) {
 
     // Login, step by step, keeping the login cookie, state and code.
     let start = b
-        .request("GET", "/bff/login?returnUrl=%2F", &[("sec-fetch-mode", "navigate")])
+        .request(
+            "GET",
+            "/bff/login?returnUrl=%2F",
+            &[("sec-fetch-mode", "navigate")],
+        )
         .await;
     assert_eq!(start.status, 302);
     id_of(&start);
@@ -492,9 +497,7 @@ async fn json_logs_of_a_whole_run(engine: &str) {
     assert_eq!(refused.status, 403);
     id_of(&refused);
 
-    let logout = b
-        .request("POST", "/bff/logout", &[("x-csrf", "1")])
-        .await;
+    let logout = b.request("POST", "/bff/logout", &[("x-csrf", "1")]).await;
     assert!(logout.status.is_redirection(), "{}", logout.status);
     id_of(&logout);
     // pingora writes a request's access line after its response went out: wait
@@ -524,15 +527,26 @@ async fn json_logs_of_a_whole_run(engine: &str) {
         }
     }
     for id in &seen_ids {
-        let lines: Vec<_> = access.iter().filter(|a| a["request_id"] == id.as_str()).collect();
+        let lines: Vec<_> = access
+            .iter()
+            .filter(|a| a["request_id"] == id.as_str())
+            .collect();
         assert_eq!(lines.len(), 1, "access lines of {id}: {lines:?}\n{log}");
         let line = lines[0];
-        for key in ["method", "path", "route", "status", "outcome", "duration_ms"] {
+        for key in [
+            "method",
+            "path",
+            "route",
+            "status",
+            "outcome",
+            "duration_ms",
+        ] {
             assert!(line.get(key).is_some(), "no {key}: {line}");
         }
         assert!(!line["path"].as_str().unwrap().contains('?'), "{line}");
     }
-    let ids: std::collections::HashSet<_> = access.iter().map(|a| a["request_id"].to_string()).collect();
+    let ids: std::collections::HashSet<_> =
+        access.iter().map(|a| a["request_id"].to_string()).collect();
     assert_eq!(ids.len(), access.len(), "one access line per request");
     // The API's line: route, outcome, upstream time and the session's hash.
     let api_line = access.iter().find(|a| a["path"] == "/api/hello").unwrap();
@@ -546,7 +560,8 @@ async fn json_logs_of_a_whole_run(engine: &str) {
     assert_eq!(refused_line["status"], 403, "{refused_line}");
     // Lines of a request carry its id in their span.
     assert!(
-        log.lines().any(|l| l.contains("\"span\":{") && l.contains("\"request_id\"")),
+        log.lines()
+            .any(|l| l.contains("\"span\":{") && l.contains("\"request_id\"")),
         "no line within a request span:\n{log}"
     );
 
@@ -557,7 +572,11 @@ async fn json_logs_of_a_whole_run(engine: &str) {
             .chain(secret.split('.').filter(|p| p.len() >= 16))
             .collect();
         for piece in pieces {
-            assert!(!log.contains(piece), "the log holds a secret ({} bytes)", piece.len());
+            assert!(
+                !log.contains(piece),
+                "the log holds a secret ({} bytes)",
+                piece.len()
+            );
         }
     }
 }
@@ -598,4 +617,371 @@ async fn json_logs_of_a_whole_run_pingora() {
 #[tokio::test]
 async fn json_logs_of_a_whole_run_hyper() {
     json_logs_of_a_whole_run("hyper").await;
+}
+
+/// The demo's session key (config.toml).
+const DEMO_KEY: &str = "vUqhFABZp5xGtuGc//zqNm1RE5BdmW8dWI70Hto8GV8=";
+
+/// A CA, and leaf certificates for 127.0.0.1 signed by it.
+struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+impl TestCa {
+    fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf for 127.0.0.1: (certificate PEM, key PEM, certificate DER).
+    fn leaf(&self) -> (String, String, Vec<u8>) {
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+
+    fn client_config(&self) -> rustls::ClientConfig {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(self.pem.as_bytes()).unwrap())
+            .unwrap();
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+    }
+}
+
+type HttpsClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+/// A new HTTPS connection for every request (so each one is a new handshake).
+fn https_client(ca: &TestCa) -> HttpsClient {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(ca.client_config())
+        .https_or_http()
+        .enable_http1()
+        .build();
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(https)
+}
+
+/// A GET with the jar's cookies (and the CSRF header); Set-Cookie applied.
+async fn get_with(
+    client: &HttpsClient,
+    url: &str,
+    jar: Option<&std::sync::Mutex<crate::support::browser::Jar>>,
+    headers: &[(&str, &str)],
+) -> Result<(u16, http::HeaderMap, bytes::Bytes), String> {
+    use http_body_util::BodyExt as _;
+    let mut req = http::Request::get(url);
+    if let Some(cookie) = jar.and_then(|j| j.lock().unwrap().header()) {
+        req = req.header(http::header::COOKIE, cookie);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(http_body_util::Full::default()).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let (head, body) = resp.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    if let Some(jar) = jar {
+        jar.lock().unwrap().apply(&head.headers);
+    }
+    Ok((head.status.as_u16(), head.headers, body))
+}
+
+/// Logs a browser in through the proxy (HTTPS) and the dev IdP (plain http).
+async fn https_login(
+    client: &HttpsClient,
+    base: &str,
+) -> std::sync::Mutex<crate::support::browser::Jar> {
+    let jar = std::sync::Mutex::new(crate::support::browser::Jar::default());
+    let mut url = format!("{base}/bff/login?returnUrl=%2F");
+    for _ in 0..3 {
+        let ours = url.starts_with(base);
+        let (status, headers, _) = get_with(
+            client,
+            &url,
+            ours.then_some(&jar),
+            &[("sec-fetch-mode", "navigate")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 302, "{url}");
+        let location = headers["location"].to_str().unwrap().to_owned();
+        if location == "/" {
+            return jar;
+        }
+        url = location;
+    }
+    panic!("the login did not end at returnUrl");
+}
+
+/// The session sealer of the demo config with only `key`.
+fn sealer_with_only(key: &str) -> bff_proxy::cookies::SessionSealer {
+    let text = std::fs::read_to_string(format!("{}/config.toml", env!("CARGO_MANIFEST_DIR")))
+        .unwrap()
+        .replace(DEMO_KEY, key);
+    bff_proxy::config::Config::from_toml(
+        &text,
+        env!("CARGO_MANIFEST_DIR").as_ref(),
+        &bff_proxy::config::Env::default(),
+    )
+    .unwrap()
+    .session_sealer()
+    .unwrap()
+}
+
+fn opens(
+    sealer: &bff_proxy::cookies::SessionSealer,
+    jar: &std::sync::Mutex<crate::support::browser::Jar>,
+) -> bool {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::COOKIE,
+        http::HeaderValue::from_str(&jar.lock().unwrap().header().unwrap()).unwrap(),
+    );
+    sealer.read(&headers).is_ok_and(|r| r.session.is_some())
+}
+
+/// The leaf certificate a new TLS handshake with `addr` shows.
+async fn served_certificate(ca: &TestCa, addr: std::net::SocketAddr) -> Vec<u8> {
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(ca.client_config()));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+        .await
+        .unwrap()
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// `bff_config_reloads_total{result}` as the admin listener shows it.
+async fn reloads(http: &Http, admin: &str, result: &str) -> u64 {
+    let metrics = http.get(&format!("{admin}/metrics")).await.text();
+    let prefix = format!("bff_config_reloads_total{{result=\"{result}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+async fn wait_for_reloads(http: &Http, admin: &str, result: &str, count: u64) {
+    let start = Instant::now();
+    while reloads(http, admin, result).await < count {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no reload with result {result} counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGHUP with live sessions, a new first session key and a new TLS certificate,
+/// while a load loop runs: no request fails, old cookies still open, new cookies
+/// are sealed with the new key, a new handshake shows the new certificate. Then a
+/// broken config and a restart-only change: refused, logged, counted as errors, the
+/// running config kept.
+async fn sighup_reloads_keys_and_certificate(engine: &str) {
+    let ca = TestCa::new();
+    let (cert_a, key_a, _) = ca.leaf();
+    let (cert_b, key_b, der_b) = ca.leaf();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    std::fs::write(path("cert.pem"), cert_a).unwrap();
+    std::fs::write(path("key.pem"), key_a).unwrap();
+    let (port, admin_port, idp, echo) = (free_port(), free_port(), free_port(), free_port());
+    let base = format!("https://127.0.0.1:{port}");
+    let tls = "tls_cert = \"file:cert.pem\"\ntls_key = \"file:key.pem\"\n";
+    let config = demo_config(echo).replacen("[server]\n", &format!("[server]\n{tls}"), 1);
+    std::fs::write(path("config.toml"), &config).unwrap();
+    let log_path = path("stderr.log");
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_bff-proxy"));
+    cmd.arg("--config")
+        .arg(path("config.toml"))
+        .args(["--engine", engine]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BFF_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .env("BFF_SERVER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("BFF_SERVER_PUBLIC_URL", &base)
+        .env("BFF_SERVER_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
+        .env("BFF_OIDC_ISSUER", format!("http://127.0.0.1:{idp}"))
+        .env("BFF_OIDC_POST_LOGOUT_REDIRECT_URI", format!("{base}/"))
+        .env("BFF_DEV_ECHO", format!("127.0.0.1:{echo}"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let http = Http::new();
+    let client = https_client(&ca);
+    let start = Instant::now();
+    while get_with(&client, &format!("{base}/"), None, &[])
+        .await
+        .map(|r| r.0)
+        != Ok(200)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the proxy never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(reloads(&http, &admin, "ok").await, 0);
+
+    // A live session, sealed with the demo key.
+    let old = https_login(&client, &base).await;
+    assert!(opens(&sealer_with_only(DEMO_KEY), &old));
+
+    // A load loop on that session through the reload.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let old_cookie = old.lock().unwrap().header().unwrap();
+    let load = {
+        let (stop, client, base) = (stop.clone(), client.clone(), base.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = get_with(
+                    &client,
+                    &format!("{base}/api/load"),
+                    None,
+                    &[("cookie", &old_cookie), ("x-csrf", "1")],
+                )
+                .await;
+                match r {
+                    Ok((200, _, _)) => ok += 1,
+                    other => failed.push(format!("{:?}", other.map(|r| r.0))),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The new key first, the old one still listed; the new certificate.
+    let new_key = bff_proxy::seal::KeyRing::generate_key_base64();
+    std::fs::write(path("cert.pem"), cert_b).unwrap();
+    std::fs::write(path("key.pem"), key_b).unwrap();
+    std::fs::write(
+        path("config.toml"),
+        config.replace(
+            &format!("keys = [\"{DEMO_KEY}\"]"),
+            &format!("keys = [\"{new_key}\", \"{DEMO_KEY}\"]"),
+        ),
+    )
+    .unwrap();
+    signal(&child, "-HUP");
+    wait_for_reloads(&http, &admin, "ok", 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "requests failed during the reload: {failed:?}"
+    );
+    assert!(ok >= 10, "only {ok} requests in the load loop");
+
+    // Old cookies still open; new ones are sealed with the new key.
+    let (status, _, _) = get_with(
+        &client,
+        &format!("{base}/api/old"),
+        Some(&old),
+        &[("x-csrf", "1")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let new = https_login(&client, &base).await;
+    assert!(opens(&sealer_with_only(&new_key), &new));
+    assert!(!opens(&sealer_with_only(DEMO_KEY), &new));
+    // A new handshake shows the new certificate.
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        served_certificate(&ca, addr).await == der_b,
+        "a new handshake shows the old certificate"
+    );
+
+    // A broken config: refused, the running one kept.
+    std::fs::write(path("config.toml"), config.replace(DEMO_KEY, "not-a-key")).unwrap();
+    signal(&child, "-HUP");
+    wait_for_reloads(&http, &admin, "error", 1).await;
+    // A change only a restart can make: refused, named.
+    std::fs::write(
+        path("config.toml"),
+        config.replace(
+            "cookie_name = \"__Host-Http-bff\"",
+            "cookie_name = \"__Host-Http-other\"",
+        ),
+    )
+    .unwrap();
+    signal(&child, "-HUP");
+    wait_for_reloads(&http, &admin, "error", 2).await;
+    assert_eq!(reloads(&http, &admin, "ok").await, 1);
+    let (status, _, _) = get_with(
+        &client,
+        &format!("{base}/api/after"),
+        Some(&new),
+        &[("x-csrf", "1")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "the reloaded config (new key) still runs");
+    assert!(
+        served_certificate(&ca, addr).await == der_b,
+        "a new handshake shows the old certificate"
+    );
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("config reload refused"), "{log}");
+    assert!(log.contains("session.keys[0]"), "{log}");
+    assert!(
+        log.contains("needs a restart to change: session.cookie_name"),
+        "{log}"
+    );
+    assert!(!log.contains(&new_key), "a key was logged");
+    child.kill().await.unwrap();
+}
+
+fn signal(child: &tokio::process::Child, which: &str) {
+    let pid = child.id().expect("still running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([which, &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sighup_reloads_keys_and_certificate_pingora() {
+    sighup_reloads_keys_and_certificate("pingora").await;
+}
+
+#[tokio::test]
+async fn sighup_reloads_keys_and_certificate_hyper() {
+    sighup_reloads_keys_and_certificate("hyper").await;
 }

@@ -1,6 +1,7 @@
 //! TLS termination (`server.tls_cert`/`tls_key`) in both engines: a client that
-//! trusts only the test's own self-signed certificate gets through, and upstreams
-//! see `X-Forwarded-Proto: https`.
+//! trusts only the test's own self-signed certificate gets through, over HTTP/2
+//! when it offers h2 by ALPN (HTTP/1.1 otherwise), and upstreams see
+//! `X-Forwarded-Proto: https`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -19,8 +20,11 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::support::config::TestConfig;
 
+/// A client trusting only `cert_pem`, offering h2 and http/1.1 by ALPN, or only
+/// http/1.1.
 fn client(
     cert_pem: &str,
+    h2: bool,
 ) -> Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Empty<Bytes>,
@@ -40,9 +44,12 @@ fn client(
     .with_no_client_auth();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_only()
-        .enable_http1()
-        .build();
+        .https_only();
+    let https = if h2 {
+        https.enable_all_versions().build()
+    } else {
+        https.enable_http1().build()
+    };
     Client::builder(TokioExecutor::new()).build(https)
 }
 
@@ -88,16 +95,42 @@ async fn terminates_tls(pingora: bool) {
             None,
         )
     };
-    let client = client(&cert_pem);
+    // The client offers h2 and http/1.1 by ALPN; the proxy picks h2.
+    let h2 = client(&cert_pem, true);
     let url = format!("https://127.0.0.1:{}/pub/x", addr.port());
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.get(url.parse().unwrap()))
+    for _ in 0..2 {
+        let req = http::Request::get(&url)
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(Empty::new())
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), h2.request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2, "HTTP/2 by ALPN");
+        assert!(resp.headers().contains_key("x-request-id"));
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
+        // HTTP/2's :authority becomes the forwarded host; the upstream hop is
+        // HTTP/1.1 with one Cookie header holding both of the client's.
+        assert_eq!(
+            seen["headers"]["x-forwarded-host"],
+            format!("127.0.0.1:{}", addr.port())
+        );
+        let cookie = seen["headers"]["cookie"].as_str().unwrap();
+        assert!(cookie.contains("a=1") && cookie.contains("b=2"), "{cookie}");
+    }
+    // A client that offers only http/1.1 still gets it.
+    let h1 = client(&cert_pem, false);
+    let resp = tokio::time::timeout(Duration::from_secs(10), h1.get(url.parse().unwrap()))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
+    assert_eq!(resp.version(), http::Version::HTTP_11);
     // Plain http on the TLS port gets nowhere.
     let plain = common_plain_get(addr).await;
     assert!(plain.is_err() || plain.is_ok_and(|s| s != 200));

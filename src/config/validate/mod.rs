@@ -532,4 +532,3 @@ fn check_log(c: &Sections, problems: &mut Vec<Problem>) {
         problems.push(Problem::new("log.level", e));
     }
 }
-

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,12 +35,44 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 /// The limits of one listener.
 #[derive(Debug)]
 pub struct ConnLimits {
-    header_timeout: Duration,
-    idle_timeout: Duration,
+    timeouts: Timeouts,
     permits: Arc<Semaphore>,
     max: usize,
     epoch: Instant,
     last_refusal_log_ms: AtomicU64,
+}
+
+/// Where a listener's header and idle timeouts come from.
+enum Timeouts {
+    Fixed {
+        header: Duration,
+        idle: Duration,
+    },
+    /// `server.header_timeout` / `idle_timeout` of the core's config now, so a
+    /// reload changes them for new connections.
+    Live(crate::bff::Bff),
+}
+
+impl std::fmt::Debug for Timeouts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (header, idle) = self.now();
+        f.debug_struct("Timeouts")
+            .field("header", &header)
+            .field("idle", &idle)
+            .finish()
+    }
+}
+
+impl Timeouts {
+    fn now(&self) -> (Duration, Duration) {
+        match self {
+            Self::Fixed { header, idle } => (*header, *idle),
+            Self::Live(bff) => {
+                let config = bff.config();
+                (config.server.header_timeout, config.server.idle_timeout)
+            }
+        }
+    }
 }
 
 /// One admitted connection's place under `server.max_connections`.
@@ -55,8 +87,10 @@ impl ConnLimits {
     pub fn new(header_timeout: Duration, idle_timeout: Duration, max_connections: usize) -> Self {
         let max = max_connections.clamp(1, Semaphore::MAX_PERMITS);
         Self {
-            header_timeout,
-            idle_timeout,
+            timeouts: Timeouts::Fixed {
+                header: header_timeout,
+                idle: idle_timeout,
+            },
             permits: Arc::new(Semaphore::new(max)),
             max,
             epoch: Instant::now(),
@@ -64,11 +98,17 @@ impl ConnLimits {
         }
     }
 
-    /// The limits of a config's `[server]`.
+    /// The limits of the core's `[server]`: `max_connections` as it is now, the
+    /// timeouts as they are when each connection opens (a reload changes them).
     #[must_use]
-    pub fn from_config(config: &crate::config::Config) -> Self {
-        let s = &config.server;
-        Self::new(s.header_timeout, s.idle_timeout, s.max_connections)
+    pub fn for_bff(bff: &crate::bff::Bff) -> Self {
+        let mut limits = Self::new(
+            Duration::ZERO,
+            Duration::ZERO,
+            bff.config().server.max_connections,
+        );
+        limits.timeouts = Timeouts::Live(bff.clone());
+        limits
     }
 
     /// How many client connections are open now.
@@ -105,8 +145,11 @@ impl ConnLimits {
 
     /// Wraps an accepted connection: the deadlines apply from now.
     pub fn guard<T>(&self, io: T) -> (GuardedIo<T>, Arc<ConnState>) {
+        let (header_timeout, idle_timeout) = self.timeouts.now();
         let state = Arc::new(ConnState {
             phase: AtomicU8::new(Phase::Fresh as u8),
+            active: AtomicU32::new(0),
+            multiplexed: AtomicBool::new(false),
             since_ms: AtomicU64::new(ms_since(self.epoch)),
             epoch: self.epoch,
             expired: Notify::new(),
@@ -115,8 +158,8 @@ impl ConnLimits {
         let io = GuardedIo {
             inner: io,
             state: Arc::clone(&state),
-            header_timeout: self.header_timeout,
-            idle_timeout: self.idle_timeout,
+            header_timeout,
+            idle_timeout,
             sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
             armed_for: None,
             timed_out: false,
@@ -150,6 +193,12 @@ enum Phase {
 #[derive(Debug)]
 pub struct ConnState {
     phase: AtomicU8,
+    /// Requests being answered (more than one at a time only on HTTP/2).
+    active: AtomicU32,
+    /// HTTP/2: streams share the connection, so bytes read between requests are
+    /// not a request head (pings, window updates); only the idle deadline and the
+    /// first request's apply, and a connection over one closes quietly.
+    multiplexed: AtomicBool,
     since_ms: AtomicU64,
     epoch: Instant,
     expired: Notify,
@@ -176,14 +225,33 @@ impl ConnState {
 
     /// A request head is complete: its handling begins.
     pub fn request_started(&self) {
+        self.active.fetch_add(1, Ordering::AcqRel);
         if self.phase() != Phase::Upgraded {
             self.set(Phase::Busy);
         }
     }
 
-    /// The response is done: the connection waits for the next request.
+    /// No HTTP deadlines of ours on this connection (its engine keeps its own,
+    /// as pingora does for HTTP/2).
+    pub fn unguarded(&self) {
+        self.upgraded();
+    }
+
+    /// The connection speaks HTTP/2 (ALPN `h2`).
+    pub fn multiplexed(&self) {
+        self.multiplexed.store(true, Ordering::Release);
+    }
+
+    /// The response is done: the connection waits for the next request (on
+    /// HTTP/2, once no other request is being answered).
     pub fn request_finished(&self) {
-        if self.phase() == Phase::Busy {
+        let before = self
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            })
+            .unwrap_or(0);
+        if before <= 1 && self.phase() == Phase::Busy {
             self.set(Phase::Idle);
             let parked = self
                 .reader
@@ -289,7 +357,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<T> {
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before && self.state.phase() == Phase::Idle {
+                if self.state.multiplexed.load(Ordering::Acquire) {
+                    // HTTP/2 frames between requests start no head deadline.
+                } else if buf.filled().len() > before && self.state.phase() == Phase::Idle {
                     self.state.set(Phase::Head);
                 } else if buf.filled().len() > before && self.state.phase() == Phase::Fresh {
                     // The first head's deadline runs from the connection's start.
@@ -315,8 +385,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<T> {
         }
         match phase {
             // Nothing of a request yet: close quietly, as the client would see an
-            // idle keep-alive connection close.
+            // idle keep-alive connection close. HTTP/2 is closed quietly too (a
+            // 408 in HTTP/1 bytes means nothing there).
             Phase::Fresh | Phase::Idle => Poll::Ready(Ok(())),
+            _ if self.state.multiplexed.load(Ordering::Acquire) => Poll::Ready(Ok(())),
             _ => {
                 // A head that began and did not finish: tell the client (one
                 // attempt; a client that does not read gets a plain close), then

@@ -51,3 +51,57 @@ async fn an_idle_connection_reads_end_of_stream_at_the_idle_deadline() {
     let read = tokio::time::timeout(Duration::from_secs(600), io.read(&mut buf)).await;
     assert!(read.is_err(), "still waiting after 600 s");
 }
+
+/// HTTP/2: a connection is idle only when none of its requests is being
+/// answered, and frames read between requests start no head deadline.
+#[tokio::test(start_paused = true)]
+async fn a_multiplexed_connection_is_idle_only_without_requests() {
+    let limits = ConnLimits::new(Duration::from_secs(10), Duration::from_secs(60), 10);
+    let (_client, server) = tokio::io::duplex(1024);
+    let (_io, state) = limits.guard(server);
+    state.multiplexed();
+    state.request_started();
+    state.request_started();
+    state.request_finished();
+    assert_eq!(state.phase(), Phase::Busy, "one request still answered");
+    state.request_finished();
+    assert_eq!(state.phase(), Phase::Idle);
+    // More finishes than starts (a dropped body) never underflow.
+    state.request_finished();
+    state.request_started();
+    assert_eq!(state.phase(), Phase::Busy);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_multiplexed_connection_reading_frames_keeps_its_idle_deadline() {
+    let limits = ConnLimits::new(Duration::from_secs(10), Duration::from_secs(60), 10);
+    let (client, server) = tokio::io::duplex(1024);
+    let (mut io, state) = limits.guard(server);
+    state.multiplexed();
+    state.request_started();
+    state.request_finished();
+    let (_client_read, mut client_write) = tokio::io::split(client);
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        let started = tokio::time::Instant::now();
+        loop {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    });
+    // A ping every 20 s: frames, not a request head.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        client_write.write_all(b"PING").await.unwrap();
+    }
+    let closed_after = tokio::time::timeout(Duration::from_secs(120), reader)
+        .await
+        .expect("closed at the idle deadline")
+        .unwrap();
+    assert!(
+        closed_after >= Duration::from_secs(59) && closed_after <= Duration::from_secs(61),
+        "{closed_after:?}"
+    );
+}

@@ -43,7 +43,12 @@ fn connection_cannot_remove_what_the_proxy_sets() {
             h.insert(CONNECTION, HeaderValue::from_str(named).unwrap());
             h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer forged"));
             h.insert(HOST, HeaderValue::from_static("app.example"));
-            apply_to_request(&mut h, &forward(Some("Bearer real"), true), hop, &request_id());
+            apply_to_request(
+                &mut h,
+                &forward(Some("Bearer real"), true),
+                hop,
+                &request_id(),
+            );
             assert_eq!(h[AUTHORIZATION], "Bearer real", "{named}");
             assert_eq!(h[COOKIE], "theme=dark", "{named}");
             if let Hop::Proxy { .. } = hop {
@@ -80,7 +85,12 @@ fn spoofable_forwarding_headers_are_dropped_and_replaced() {
         h
     };
     let mut h = request();
-    apply_to_request(&mut h, &forward(None, false), proxy("10.0.0.7", false), &request_id());
+    apply_to_request(
+        &mut h,
+        &forward(None, false),
+        proxy("10.0.0.7", false),
+        &request_id(),
+    );
     for (k, _) in &spoofed[..8] {
         assert!(!h.contains_key(*k), "{k} reached the upstream");
     }
@@ -128,7 +138,8 @@ fn request_rules() {
     apply_to_request(
         &mut h,
         &forward(Some("Bearer real"), true),
-        proxy("127.0.0.1", false), &request_id(),
+        proxy("127.0.0.1", false),
+        &request_id(),
     );
     assert_eq!(h[AUTHORIZATION], "Bearer real");
     assert_eq!(h[COOKIE], "theme=dark");
@@ -143,13 +154,23 @@ fn request_rules() {
     // Authenticated route without a session (optional): the forged one is dropped.
     let mut h = HeaderMap::new();
     h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer forged"));
-    apply_to_request(&mut h, &forward(None, true), proxy("::1", true), &request_id());
+    apply_to_request(
+        &mut h,
+        &forward(None, true),
+        proxy("::1", true),
+        &request_id(),
+    );
     assert!(!h.contains_key(AUTHORIZATION));
     assert_eq!(h[&X_FORWARDED_PROTO], "https");
     // auth = "none": the client's own Authorization passes.
     let mut h = HeaderMap::new();
     h.insert(AUTHORIZATION, HeaderValue::from_static("Basic abc"));
-    apply_to_request(&mut h, &forward(None, false), proxy("::1", true), &request_id());
+    apply_to_request(
+        &mut h,
+        &forward(None, false),
+        proxy("::1", true),
+        &request_id(),
+    );
     assert_eq!(h[AUTHORIZATION], "Basic abc");
 }
 
@@ -159,7 +180,12 @@ fn upgrades_keep_their_headers() {
     h.insert(CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
     h.insert(UPGRADE, HeaderValue::from_static("websocket"));
     assert!(is_upgrade(&h));
-    apply_to_request(&mut h, &forward(None, false), proxy("::1", false), &request_id());
+    apply_to_request(
+        &mut h,
+        &forward(None, false),
+        proxy("::1", false),
+        &request_id(),
+    );
     assert_eq!(h[CONNECTION], "upgrade");
     assert_eq!(h[UPGRADE], "websocket");
 }

@@ -42,10 +42,15 @@ impl RequestId {
     #[must_use]
     pub fn random() -> Self {
         use rand::Rng as _;
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let bits: u128 = rand::thread_rng().r#gen();
-        let text = format!("{bits:032x}");
+        let mut text = [0u8; 32];
+        for (i, byte) in bits.to_be_bytes().into_iter().enumerate() {
+            text[2 * i] = HEX[usize::from(byte >> 4)];
+            text[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
+        }
         // Hex digits are a valid header value.
-        Self(HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("0")))
+        Self(HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0")))
     }
 
     /// The id of a request from `peer`: the client's `X-Request-Id` when the peer is
@@ -119,7 +124,11 @@ impl RequestLog {
         let config = bff.config();
         let id = RequestId::of_request(headers, peer, &config.resolved.trusted_proxies);
         let span = tracing::info_span!("request", request_id = id.as_str());
-        let line = config.log.access.then(|| (method.clone(), Box::from(path)));
+        // Nothing kept for a line no one would write (`log.access = false`, or a
+        // level above `info`).
+        let line = (config.log.access
+            && tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO))
+        .then(|| (method.clone(), Box::from(path)));
         Self {
             id,
             span,

@@ -36,6 +36,14 @@ use crate::error::ErrorKind;
 use respond::write;
 use tracing::Instrument as _;
 
+/// Runs `log` in the request's span (so its line carries the request id).
+fn in_request(ctx: &Ctx, log: impl FnOnce()) {
+    match &ctx.log {
+        Some(request) => request.span.in_scope(log),
+        None => log(),
+    }
+}
+
 /// The client's address (None for a Unix socket).
 fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
     session
@@ -317,9 +325,11 @@ impl ProxyHttp for BffPingora {
     /// failure is logged by `fail_to_proxy` (a warning with the status sent), and a
     /// client that closes its connection before its answer (a load generator that
     /// stops, a tab that closes) is not an error of the proxy: a debug line.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &PingoraError) -> bool {
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, e: &PingoraError) -> bool {
         if e.esource() == &pingora::ErrorSource::Downstream {
-            tracing::debug!(error = %e, "the client went away before its answer");
+            in_request(ctx, || {
+                tracing::debug!(error = %e, "the client went away before its answer");
+            });
         }
         true
     }
@@ -360,7 +370,9 @@ impl ProxyHttp for BffPingora {
             None => 0,
         };
         if code >= 500 {
-            tracing::warn!(error = %e, status = code, "upstream request failed");
+            in_request(ctx, || {
+                tracing::warn!(error = %e, status = code, "upstream request failed");
+            });
         }
         FailToProxy {
             error_code: code,

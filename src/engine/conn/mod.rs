@@ -113,6 +113,7 @@ impl ConnLimits {
 
     /// How many client connections are open now.
     #[must_use]
+    #[cfg_attr(not(feature = "pingora"), allow(dead_code))]
     pub fn open(&self) -> usize {
         self.max.saturating_sub(self.permits.available_permits())
     }
@@ -233,6 +234,7 @@ impl ConnState {
 
     /// No HTTP deadlines of ours on this connection (its engine keeps its own,
     /// as pingora does for HTTP/2).
+    #[cfg_attr(not(feature = "pingora"), allow(dead_code))]
     pub fn unguarded(&self) {
         self.upgraded();
     }

@@ -17,6 +17,7 @@
 #
 #   bash benches/load/instructions.sh           # DUR=10s CONNS=8
 #   BFF_BIN=/path/to/older/bff-proxy bash benches/load/instructions.sh
+#   PROXY_LOG=info bash benches/load/instructions.sh  # with the access line
 #   KEEP=/tmp/cg bash benches/load/instructions.sh   # keep the callgrind files
 #     (then: callgrind_annotate --inclusive=yes /tmp/cg/bff-hyper.cg.out.1 | head -60)
 #
@@ -27,6 +28,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 DUR=${DUR:-10s}
+# The measured proxies' log level: `warn` leaves the access line out (as nginx's
+# `access_log off`); PROXY_LOG=info counts it too (written to a file).
+PROXY_LOG=${PROXY_LOG:-warn}
 CONNS=${CONNS:-8}
 BASE_PORT=${BASE_PORT:-18400}
 UP=$((BASE_PORT + 1)) NGX=$((BASE_PORT + 2)) PX=$((BASE_PORT + 3)) PX_ADMIN=$((BASE_PORT + 4))
@@ -128,7 +132,7 @@ stop "$pid"
 
 for engine in pingora hyper; do
   config "$PX" "$PX_ADMIN" "$engine" false > "$WORK/$engine.toml"
-  pid=$(RUST_LOG=warn under_callgrind "bff-$engine" "$BIN" --config "$WORK/$engine.toml")
+  pid=$(RUST_LOG="$PROXY_LOG" under_callgrind "bff-$engine" "$BIN" --config "$WORK/$engine.toml")
   PIDS+=("$pid")
   for _ in $(seq 1 60); do curl -s -o /dev/null "http://127.0.0.1:$PX_ADMIN/healthz" && break; sleep 1; done
   wait_http "http://127.0.0.1:$PX/" || { cat "$WORK/bff-$engine.valgrind.log" >&2; exit 1; }

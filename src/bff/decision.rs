@@ -23,8 +23,9 @@ pub(crate) struct Note {
     pub(crate) route: Option<std::sync::Arc<str>>,
     /// The outcome label; None: the response's status code (the endpoints).
     pub(crate) outcome: Option<&'static str>,
-    /// The session the request came with, when one was opened.
-    pub(crate) sid: Option<crate::session::SidHash>,
+    /// The session the request came with, when one was opened (the access line
+    /// shows a hash of it).
+    pub(crate) sid: Option<crate::session::SessionId>,
 }
 
 /// What a front door does with a request. `Debug` shows the status or the forward,
@@ -108,7 +109,7 @@ pub struct Forward {
     /// A `static_dir` route's file: the core serves it and never hands it on.
     pub(crate) static_file: Option<StaticFile>,
     /// The request's session, for the access log.
-    pub(crate) sid: Option<crate::session::SidHash>,
+    pub(crate) sid: Option<crate::session::SessionId>,
 }
 
 impl std::fmt::Debug for Forward {
@@ -216,12 +217,12 @@ pub(crate) struct Rejection {
     pub(crate) outcome: &'static str,
     pub(crate) response: Response<Bytes>,
     /// The request's session, when one was opened (for the access log).
-    pub(crate) sid: Option<crate::session::SidHash>,
+    pub(crate) sid: Option<crate::session::SessionId>,
 }
 
 impl Rejection {
     /// The same rejection, of a request whose session was opened.
-    pub(crate) fn of_session(mut self, sid: crate::session::SidHash) -> Self {
+    pub(crate) fn of_session(mut self, sid: crate::session::SessionId) -> Self {
         self.sid = Some(sid);
         self
     }

@@ -144,7 +144,7 @@ impl Core {
             };
             return Err(Rejection::error(&Error::new(kind), clear));
         };
-        let sid = session.sid.short_hash();
+        let sid = session.sid;
         forward.sid = Some(sid);
         if route.csrf && !self.csrf_ok(&parts.headers) {
             return Err(Rejection::from(ErrorKind::Csrf).of_session(sid));
@@ -234,7 +234,7 @@ impl Core {
             }
             return forward;
         };
-        forward.sid = Some(session.sid.short_hash());
+        forward.sid = Some(session.sid);
         let mut session = match self.refresher.refresh(&session).await {
             Outcome::Updated { session: next, .. } => {
                 self.revocations

@@ -57,7 +57,7 @@ fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
 pub struct Ctx {
     forward: Option<Box<Forward>>,
     /// The request's id, span and access line (set at the first hook).
-    log: Option<RequestLog>,
+    log: Option<Box<RequestLog>>,
     upstream_started: Option<Instant>,
     /// The client connection's request cycle (header and idle deadlines).
     conn: Option<Arc<crate::engine::conn::ConnState>>,

@@ -194,6 +194,28 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
 }
 
 /// This process's resident memory in bytes (Linux).
+/// Fails when any of `secrets` (at least 8 bytes; a JWT's signature or payload
+/// counts on its own too) is in `log`, showing the lines that hold it.
+pub fn assert_no_secret_in(log: &str, secrets: &[String]) {
+    for secret in secrets.iter().filter(|s| s.len() >= 8) {
+        let pieces: Vec<&str> = std::iter::once(secret.as_str())
+            .chain(secret.split('.').filter(|p| p.len() >= 16))
+            .collect();
+        for piece in pieces {
+            assert!(
+                !log.contains(piece),
+                "a secret ({} bytes) is in the log:\n{}",
+                piece.len(),
+                log.lines()
+                    .filter(|l| l.contains(piece))
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
+}
+
 pub fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm

@@ -32,6 +32,8 @@ pub enum ErrorKind {
     SessionExpired,
     /// The CSRF header is missing or wrong.
     Csrf,
+    /// The session's claims do not meet the route's `require_claims`.
+    Forbidden,
     /// The identity provider could not be reached in time and the access token is
     /// no longer usable. The session is kept.
     IdpUnavailable {
@@ -87,7 +89,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match *self.0 {
             ErrorKind::Unauthenticated | ErrorKind::SessionExpired => StatusCode::UNAUTHORIZED,
-            ErrorKind::Csrf => StatusCode::FORBIDDEN,
+            ErrorKind::Csrf | ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::IdpUnavailable { .. }
             | ErrorKind::Misconfigured(_)
             | ErrorKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -117,6 +119,7 @@ impl Error {
             ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::SessionExpired => "session_expired",
             ErrorKind::Csrf => "csrf",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::IdpUnavailable { .. } => "idp_unavailable",
             ErrorKind::BadRequest(_) => "bad_request",
             ErrorKind::LoginRefused { .. } => "login_refused",
@@ -167,6 +170,7 @@ impl fmt::Display for Error {
             ErrorKind::Unauthenticated => f.write_str("no valid session"),
             ErrorKind::SessionExpired => f.write_str("the session has ended"),
             ErrorKind::Csrf => f.write_str("the CSRF header is missing or wrong"),
+            ErrorKind::Forbidden => f.write_str("the session's claims do not allow this route"),
             ErrorKind::IdpUnavailable { retry_after } => write!(
                 f,
                 "the identity provider is unavailable; retry after {}s",

@@ -28,6 +28,7 @@ pub struct Metrics {
     build_info: IntGaugeVec,
     store_errors: IntCounterVec,
     config_reloads: IntCounterVec,
+    forward_auth: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -142,6 +143,13 @@ impl Metrics {
         for result in ["ok", "error"] {
             config_reloads.with_label_values(&[result]);
         }
+        let forward_auth = counter_vec(
+            &registry,
+            "bff_forward_auth_total",
+            "Forward-auth answers to a gateway, by outcome (ok, or the refusal's error code).",
+            &["outcome"],
+        );
+        forward_auth.with_label_values(&["ok"]);
         // The standard process_* metrics (CPU, memory, open descriptors, start time).
         #[cfg(target_os = "linux")]
         let _ = registry.register(Box::new(
@@ -159,7 +167,13 @@ impl Metrics {
             build_info,
             store_errors,
             config_reloads,
+            forward_auth,
         }
+    }
+
+    /// Counts a forward-auth answer by outcome.
+    pub fn forward_auth(&self, outcome: &str) {
+        self.forward_auth.with_label_values(&[outcome]).inc();
     }
 
     /// Counts a config reload by result (`ok` or `error`).

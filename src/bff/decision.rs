@@ -110,6 +110,10 @@ pub struct Forward {
     pub(crate) static_file: Option<StaticFile>,
     /// The request's session, for the access log.
     pub(crate) sid: Option<crate::session::SessionId>,
+    /// The route's identity headers, from the session's claims.
+    pub(crate) identity: Vec<(http::HeaderName, HeaderValue)>,
+    /// Every configured identity header name: the client's copies are dropped.
+    pub(crate) strip_identity: Option<std::sync::Arc<[http::HeaderName]>>,
 }
 
 impl std::fmt::Debug for Forward {
@@ -125,6 +129,7 @@ impl std::fmt::Debug for Forward {
             .field("cookie", &self.cookie.as_ref().map(|_| "<redacted>"))
             .field("set_cookies", &self.set_cookies.len())
             .field("session", &self.session.is_some())
+            .field("identity", &self.identity.len())
             .finish()
     }
 }
@@ -304,6 +309,8 @@ mod tests {
             }),
             static_file: None,
             sid: None,
+            identity: Vec::new(),
+            strip_identity: None,
         };
         let mut resp = Response::new(Bytes::new());
         resp.headers_mut().insert(

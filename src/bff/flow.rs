@@ -33,6 +33,8 @@ impl Core {
             session: None,
             static_file: None,
             sid: None,
+            identity: Vec::new(),
+            strip_identity: None,
         }
     }
 
@@ -102,6 +104,9 @@ impl Core {
             route.auth != RouteAuth::None,
         );
         forward.static_file = static_file;
+        forward
+            .strip_identity
+            .clone_from(&self.routes.identity_names);
         if route.auth == RouteAuth::None {
             if route.csrf && !self.csrf_ok(&parts.headers) {
                 return Err(ErrorKind::Csrf.into());
@@ -197,6 +202,21 @@ impl Core {
         bearer.extend_from_slice(session.access_token.as_bytes());
         let bearer = HeaderValue::from_maybe_shared(bytes::Bytes::from(bearer))
             .map_err(|_| ErrorKind::Internal("the access token is not header-safe"))?;
+        if route.rules.any() {
+            // The ID token was verified at login (or at its refresh).
+            let claims = session
+                .id_token
+                .as_deref()
+                .and_then(crate::oidc::unverified_claims);
+            if !route.rules.allow(claims.as_ref()) {
+                // A rotated session still reaches the browser.
+                return Err(
+                    Rejection::error(&Error::new(ErrorKind::Forbidden), set_cookies)
+                        .of_session(sid),
+                );
+            }
+            forward.identity = route.rules.headers(claims.as_ref());
+        }
         forward.authorization = Some(bearer);
         forward.set_cookies = set_cookies;
         // Moved, not copied: the session is this request's own.
@@ -214,6 +234,9 @@ impl Core {
     /// anonymous here, the application's own pages being public.
     pub(crate) async fn passed(&self, parts: &Parts, cookies: &RequestCookies<'_>) -> Forward {
         let mut forward = Self::plain_forward(cookies, None, Target::Application, false);
+        forward
+            .strip_identity
+            .clone_from(&self.routes.identity_names);
         if !parts.method.is_safe() && !self.csrf_ok(&parts.headers) {
             return forward;
         }

@@ -48,7 +48,8 @@ use crate::revocation::RevocationList;
 use crate::start::StartError;
 use crate::store::SharedStore;
 use crate::tls::ServerCert;
-use routes::{Matched, RouteTable};
+pub(crate) use routes::Matched;
+use routes::RouteTable;
 use sessions::SessionStorage;
 
 /// The BFF core: cheap to clone (one `Arc` inside), shared by every door and task.

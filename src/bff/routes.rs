@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Method, Uri};
+use http::{HeaderName, HeaderValue, Method, Uri};
 
 use super::decision::{StaticFile, Target};
 use super::upstream::Upstream;
@@ -44,6 +44,76 @@ pub(crate) struct Route {
     pub(crate) forwarded: prometheus::IntCounter,
     /// `bff_upstream_duration_seconds{route}`, resolved once.
     pub(crate) upstream_duration: prometheus::Histogram,
+    /// `require_claims` and `identity_headers`.
+    pub(crate) rules: ClaimRules,
+}
+
+/// A route's rules on the session's claims: which claims must hold which values,
+/// and which claims go upstream as headers.
+#[derive(Clone, Default)]
+pub(crate) struct ClaimRules {
+    required: Vec<(String, Vec<serde_json::Value>)>,
+    headers: Vec<(HeaderName, String)>,
+}
+
+impl ClaimRules {
+    fn new(r: &crate::config::RouteConfig) -> Self {
+        Self {
+            required: r
+                .require_claims
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            headers: r
+                .identity_headers
+                .iter()
+                .filter_map(|(h, claim)| {
+                    Some((
+                        HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok()?,
+                        claim.clone(),
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether the route has any rule (the claims are read only then).
+    pub(crate) fn any(&self) -> bool {
+        !self.required.is_empty() || !self.headers.is_empty()
+    }
+
+    /// Whether `claims` meet every requirement: each named claim equals one of its
+    /// values, or (an array claim) holds one of them. A missing claim fails.
+    pub(crate) fn allow(&self, claims: Option<&serde_json::Value>) -> bool {
+        self.required
+            .iter()
+            .all(|(name, allowed)| match claims.and_then(|c| c.get(name)) {
+                Some(serde_json::Value::Array(held)) => held.iter().any(|v| allowed.contains(v)),
+                Some(value) => allowed.contains(value),
+                None => false,
+            })
+    }
+
+    /// The identity headers for `claims`: strings as they are, other values as
+    /// compact JSON; a claim that is missing, or not a valid header value (a
+    /// control character), sends no header.
+    pub(crate) fn headers(
+        &self,
+        claims: Option<&serde_json::Value>,
+    ) -> Vec<(HeaderName, HeaderValue)> {
+        self.headers
+            .iter()
+            .filter_map(|(name, claim)| {
+                let value = claims?.get(claim)?;
+                let text = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => return None,
+                    other => other.to_string(),
+                };
+                Some((name.clone(), HeaderValue::from_bytes(text.as_bytes()).ok()?))
+            })
+            .collect()
+    }
 }
 
 impl Route {
@@ -121,6 +191,9 @@ pub(crate) enum Matched<'a> {
 #[derive(Clone)]
 pub(crate) struct RouteTable {
     routes: Vec<Route>,
+    /// Every configured identity header: a client's copies are dropped on every
+    /// route. None when no route has one.
+    pub(crate) identity_names: Option<Arc<[HeaderName]>>,
     prefix: String,
     /// The prefix again, shared: the endpoints' route label in the access log.
     prefix_label: Arc<str>,
@@ -172,10 +245,18 @@ impl RouteTable {
                 destination,
                 forwarded: metrics.request_counter(&r.path, "forwarded"),
                 upstream_duration: metrics.upstream_histogram(&r.path),
+                rules: ClaimRules::new(r),
             });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+        let mut identity_names: Vec<HeaderName> = routes
+            .iter()
+            .flat_map(|r| r.rules.headers.iter().map(|(n, _)| n.clone()))
+            .collect();
+        identity_names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        identity_names.dedup();
         Ok(Self {
+            identity_names: (!identity_names.is_empty()).then(|| Arc::from(identity_names)),
             routes,
             prefix: config.server.prefix.clone(),
             prefix_label: Arc::from(config.server.prefix.as_str()),

@@ -95,6 +95,7 @@ pub(super) const SETTINGS: &[(&str, &[(&str, Kind)])] = &[
             ("login_form", Kind::Bool),
         ],
     ),
+    ("forward_auth", &[("enabled", Kind::Bool)]),
     (
         "log",
         &[
@@ -115,12 +116,20 @@ pub(super) fn apply_env_overrides(
     let referenced = env_references(table);
     for (var, raw) in env.bff_vars() {
         let rest = var["BFF_".len()..].to_ascii_lowercase();
-        let Some((section, key)) = rest.split_once('_') else {
+        // A section's name may hold an underscore itself (`forward_auth`): the
+        // longest section name that prefixes the variable wins.
+        let Some((section, keys)) = SETTINGS
+            .iter()
+            .filter(|(s, _)| {
+                rest.strip_prefix(s)
+                    .is_some_and(|after| after.starts_with('_'))
+            })
+            .max_by_key(|(s, _)| s.len())
+            .map(|(s, keys)| (*s, keys))
+        else {
             continue;
         };
-        let Some((_, keys)) = SETTINGS.iter().find(|(s, _)| *s == section) else {
-            continue;
-        };
+        let key = &rest[section.len() + 1..];
         let Some(&(_, kind)) = keys.iter().find(|(k, _)| *k == key) else {
             // Variables like BFF_SESSION_KEY are often secrets named by `env:`; only
             // one that nothing uses is worth a word (it may be a typo).

@@ -53,6 +53,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[dev]`.
     pub dev: DevConfig,
+    /// `[forward_auth]`.
+    pub forward_auth: ForwardAuthConfig,
     /// `[log]`.
     pub log: LogConfig,
     /// `[[routes]]`, in file order.
@@ -137,6 +139,7 @@ impl Config {
         let csrf = section::<CsrfConfig>(&table, "csrf", &mut problems);
         let store = section::<StoreConfig>(&table, "store", &mut problems);
         let dev = section::<DevConfig>(&table, "dev", &mut problems);
+        let forward_auth = section::<ForwardAuthConfig>(&table, "forward_auth", &mut problems);
         let log = section::<LogConfig>(&table, "log", &mut problems);
         let routes = routes(&table, &mut problems);
 
@@ -148,10 +151,20 @@ impl Config {
             Some(csrf),
             Some(store),
             Some(dev),
+            Some(forward_auth),
             Some(log),
             Some(routes),
         ) = (
-            server, oidc, session, refresh, csrf, store, dev, log, routes,
+            server,
+            oidc,
+            session,
+            refresh,
+            csrf,
+            store,
+            dev,
+            forward_auth,
+            log,
+            routes,
         )
         else {
             return Err(ConfigError { problems });
@@ -164,6 +177,7 @@ impl Config {
             csrf,
             store,
             dev,
+            forward_auth,
             log,
             routes,
         };
@@ -177,6 +191,7 @@ impl Config {
                 csrf: sections.csrf,
                 store: sections.store,
                 dev: sections.dev,
+                forward_auth: sections.forward_auth,
                 log: sections.log,
                 routes: sections.routes,
                 resolved,
@@ -300,6 +315,7 @@ struct Sections {
     csrf: CsrfConfig,
     store: StoreConfig,
     dev: DevConfig,
+    forward_auth: ForwardAuthConfig,
     log: LogConfig,
     routes: Vec<RouteConfig>,
 }

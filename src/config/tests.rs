@@ -96,8 +96,13 @@ fn env_overrides_each_kind_of_value() {
         ("BFF_OIDC_AUTH_PARAMS", "{ prompt = \"consent\" }"),
         ("BFF_REFRESH_GRACE", "2m"),
         ("BFF_CSRF_HEADER", "X-Requested-With"),
+        // A section whose name holds an underscore.
+        ("BFF_FORWARD_AUTH_ENABLED", "true"),
+        ("BFF_LOG_ACCESS", "false"),
     ];
     let c = load(&minimal(), &env).unwrap();
+    assert!(c.forward_auth.enabled);
+    assert!(!c.log.access);
     assert_eq!(c.server.listen.to_string(), "127.0.0.1:7000");
     assert_eq!(c.server.engine, Engine::Hyper);
     assert_eq!(c.server.threads, Some(3));
@@ -179,6 +184,7 @@ fn the_reference_fixture_matches_the_schema() {
     assert!(section::<StoreConfig>(&all, "store", &mut problems).is_some());
     assert!(section::<DevConfig>(&all, "dev", &mut problems).is_some());
     assert!(section::<LogConfig>(&all, "log", &mut problems).is_some());
+    assert!(section::<ForwardAuthConfig>(&all, "forward_auth", &mut problems).is_some());
     assert!(routes(&all, &mut problems).is_some());
     assert!(problems.is_empty(), "{problems:?}");
 }

@@ -559,6 +559,9 @@ impl State {
             if let Some(nonce) = nonce {
                 claims["nonce"] = json!(nonce);
             }
+            for (name, value) in &user.claims {
+                claims[name.as_str()] = value.clone();
+            }
             body["id_token"] = json!(self.sign(&claims, "JWT")?);
         }
         if let Some(rt) = refresh_token {

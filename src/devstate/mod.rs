@@ -118,6 +118,8 @@ pub struct DevUser {
     pub email: String,
     /// `preferred_username`.
     pub preferred_username: String,
+    /// More claims for the ID token (`groups`, `email_verified`…).
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Default for DevUser {
@@ -127,6 +129,7 @@ impl Default for DevUser {
             name: "Dev User".into(),
             email: "dev.user@example.test".into(),
             preferred_username: "dev".into(),
+            claims: serde_json::Map::new(),
         }
     }
 }

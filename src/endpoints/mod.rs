@@ -1,6 +1,8 @@
 //! The BFF's own endpoints under `server.prefix`, one file each: `login`,
-//! `callback`, `user`, `logout`, `backchannel-logout`.
+//! `callback`, `user`, `logout`, `backchannel-logout`, and `auth` (forward-auth,
+//! when enabled).
 
+mod auth;
 mod backchannel;
 mod callback;
 mod login;
@@ -45,6 +47,14 @@ impl Core {
         body: Option<Bytes>,
     ) -> Response<Bytes> {
         let method = &parts.method;
+        // Forward-auth: any method (Envoy sends the original one), and Envoy's
+        // `path_prefix` puts the original path after `auth/`.
+        if name == "auth" || name.starts_with("auth/") {
+            if !self.config.forward_auth.enabled {
+                return error_response(&Error::new(ErrorKind::NotFound), Vec::new());
+            }
+            return self.forward_auth(parts, cookies).await;
+        }
         let result = match (name, method) {
             ("login", &Method::GET) => self.login(parts, cookies).await,
             ("callback", &Method::GET) => self.callback(parts, cookies).await,

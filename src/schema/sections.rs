@@ -312,6 +312,15 @@ impl Default for StoreConfig {
     }
 }
 
+/// `[forward_auth]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardAuthConfig {
+    /// Answer `GET {prefix}/auth` for gateways (nginx `auth_request`, Envoy
+    /// `ext_authz`, Traefik `forwardAuth`).
+    pub enabled: bool,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -410,6 +419,14 @@ pub struct RouteConfig {
     /// Allowed methods; others get 405. Unset: all.
     #[serde(default)]
     pub methods: Option<Vec<String>>,
+    /// Claims the session's ID token must have: each named claim must equal one of
+    /// the listed values (an array claim: hold one of them); else 403 `forbidden`.
+    #[serde(default)]
+    pub require_claims: BTreeMap<String, Vec<serde_json::Value>>,
+    /// Claims sent upstream as headers: header name → claim name (strings as they
+    /// are, other values as compact JSON).
+    #[serde(default)]
+    pub identity_headers: BTreeMap<String, String>,
 }
 
 impl RouteConfig {

@@ -8,12 +8,14 @@ mod support;
 
 mod browser;
 mod builder;
+mod claims;
 mod cli;
 mod config_fixtures;
 mod core_flow;
 mod demo;
 mod deploy;
 mod devidp;
+mod forward_auth;
 mod hardening;
 mod interop;
 mod logs;

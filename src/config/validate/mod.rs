@@ -7,7 +7,8 @@ use std::time::Duration;
 use url::Url;
 
 use super::{
-    ClientAuth, Env, Problem, RouteAuth, Secret, SecretSource, Sections, SessionMode, StoreKind,
+    ClientAuth, Env, Problem, RouteAuth, RouteConfig, Secret, SecretSource, Sections, SessionMode,
+    StoreKind,
 };
 use crate::cookies::check_cookie_name;
 use crate::net::IpNet;

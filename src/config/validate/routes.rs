@@ -136,8 +136,81 @@ pub(super) fn check_routes(
                 }
             }
         }
+        check_claim_rules(r, i, problems);
         upstreams.push(upstream);
         static_dirs.push(static_dir);
     }
     (upstreams, static_dirs)
+}
+
+/// Headers the proxy sets or the connection owns: an identity header may not be one.
+const NOT_IDENTITY_HEADERS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "content-type",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+];
+
+/// `require_claims` and `identity_headers` of `routes[i]`.
+fn check_claim_rules(r: &RouteConfig, i: usize, problems: &mut Vec<Problem>) {
+    for (claim, values) in &r.require_claims {
+        let at = format!("routes[{i}].require_claims.{claim}");
+        if r.auth != RouteAuth::Required {
+            problems.push(Problem::new(
+                &at,
+                "claim rules need a session on every request: set auth = \"required\"",
+            ));
+        }
+        if values.is_empty() {
+            problems.push(Problem::new(
+                &at,
+                "an empty list would refuse everyone: list the values that pass",
+            ));
+        }
+        if values.iter().any(|v| v.is_array() || v.is_object()) {
+            problems.push(Problem::new(
+                &at,
+                "list strings, numbers or booleans (an array claim passes when it holds one of them)",
+            ));
+        }
+    }
+    for (header, claim) in &r.identity_headers {
+        let at = format!("routes[{i}].identity_headers.{header}");
+        let lower = header.to_ascii_lowercase();
+        if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            problems.push(Problem::new(&at, "not a header name"));
+        } else if NOT_IDENTITY_HEADERS.contains(&lower.as_str())
+            || lower.starts_with("x-forwarded-")
+            || lower.starts_with("sec-")
+        {
+            problems.push(Problem::new(
+                &at,
+                "the proxy or the connection owns this header: pick another name (like X-User)",
+            ));
+        }
+        if claim.is_empty() {
+            problems.push(Problem::new(&at, "name the claim to send, like \"sub\""));
+        }
+        if r.auth == RouteAuth::None {
+            problems.push(Problem::new(
+                &at,
+                "identity headers need a session: set auth = \"required\" or \"optional\"",
+            ));
+        }
+    }
 }

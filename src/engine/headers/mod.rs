@@ -172,7 +172,10 @@ pub fn apply_to_request<H: HeaderEdit + ?Sized>(
     let upgrade = is_upgrade(headers);
     let original_host = headers.get(&HOST).cloned();
     remove_hop_by_hop(headers, upgrade);
-    for name in &CLIENT_MAY_NOT_SET {
+    for name in CLIENT_MAY_NOT_SET
+        .iter()
+        .chain(forward.strip_identity.iter().flat_map(|n| n.iter()))
+    {
         if headers.get(name).is_some() {
             headers.remove(name);
         }
@@ -207,6 +210,9 @@ fn apply_session<H: HeaderEdit + ?Sized>(headers: &mut H, forward: &Forward) {
         headers.set(AUTHORIZATION, bearer.clone());
     } else if forward.strip_authorization && headers.get(&AUTHORIZATION).is_some() {
         headers.remove(&AUTHORIZATION);
+    }
+    for (name, value) in &forward.identity {
+        headers.set(name.clone(), value.clone());
     }
 }
 

@@ -15,6 +15,8 @@ fn forward(bearer: Option<&'static str>, strip: bool) -> Forward {
         session: None,
         static_file: None,
         sid: None,
+        identity: Vec::new(),
+        strip_identity: None,
     }
 }
 

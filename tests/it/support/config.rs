@@ -91,6 +91,11 @@ impl TestConfig {
         Config::from_toml(&text, dir, env).unwrap_or_else(|e| panic!("{e}\n{text}"))
     }
 
+    /// Loaded with no environment, problems and all.
+    pub fn try_load(&self) -> Result<Config, bff_proxy::config::ConfigError> {
+        Config::from_toml(&self.toml(), ".".as_ref(), &Env::default())
+    }
+
     /// Loaded with no environment.
     pub fn load(&self) -> Config {
         self.load_in(".".as_ref(), &Env::default())

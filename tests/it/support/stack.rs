@@ -77,6 +77,9 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// The dev IdP (its client list is filled in).
     pub idp: DevIdpSettings,
+    /// More routes to the echo upstream (the application behind the layer): path
+    /// and setting lines.
+    pub routes: Vec<(String, Vec<String>)>,
 }
 
 impl Options {
@@ -90,6 +93,15 @@ impl Options {
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// One more route to the echo (or the application behind the layer).
+    pub fn route(mut self, path: &str, lines: &[&str]) -> Self {
+        self.routes.push((
+            path.to_owned(),
+            lines.iter().map(|l| (*l).to_owned()).collect(),
+        ));
         self
     }
 }
@@ -201,6 +213,16 @@ pub async fn start(front: Front, options: Options) -> Stack {
         .set("oidc", format!("post_logout_redirect_uri = \"{base}/\""))
         .set("refresh", r#"timeout = "1s""#);
     let none = r#"auth = "none""#;
+    let mut config = config;
+    for (path, lines) in &options.routes {
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        config = match front {
+            Front::Hyper | Front::Pingora => {
+                config.upstream(path, &format!("http://{}", echo.addr()), &lines)
+            }
+            Front::Axum => config.route(path, &lines),
+        };
+    }
     let config = match front {
         Front::Hyper | Front::Pingora => {
             let echo = format!("http://{}", echo.addr());

@@ -16,6 +16,7 @@ mod demo;
 mod deploy;
 mod devidp;
 mod forward_auth;
+mod gateway;
 mod hardening;
 mod interop;
 mod logs;

@@ -80,6 +80,9 @@ pub struct Options {
     /// More routes to the echo upstream (the application behind the layer): path
     /// and setting lines.
     pub routes: Vec<(String, Vec<String>)>,
+    /// The public base URL when something stands in front of the BFF (a gateway):
+    /// the redirect URIs and `server.public_url` use it.
+    pub public_base: Option<String>,
 }
 
 impl Options {
@@ -193,12 +196,13 @@ pub async fn start(front: Front, options: Options) -> Stack {
     let echo = DevEcho::start("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
+    let public = options.public_base.clone().unwrap_or_else(|| base.clone());
     let mut client = DevClient::new(
         "bff",
         DevClientAuth::SecretBasic(SECRET.into()),
-        &format!("{base}/bff/callback"),
+        &format!("{public}/bff/callback"),
     );
-    client.post_logout_redirect_uris.push(format!("{base}/"));
+    client.post_logout_redirect_uris.push(format!("{public}/"));
     client.backchannel_logout_uri = Some(format!("{base}/bff/backchannel-logout"));
     let idp = DevIdp::start(DevIdpSettings {
         clients: vec![client],
@@ -207,10 +211,10 @@ pub async fn start(front: Front, options: Options) -> Stack {
     .await
     .unwrap();
     let spa = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/spa");
-    let config = TestConfig::new(idp.issuer(), &base)
+    let config = TestConfig::new(idp.issuer(), &public)
         .secret(SECRET)
         .set("server", r#"upstream_timeout = "1s""#)
-        .set("oidc", format!("post_logout_redirect_uri = \"{base}/\""))
+        .set("oidc", format!("post_logout_redirect_uri = \"{public}/\""))
         .set("refresh", r#"timeout = "1s""#);
     let none = r#"auth = "none""#;
     let mut config = config;

@@ -20,7 +20,7 @@
 
 use ::axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use ::axum::response::{IntoResponse, Response};
-use ::axum::routing::get;
+use ::axum::routing::{delete, get};
 use http::request::Parts;
 
 use crate::bff::Bff;
@@ -64,25 +64,28 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
 
 impl Bff {
     /// The admin endpoints as an axum router, to mount where the app wants them
-    /// (on a port of their own, usually): `/metrics` (Prometheus text), `/healthz`
-    /// (200 while the process runs) and `/readyz` (200 once the IdP's discovery and
-    /// keys are loaded and the shared store answers, 503 otherwise and while
-    /// draining: [`Bff::check_ready`]). The same answers as the binary's
+    /// (on a port of their own, usually, never public): `/metrics` (Prometheus
+    /// text), `/healthz` (200 while the process runs), `/readyz` (200 once the
+    /// IdP's discovery and keys are loaded and the shared store answers, 503
+    /// otherwise and while draining: [`Bff::check_ready`]) and
+    /// `DELETE /sessions?sub=SUB` (ends every session of a user:
+    /// [`Bff::end_sessions_of`]). The same answers as the binary's
     /// `server.admin_listen`.
     pub fn admin_router<S: Clone + Send + Sync + 'static>(&self) -> ::axum::Router<S> {
-        let answer = |bff: Bff, path: &'static str| {
-            move || {
+        let answer = |bff: Bff| {
+            move |req: ::axum::extract::Request| {
                 let bff = bff.clone();
                 async move {
-                    crate::engine::admin::answer(&bff, path)
+                    crate::engine::admin::answer(&bff, req.method(), req.uri())
                         .await
                         .map(::axum::body::Body::from)
                 }
             }
         };
         ::axum::Router::new()
-            .route("/metrics", get(answer(self.clone(), "/metrics")))
-            .route("/healthz", get(answer(self.clone(), "/healthz")))
-            .route("/readyz", get(answer(self.clone(), "/readyz")))
+            .route("/metrics", get(answer(self.clone())))
+            .route("/healthz", get(answer(self.clone())))
+            .route("/readyz", get(answer(self.clone())))
+            .route("/sessions", delete(answer(self.clone())))
     }
 }

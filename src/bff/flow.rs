@@ -155,11 +155,16 @@ impl Core {
             return Err(Rejection::from(ErrorKind::Csrf).of_session(sid));
         }
         let (mut session, set_cookies) = match self.refresher.refresh(&session).await {
-            Outcome::Fresh | Outcome::KeepCurrent => (session, Vec::new()),
+            Outcome::Fresh | Outcome::KeepCurrent => {
+                self.index.seen(&session.sub, session.sid, None);
+                (session, Vec::new())
+            }
             Outcome::Updated {
                 session: next,
                 kind,
             } => {
+                self.index
+                    .seen(&next.sub, next.sid, Some(next.refresh_token.clone()));
                 tracing::debug!(sid = %next.sid.short_hash(), ?kind, "session tokens updated");
                 // Older cookies of this session are replays once the grace window
                 // is over, whether or not the IdP rotated the refresh token.
@@ -260,6 +265,8 @@ impl Core {
         forward.sid = Some(session.sid);
         let mut session = match self.refresher.refresh(&session).await {
             Outcome::Updated { session: next, .. } => {
+                self.index
+                    .seen(&next.sub, next.sid, Some(next.refresh_token.clone()));
                 self.revocations
                     .record_generation(next.sid, next.refresh_count)
                     .await;

@@ -12,6 +12,7 @@
 mod decision;
 mod door;
 mod flow;
+mod index;
 mod routes;
 mod sessions;
 mod static_files;
@@ -48,6 +49,7 @@ use crate::revocation::RevocationList;
 use crate::start::StartError;
 use crate::store::SharedStore;
 use crate::tls::ServerCert;
+pub(crate) use index::{IndexEntry, SessionIndex, user_agent};
 pub(crate) use routes::Matched;
 use routes::RouteTable;
 use sessions::SessionStorage;
@@ -94,6 +96,8 @@ pub(crate) struct Core {
     pub(crate) cookie_names: CookieNames,
     /// The shared store, when there is one (readiness pings it).
     pub(crate) store: Option<Arc<dyn SharedStore>>,
+    /// Each user's sessions (the shared store, else one of the process).
+    pub(crate) index: SessionIndex,
 }
 
 impl std::fmt::Debug for Bff {
@@ -150,7 +154,7 @@ impl Core {
         oidc: Arc<Oidc>,
         refresher: TokenRefresher,
         revocations: Arc<RevocationList>,
-        store: Option<Arc<dyn SharedStore>>,
+        (store, index): (Option<Arc<dyn SharedStore>>, SessionIndex),
         (metrics, clock): (Metrics, Arc<Clock>),
     ) -> Self {
         Self {
@@ -168,6 +172,7 @@ impl Core {
             routes: made.routes,
             csrf_header: made.csrf_header,
             store,
+            index,
         }
     }
 
@@ -190,6 +195,7 @@ impl Core {
         let storage = self
             .storage
             .reloaded(made.sealer.clone(), config.session.absolute_lifetime);
+        let index = self.index.reloaded(made.sealer.ring().clone());
         Ok(Self::assemble(
             config,
             made,
@@ -197,7 +203,7 @@ impl Core {
             oidc,
             refresher,
             Arc::clone(&self.revocations),
-            self.store.clone(),
+            (self.store.clone(), index),
             (self.metrics.clone(), Arc::clone(&self.clock)),
         ))
     }
@@ -236,6 +242,12 @@ impl Bff {
             }
             None => None,
         };
+        let index = SessionIndex::new(
+            Arc::new(crate::store::MemoryStore::new()),
+            made.sealer.ring().clone(),
+            config.session.absolute_lifetime,
+            Arc::clone(&clock),
+        );
         let core = Core::assemble(
             config,
             made,
@@ -243,7 +255,7 @@ impl Bff {
             oidc,
             refresher,
             revocations,
-            None,
+            (None, index),
             (metrics.clone(), Arc::clone(&clock)),
         );
         Ok(Self {
@@ -287,6 +299,27 @@ impl Bff {
         Ok(())
     }
 
+    /// Ends every session of the user `sub` (the admin listener's
+    /// `DELETE /sessions?sub=`): each indexed session's refresh token is revoked at
+    /// the IdP, then its sid, on every replica; sessions the index does not know
+    /// (made before it, or lost with a store outage) end by the user's revocation
+    /// up to now. The number of indexed sessions ended.
+    pub async fn end_sessions_of(&self, sub: &str) -> Result<usize, String> {
+        let core = self.core();
+        let entries = core.index.take_all(sub).await.map_err(|e| e.to_string())?;
+        for entry in &entries {
+            core.end_indexed(entry).await;
+        }
+        core.revocations
+            .revoke_sub_everywhere(sub, core.clock.now_ms())
+            .await;
+        tracing::info!(
+            sessions = entries.len(),
+            "all sessions of a user ended (admin)"
+        );
+        Ok(entries.len())
+    }
+
     /// The TLS certificate the listeners answer with, when `server.tls_cert` is
     /// set.
     #[must_use]
@@ -325,6 +358,7 @@ impl Bff {
         let store: Arc<dyn SharedStore> =
             Arc::new(crate::store::Counted::new(store, core.metrics.clone()));
         core.store = Some(Arc::clone(&store));
+        core.index = core.index.with_store(Arc::clone(&store));
         core.revocations.set_store(Arc::clone(&store));
         core.storage.use_store(&store);
         core.refresher = core

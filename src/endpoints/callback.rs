@@ -138,6 +138,18 @@ impl Core {
         let present = cookies.session().present;
         let mut set_cookies = self.storage.save(&session, &present, None).await?;
         set_cookies.extend(self.login_cookies.clear_all(cookies));
+        self.index
+            .add(
+                &session.sub,
+                crate::bff::IndexEntry {
+                    sid: session.sid,
+                    created: now,
+                    last_seen: now,
+                    user_agent: crate::bff::user_agent(&parts.headers),
+                    refresh_token: session.refresh_token.clone(),
+                },
+            )
+            .await;
         tracing::info!(sid = %session.sid.short_hash(), "login");
         Ok(redirect(&login.return_url, set_cookies))
     }

@@ -54,6 +54,9 @@ impl Core {
         }
         self.revocations.revoke_sid_everywhere(session.sid).await;
         self.storage.forget(handle).await;
+        if let Err(e) = self.index.remove(&session.sub, session.sid).await {
+            tracing::warn!(error = %e, "the session could not be taken out of the user's index");
+        }
         self.metrics.session_ended("logout");
         if let Some(rt) = &session.refresh_token {
             // Never rely on end-session to revoke refresh tokens.

@@ -7,6 +7,7 @@ mod backchannel;
 mod callback;
 mod login;
 mod logout;
+mod sessions;
 mod user;
 
 use bytes::Bytes;
@@ -61,7 +62,12 @@ impl Core {
             ("user", &Method::GET) => self.user(parts, cookies).await,
             ("logout", &Method::GET | &Method::POST) => self.logout(parts, cookies).await,
             ("backchannel-logout", &Method::POST) => self.backchannel_logout(body).await,
-            ("login" | "callback" | "user" | "logout" | "backchannel-logout", _) => {
+            ("sessions", &Method::GET) => self.list_sessions(cookies).await,
+            (other, &Method::DELETE) if other.starts_with("sessions/") => {
+                self.end_one_session(parts, cookies, &other["sessions/".len()..])
+                    .await
+            }
+            ("login" | "callback" | "user" | "logout" | "backchannel-logout" | "sessions", _) => {
                 Err(Error::new(ErrorKind::MethodNotAllowed))
             }
             _ => Err(Error::new(ErrorKind::NotFound)),

@@ -55,7 +55,7 @@ pub async fn serve_admin(bff: Bff, listener: TcpListener, mut stop: watch::Recei
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let bff = bff.clone();
                         async move {
-                            Ok::<_, Infallible>(answer(&bff, req.uri().path()).await.map(Full::new))
+                            Ok::<_, Infallible>(answer(&bff, req.method(), req.uri()).await.map(Full::new))
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -70,7 +70,18 @@ pub async fn serve_admin(bff: Bff, listener: TcpListener, mut stop: watch::Recei
 
 /// The admin listener's answer for a path: `/metrics`, `/healthz`, `/readyz`, else
 /// 404 (also what `Bff::admin_router` serves).
-pub(crate) async fn answer(bff: &Bff, path: &str) -> Response<Bytes> {
+pub(crate) async fn answer(bff: &Bff, method: &http::Method, uri: &http::Uri) -> Response<Bytes> {
+    let path = uri.path();
+    if path == "/sessions" {
+        return end_sessions(bff, method, uri).await;
+    }
+    if method != http::Method::GET && method != http::Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n".into(),
+        );
+    }
     match path {
         "/metrics" => text(
             StatusCode::OK,
@@ -87,5 +98,40 @@ pub(crate) async fn answer(bff: &Bff, path: &str) -> Response<Bytes> {
             ),
         },
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+/// `DELETE /sessions?sub=SUB`: ends every session of a user (`Bff::end_sessions_of`).
+async fn end_sessions(bff: &Bff, method: &http::Method, uri: &http::Uri) -> Response<Bytes> {
+    if method != http::Method::DELETE {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "DELETE /sessions?sub=SUB\n".into(),
+        );
+    }
+    let sub = uri.query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "sub")
+            .map(|(_, v)| v.into_owned())
+    });
+    let Some(sub) = sub.filter(|s| !s.is_empty()) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "DELETE /sessions?sub=SUB: sub is required\n".into(),
+        );
+    };
+    match bff.end_sessions_of(&sub).await {
+        Ok(n) => text(
+            StatusCode::OK,
+            "application/json",
+            serde_json::json!({ "ended": n }).to_string(),
+        ),
+        Err(why) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("the session index did not answer: {why}\n"),
+        ),
     }
 }

@@ -23,5 +23,6 @@ mod logs;
 mod operations;
 mod proxy;
 mod scaleout;
+mod sessions;
 mod store;
 mod tls;

@@ -492,3 +492,61 @@ async fn server_side_sessions_work_across_replicas() {
         .unwrap();
     assert!(keys.is_empty(), "the stored session is gone");
 }
+
+/// Session management across replicas: three sessions of one user, each made on
+/// another replica, are listed by any replica; the admin call on one replica ends
+/// them all (each refresh token revoked at the IdP, each sid on every replica).
+#[tokio::test]
+async fn the_admin_ends_every_session_of_a_user_across_replicas() {
+    let (idp, bffs) = replicas(3).await;
+    let mut jars = Vec::new();
+    for b in &bffs {
+        jars.push(login(b).await);
+    }
+    let listed = respond(
+        bffs[2]
+            .handle(&parts("/bff/sessions", &jars[0], &[]), None)
+            .await,
+    );
+    assert_eq!(listed.status(), 200);
+    let listed: serde_json::Value = serde_json::from_slice(listed.body()).unwrap();
+    let sessions = listed["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 3, "{listed}");
+    assert_eq!(
+        sessions.iter().filter(|s| s["current"] == true).count(),
+        1,
+        "{listed}"
+    );
+    for (b, jar) in bffs.iter().zip(&jars) {
+        assert_eq!(
+            status(
+                b.handle(&parts("/api/x", jar, &[("x-csrf", "1")]), None)
+                    .await
+            ),
+            200
+        );
+    }
+    idp.reset_stats();
+    assert_eq!(bffs[1].end_sessions_of("dev-user-1").await.unwrap(), 3);
+    assert_eq!(idp.stats().revocation, 3, "each refresh token revoked");
+    for b in &bffs {
+        for jar in &jars {
+            assert_eq!(
+                status(
+                    b.handle(&parts("/api/x", jar, &[("x-csrf", "1")]), None)
+                        .await
+                ),
+                401
+            );
+        }
+    }
+    // Nothing left to list (a new login starts a new list).
+    let again = login(&bffs[0]).await;
+    let listed = respond(
+        bffs[1]
+            .handle(&parts("/bff/sessions", &again, &[]), None)
+            .await,
+    );
+    let listed: serde_json::Value = serde_json::from_slice(listed.body()).unwrap();
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 1, "{listed}");
+}

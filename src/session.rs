@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 /// The version byte in front of an encoded session. Bump it when the layout changes,
 /// and keep decoding the older layouts, so an upgrade logs nobody out.
-pub const PAYLOAD_VERSION: u8 = 2;
+pub const PAYLOAD_VERSION: u8 = 3;
 
 /// A random 128-bit session id. Not a secret on its own (it appears in
 /// `/bff/user` and in logout links), but unguessable.
@@ -132,6 +132,46 @@ pub struct Session {
     /// When the session was created, in Unix milliseconds: a logout of every
     /// session of a user up to some instant needs more than whole seconds.
     pub created_ms: u64,
+    /// When the session was last used, as last sealed (`session.idle_timeout`).
+    pub last_used: u64,
+}
+
+/// Layout 2 (before `last_used`), still read.
+#[derive(Deserialize)]
+struct SessionV2 {
+    sid: SessionId,
+    sub: String,
+    access_token: String,
+    access_expires_at: u64,
+    refresh_token: Option<String>,
+    id_token: Option<String>,
+    created_at: u64,
+    refreshed_at: u64,
+    refresh_count: u32,
+    scope: String,
+    idp_sid: Option<String>,
+    created_ms: u64,
+}
+
+impl From<SessionV2> for Session {
+    fn from(v: SessionV2) -> Self {
+        Self {
+            sid: v.sid,
+            sub: v.sub,
+            access_token: v.access_token,
+            access_expires_at: v.access_expires_at,
+            refresh_token: v.refresh_token,
+            id_token: v.id_token,
+            created_at: v.created_at,
+            refreshed_at: v.refreshed_at,
+            refresh_count: v.refresh_count,
+            scope: v.scope,
+            idp_sid: v.idp_sid,
+            created_ms: v.created_ms,
+            // Not known: the latest time the layout recorded.
+            last_used: v.refreshed_at.max(v.created_at),
+        }
+    }
 }
 
 /// Layout 1 (before `created_ms`), still read.
@@ -165,6 +205,7 @@ impl From<SessionV1> for Session {
             scope: v.scope,
             idp_sid: v.idp_sid,
             created_ms: v.created_at.saturating_mul(1000),
+            last_used: v.refreshed_at.max(v.created_at),
         }
     }
 }
@@ -192,6 +233,7 @@ impl Session {
             scope: String::new(),
             idp_sid: None,
             created_ms: now.saturating_mul(1000),
+            last_used: now,
         }
     }
 
@@ -213,6 +255,10 @@ impl Session {
         match version {
             PAYLOAD_VERSION => match postcard::take_from_bytes::<Self>(rest) {
                 Ok((session, [])) => Ok(session),
+                _ => Err(DecodeError::Malformed),
+            },
+            2 => match postcard::take_from_bytes::<SessionV2>(rest) {
+                Ok((session, [])) => Ok(session.into()),
                 _ => Err(DecodeError::Malformed),
             },
             1 => match postcard::take_from_bytes::<SessionV1>(rest) {
@@ -359,6 +405,48 @@ pub(crate) mod tests {
         assert_eq!((s.sid, s.sub.as_str(), s.refresh_count), (sid, "alice", 3));
         assert_eq!(s.created_ms, 1_000_000);
         assert_eq!(s.refresh_token.as_deref(), Some("rt"));
+    }
+
+    #[test]
+    fn layout_2_still_opens() {
+        #[derive(Serialize)]
+        struct V2<'a> {
+            sid: SessionId,
+            sub: &'a str,
+            access_token: &'a str,
+            access_expires_at: u64,
+            refresh_token: Option<&'a str>,
+            id_token: Option<&'a str>,
+            created_at: u64,
+            refreshed_at: u64,
+            refresh_count: u32,
+            scope: &'a str,
+            idp_sid: Option<&'a str>,
+            created_ms: u64,
+        }
+        let sid = SessionId::random();
+        let mut bytes = vec![2u8];
+        bytes.extend(
+            postcard::to_allocvec(&V2 {
+                sid,
+                sub: "alice",
+                access_token: "at",
+                access_expires_at: 2000,
+                refresh_token: Some("rt"),
+                id_token: None,
+                created_at: 1000,
+                refreshed_at: 1500,
+                refresh_count: 3,
+                scope: "openid",
+                idp_sid: None,
+                created_ms: 1_000_123,
+            })
+            .unwrap(),
+        );
+        let s = Session::decode(&bytes).unwrap();
+        assert_eq!((s.sid, s.created_ms), (sid, 1_000_123));
+        // Its last use is not known: the latest time it recorded.
+        assert_eq!(s.last_used, 1500);
     }
 
     #[test]

@@ -157,7 +157,12 @@ impl Core {
         let (mut session, set_cookies) = match self.refresher.refresh(&session).await {
             Outcome::Fresh | Outcome::KeepCurrent => {
                 self.index.seen(&session.sub, session.sid, None);
-                (session, Vec::new())
+                let mut session = session;
+                let cookies = self
+                    .touch(&mut session, &read.present, read.handle)
+                    .await
+                    .map_err(|e| Rejection::error(&e, Vec::new()).of_session(sid))?;
+                (session, cookies)
             }
             Outcome::Updated {
                 session: next,
@@ -229,6 +234,23 @@ impl Core {
         Ok(forward)
     }
 
+    /// Seals the session's time of use again when `session.idle_timeout` asks (a
+    /// quarter of it passed since the last seal): the cookies that carry it, or
+    /// none.
+    async fn touch(
+        &self,
+        session: &mut crate::session::Session,
+        present: &crate::cookies::Present,
+        handle: Option<[u8; 16]>,
+    ) -> Result<Vec<HeaderValue>, Error> {
+        let now = self.clock.now_secs();
+        if !crate::refresh::needs_touch(session, self.config.session.idle_timeout, now) {
+            return Ok(Vec::new());
+        }
+        session.last_used = now;
+        self.storage.save(session, present, handle).await
+    }
+
     /// A path no route matches, in front of an application (the tower layer): it
     /// goes on with our cookies stripped and no token, and with the user's session
     /// for the application's handlers when the request has one, opened and
@@ -290,7 +312,13 @@ impl Core {
             Outcome::Fresh
             | Outcome::KeepCurrent
             | Outcome::Unavailable { .. }
-            | Outcome::Misconfigured => session,
+            | Outcome::Misconfigured => {
+                let mut session = session;
+                if let Ok(cookies) = self.touch(&mut session, &read.present, read.handle).await {
+                    forward.set_cookies = cookies;
+                }
+                session
+            }
         };
         forward.session = Some(SessionView::take(&mut session));
         forward

@@ -235,7 +235,11 @@ impl Core {
         let now = self.clock.now_secs();
         let lifetime = self.config.session.absolute_lifetime.as_secs();
         let ended = match read.session.as_ref() {
-            Some(s) => now >= s.created_at.saturating_add(lifetime) || self.is_revoked(s).await,
+            Some(s) => {
+                now >= s.created_at.saturating_add(lifetime)
+                    || crate::refresh::is_idle(s, self.config.session.idle_timeout, now)
+                    || self.is_revoked(s).await
+            }
             None => false,
         };
         Ok(Current {

@@ -65,6 +65,7 @@ pub(super) const SETTINGS: &[(&str, &[(&str, Kind)])] = &[
             ("absolute_lifetime", Kind::Str),
             ("max_refreshes", Kind::Int),
             ("mode", Kind::Str),
+            ("idle_timeout", Kind::Str),
         ],
     ),
     (

@@ -63,6 +63,8 @@ pub struct RefreshSettings {
     pub absolute_lifetime: Duration,
     /// `session.max_refreshes` (0: no limit).
     pub max_refreshes: u32,
+    /// `session.idle_timeout` (zero: off).
+    pub idle_timeout: Duration,
 }
 
 impl RefreshSettings {
@@ -76,6 +78,7 @@ impl RefreshSettings {
             on_reuse: config.refresh.on_reuse,
             absolute_lifetime: config.session.absolute_lifetime,
             max_refreshes: config.session.max_refreshes,
+            idle_timeout: config.session.idle_timeout,
         }
     }
 }
@@ -143,6 +146,8 @@ pub enum EndReason {
     SubChanged,
     /// A cookie of an older generation came back after the grace window.
     Replay,
+    /// Unused for `session.idle_timeout`.
+    Idle,
 }
 
 impl EndReason {
@@ -157,6 +162,7 @@ impl EndReason {
             Self::NoRefreshToken => "no_refresh_token",
             Self::SubChanged => "sub_changed",
             Self::Replay => "replay",
+            Self::Idle => "idle",
         }
     }
 }
@@ -282,8 +288,20 @@ fn apply(session: &Session, tokens: &NewTokens, now: u64) -> Result<Session, End
         next.scope.clone_from(scope);
     }
     next.refreshed_at = now;
+    next.last_used = now;
     next.refresh_count = session.refresh_count.saturating_add(1);
     Ok(next)
+}
+
+/// Whether a session went unused for longer than `idle` (zero: never).
+pub(crate) fn is_idle(session: &Session, idle: Duration, now: u64) -> bool {
+    !idle.is_zero() && now > session.last_used.saturating_add(idle.as_secs())
+}
+
+/// Whether a session's time of use is worth sealing again: a quarter of `idle`
+/// has passed since it was last sealed (never when `idle` is zero).
+pub(crate) fn needs_touch(session: &Session, idle: Duration, now: u64) -> bool {
+    !idle.is_zero() && now >= session.last_used.saturating_add(idle.as_secs() / 4)
 }
 
 /// Logs and returns the end of a session whose refreshed ID token named someone
@@ -379,6 +397,9 @@ impl TokenRefresher {
                 .saturating_add(s.absolute_lifetime.as_secs())
         {
             return Outcome::Ended(EndReason::Lifetime);
+        }
+        if is_idle(session, s.idle_timeout, now) {
+            return Outcome::Ended(EndReason::Idle);
         }
         if !self.needs_refresh(session, now) {
             return Outcome::Fresh;

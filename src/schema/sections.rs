@@ -202,6 +202,10 @@ pub struct SessionConfig {
     /// Where sessions live.
     #[serde(default)]
     pub mode: SessionMode,
+    /// A session unused this long ends (`"0s"`: never). Its cookie (or stored
+    /// session) is re-sealed with the time of use at most every quarter of it.
+    #[serde(with = "duration", default)]
+    pub idle_timeout: Duration,
 }
 
 pub(super) fn default_cookie_name() -> String {

@@ -18,6 +18,7 @@ mod devidp;
 mod forward_auth;
 mod gateway;
 mod hardening;
+mod idle;
 mod interop;
 mod logs;
 mod operations;

@@ -174,7 +174,7 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 /// Every duration has a floor and a ceiling: far-off values overflow clocks and
 /// caches at run time (`"1001y"` once passed here and panicked at start).
 fn check_durations(c: &Sections, problems: &mut Vec<Problem>) {
-    let rules: [(Duration, &str, Duration, Duration); 12] = [
+    let rules: [(Duration, &str, Duration, Duration); 13] = [
         (
             c.server.shutdown_timeout,
             "server.shutdown_timeout",
@@ -215,6 +215,12 @@ fn check_durations(c: &Sections, problems: &mut Vec<Problem>) {
             c.session.absolute_lifetime,
             "session.absolute_lifetime",
             SECOND,
+            366 * DAY,
+        ),
+        (
+            c.session.idle_timeout,
+            "session.idle_timeout",
+            Duration::ZERO,
             366 * DAY,
         ),
         (c.refresh.skew, "refresh.skew", Duration::ZERO, DAY),

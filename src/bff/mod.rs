@@ -194,7 +194,8 @@ impl Core {
         );
         let storage = self
             .storage
-            .reloaded(made.sealer.clone(), config.session.absolute_lifetime);
+            .reloaded(made.sealer.clone(), config.session.absolute_lifetime)
+            .with_idle(config.session.idle_timeout);
         let index = self.index.reloaded(made.sealer.ring().clone());
         Ok(Self::assemble(
             config,
@@ -235,7 +236,8 @@ impl Bff {
             config.session.mode == crate::config::SessionMode::Server,
             Arc::clone(&clock),
             config.session.absolute_lifetime,
-        );
+        )
+        .with_idle(config.session.idle_timeout);
         let tls = match &config.resolved.tls {
             Some(files) => {
                 Some(ServerCert::load(files).map_err(|(at, why)| StartError::setting(at, why))?)

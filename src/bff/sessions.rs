@@ -53,6 +53,9 @@ pub(crate) struct SessionStorage {
     server: Option<Arc<dyn SharedStore>>,
     clock: Arc<Clock>,
     lifetime: Duration,
+    /// `session.idle_timeout`: a stored session's TTL is twice it at most, so an
+    /// idle one leaves the store (before then its next request is told it ended).
+    idle: Duration,
 }
 
 impl SessionStorage {
@@ -68,21 +71,30 @@ impl SessionStorage {
                 .then(|| Arc::new(crate::store::MemoryStore::new()) as Arc<dyn SharedStore>),
             clock,
             lifetime,
+            idle: Duration::ZERO,
         }
     }
 
-    /// Server mode keeps its sessions in the shared store from now on.
-    /// The storage of a reloaded config: a new sealer (session keys) and lifetime;
-    /// the server-mode store is this one's, so no stored session is lost.
+    /// With `session.idle_timeout`.
+    pub(crate) fn with_idle(mut self, idle: Duration) -> Self {
+        self.idle = idle;
+        self
+    }
+
+    /// The storage of a reloaded config: a new sealer (session keys), lifetime and
+    /// idle timeout; the server-mode store is this one's, so no stored session is
+    /// lost.
     pub(crate) fn reloaded(&self, sealer: SessionSealer, lifetime: Duration) -> Self {
         Self {
             sealer,
             server: self.server.clone(),
             clock: Arc::clone(&self.clock),
             lifetime,
+            idle: Duration::ZERO,
         }
     }
 
+    /// Server mode keeps its sessions in the shared store from now on.
     pub(crate) fn use_store(&mut self, store: &Arc<dyn SharedStore>) {
         if self.server.is_some() {
             self.server = Some(Arc::clone(store));
@@ -165,8 +177,14 @@ impl SessionStorage {
             .sealer
             .ring()
             .seal(SERVER_SESSION_SEAL, &session.encode());
+        // An idle session's entry goes too (its use re-saves it every idle/4).
+        let store_ttl = if self.idle.is_zero() {
+            ttl
+        } else {
+            ttl.min(self.idle.saturating_mul(2))
+        };
         store
-            .put(&server_key(&h), sealed.as_bytes(), ttl)
+            .put(&server_key(&h), sealed.as_bytes(), store_ttl)
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "session store unavailable");
@@ -248,5 +266,83 @@ impl Core {
             handle: read.handle,
             ended,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cookies::{CookieSettings, SameSite};
+    use crate::seal::KeyRing;
+    use crate::session::SessionId;
+    use crate::store::{MemoryStore, StoreError};
+    use std::sync::Mutex;
+
+    /// A memory store that records the TTL of every `put`.
+    #[derive(Default)]
+    struct Ttls {
+        inner: MemoryStore,
+        seen: Mutex<Vec<Duration>>,
+    }
+
+    #[async_trait::async_trait]
+    impl SharedStore for Ttls {
+        async fn try_lock(&self, n: &str, o: &str, t: Duration) -> Result<bool, StoreError> {
+            self.inner.try_lock(n, o, t).await
+        }
+        async fn renew_lock(&self, n: &str, o: &str, t: Duration) -> Result<bool, StoreError> {
+            self.inner.renew_lock(n, o, t).await
+        }
+        async fn unlock(&self, n: &str, o: &str) -> Result<(), StoreError> {
+            self.inner.unlock(n, o).await
+        }
+        async fn put(&self, n: &str, v: &[u8], t: Duration) -> Result<(), StoreError> {
+            self.seen.lock().unwrap().push(t);
+            self.inner.put(n, v, t).await
+        }
+        async fn get(&self, n: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(n).await
+        }
+        async fn delete(&self, n: &str) -> Result<(), StoreError> {
+            self.inner.delete(n).await
+        }
+    }
+
+    /// With `session.idle_timeout`, a stored session lives at most twice it in the
+    /// store (its uses re-save it every quarter); without, its whole lifetime.
+    #[tokio::test]
+    async fn an_idle_server_session_leaves_the_store() {
+        let clock = Arc::new(Clock::default());
+        let sealer = SessionSealer::new(
+            KeyRing::new(vec![KeyRing::generate_key()]).unwrap(),
+            CookieSettings::new("s", true, SameSite::Strict),
+        );
+        let store = Arc::new(Ttls::default());
+        let session = Session::new(
+            SessionId::random(),
+            "alice".into(),
+            "at".into(),
+            clock.now_secs() + 300,
+            clock.now_secs(),
+        );
+        for (idle, expected) in [
+            (Duration::from_secs(60), Duration::from_secs(120)),
+            (Duration::ZERO, Duration::from_secs(3600)),
+        ] {
+            let mut storage = SessionStorage::new(
+                sealer.clone(),
+                true,
+                Arc::clone(&clock),
+                Duration::from_secs(3600),
+            )
+            .with_idle(idle);
+            let shared: Arc<dyn SharedStore> = store.clone();
+            storage.use_store(&shared);
+            storage
+                .save(&session, &Present::default(), None)
+                .await
+                .unwrap();
+            assert_eq!(store.seen.lock().unwrap().pop(), Some(expected), "{idle:?}");
+        }
     }
 }

@@ -14,17 +14,9 @@ use std::time::{Duration, Instant};
 use bff_proxy::devidp::{DevIdpSettings, DevUser};
 use serde_json::json;
 
-use crate::support::Http;
 use crate::support::browser::Browser;
 use crate::support::stack::{Front, Options, Stack, start};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::{Http, free_port};
 
 /// The nginx of the README's "Forward-auth" section, with the BFF at `bff` and
 /// the application at `app`; `pass_set_cookie = false` leaves out the line that

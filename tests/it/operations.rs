@@ -1,25 +1,18 @@
-//! The binary as ops run it: readiness that follows the shared store, and the drain
-//! on SIGTERM (`/readyz` 503 at once, requests still served for
-//! `server.drain_delay`, then a bounded shutdown), for both engines. The binary
-//! runs on the root config.toml with its ports moved by `BFF_*` overrides.
+//! The binary as ops run it, for both engines: readiness that follows the shared
+//! store; the drain on SIGTERM (`/readyz` 503 at once, requests still served for
+//! `server.drain_delay`, then a bounded shutdown); JSON logs with one access line
+//! and one request id per request; SIGHUP reloading session keys, the TLS
+//! certificate and the log level (and refusing a broken or restart-only change);
+//! `rediss://`. The binary runs on (a copy of) the root config.toml with its ports
+//! moved by `BFF_*` overrides.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::Http;
 use crate::support::browser::Browser;
-
-/// A free loopback port for a child process (which cannot hand back a port 0 it
-/// bound): taken from the kernel, released, then given to the child.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::{Http, free_port};
 
 /// The root config.toml with its API route's upstream moved to `echo` and the static
 /// folder's path made absolute.

@@ -216,6 +216,16 @@ pub fn assert_no_secret_in(log: &str, secrets: &[String]) {
     }
 }
 
+/// A free loopback port for a child process (which cannot hand back a port 0 it
+/// bound): taken from the kernel, released, then given to the child.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm

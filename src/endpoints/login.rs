@@ -21,6 +21,17 @@ impl Core {
         cookies: &RequestCookies<'_>,
     ) -> Result<Response<Bytes>, Error> {
         let params = query_params(&parts.uri);
+        // Step-up and silent login (DESIGN.md's `/bff/login` row) are not built
+        // yet: refused, never silently dropped (a `prompt=none` turned into a login
+        // page would surprise the SPA).
+        if ["prompt", "acr_values", "max_age", "login_hint"]
+            .iter()
+            .any(|p| param(&params, p).is_some())
+        {
+            return Err(Error::new(ErrorKind::BadRequest(
+                "prompt, acr_values, max_age and login_hint are not supported yet",
+            )));
+        }
         let return_url = check_return_url(param(&params, "returnUrl").unwrap_or(""))
             .map_err(|why| Error::new(ErrorKind::BadRequest(why)))?;
         let meta = self.oidc.metadata().await.map_err(|e| {

@@ -20,6 +20,7 @@ mod gateway;
 mod hardening;
 mod idle;
 mod interop;
+mod login_params;
 mod logs;
 mod operations;
 mod proxy;

@@ -14,15 +14,12 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderValue, Method};
 
-use super::headers::HeaderEdit;
+use super::headers::{HeaderEdit, X_REQUEST_ID};
 use crate::bff::{Bff, Note};
 use crate::logging::ACCESS_TARGET;
 use crate::net::IpNet;
-
-/// `X-Request-Id`.
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The longest request id kept from a trusted proxy.
 const MAX_ID_LEN: usize = 128;

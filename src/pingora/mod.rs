@@ -279,7 +279,7 @@ impl ProxyHttp for BffPingora {
             https: self.https,
             trusted: &self.bff.config().resolved.trusted_proxies,
         };
-        headers::apply_to_request(upstream_request, forward, hop, &log.id);
+        headers::apply_to_request(upstream_request, forward, hop, log.id.header());
         headers::HeaderEdit::set(
             upstream_request,
             http::header::HOST,

@@ -127,7 +127,7 @@ impl HyperDoor {
             https: self.https,
             trusted: &config.resolved.trusted_proxies,
         };
-        headers::apply_to_request(&mut parts.headers, &forward, hop, &log.id);
+        headers::apply_to_request(&mut parts.headers, &forward, hop, log.id.header());
         let req = Request::from_parts(parts, body);
         let started = Instant::now();
         let mut resp = if headers::is_upgrade(req.headers()) {

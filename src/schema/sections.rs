@@ -325,16 +325,8 @@ pub struct ForwardAuthConfig {
     pub enabled: bool,
 }
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line (tracing-subscriber's JSON formatter).
-    Json,
-}
+// How log lines are written: the logger's own vocabulary.
+pub use crate::logging::LogFormat;
 
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize)]

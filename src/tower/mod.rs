@@ -241,7 +241,7 @@ where
                     &mut parts.headers,
                     &forward,
                     headers::Hop::Layer,
-                    &log.id,
+                    log.id.header(),
                 );
                 // A client cannot hand the application a session of its own making.
                 parts.extensions.remove::<Session>();

@@ -16,6 +16,8 @@ use crate::net::IpNet;
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Proto`.
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Request-Id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `X-Forwarded-Host`.
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
@@ -161,13 +163,14 @@ pub enum Hop<'a> {
 /// only then are the proxy's own headers set (forwarding headers on a proxy hop,
 /// then our `Cookie` and `Authorization`). So `Connection: authorization` removes the
 /// client's copy, never the Bearer the proxy sets.
-/// The request's id replaces any the client sent (a trusted proxy's was taken into
-/// it already, see [`super::access::RequestId`]).
+/// The request's id (`request_id`, the value of `X-Request-Id`) replaces any the
+/// client sent (a trusted proxy's was taken into it already, see
+/// `engine::access::RequestId`).
 pub fn apply_to_request<H: HeaderEdit + ?Sized>(
     headers: &mut H,
     forward: &Forward,
     hop: Hop<'_>,
-    request_id: &super::access::RequestId,
+    request_id: &HeaderValue,
 ) {
     let upgrade = is_upgrade(headers);
     let original_host = headers.get(&HOST).cloned();
@@ -188,10 +191,7 @@ pub fn apply_to_request<H: HeaderEdit + ?Sized>(
     {
         apply_forwarding(headers, peer, https, trusted, original_host);
     }
-    headers.set(
-        super::access::X_REQUEST_ID.clone(),
-        request_id.header().clone(),
-    );
+    headers.set(X_REQUEST_ID.clone(), request_id.clone());
     apply_session(headers, forward);
 }
 

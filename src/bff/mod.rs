@@ -467,7 +467,7 @@ impl Bff {
     /// [`Bff::handle`]: only the back-channel logout.
     #[must_use]
     pub fn wants_body(&self, parts: &Parts) -> bool {
-        parts.method == Method::POST && parts.uri.path() == self.shared.core.load().backchannel_path
+        self.shared.core.load().wants_body(parts)
     }
 
     /// Decides what to do with a request: the one call of a front door. The body
@@ -484,7 +484,7 @@ impl Bff {
         unmatched: Unmatched,
     ) -> (Decision, Note) {
         let core = self.core();
-        if !self.wants_body(req.head()) {
+        if !core.wants_body(req.head()) {
             return core.handle(req.head(), None, unmatched).await;
         }
         let body = match door::read_bounded(req).await {
@@ -536,6 +536,10 @@ pub(crate) enum Unmatched {
 }
 
 impl Core {
+    fn wants_body(&self, parts: &Parts) -> bool {
+        parts.method == Method::POST && parts.uri.path() == self.backchannel_path
+    }
+
     async fn handle(
         &self,
         parts: &Parts,

@@ -58,15 +58,8 @@ impl Core {
             tracing::warn!(error = %e, "the session could not be taken out of the user's index");
         }
         self.metrics.session_ended("logout");
-        if let Some(rt) = &session.refresh_token {
-            // Never rely on end-session to revoke refresh tokens.
-            match self.oidc.revoke(rt, self.config.refresh.timeout).await {
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, sid = %session.sid.short_hash(), "refresh token revocation failed at logout")
-                }
-            }
-        }
+        self.revoke_at_idp(session.refresh_token.as_deref(), session.sid)
+            .await;
         tracing::info!(sid = %session.sid.short_hash(), "logout");
         let end_session = self
             .oidc

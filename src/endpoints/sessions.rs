@@ -113,13 +113,21 @@ impl Core {
     /// Ends a session known from the index: its refresh token revoked at the IdP
     /// first, then its sid everywhere.
     pub(crate) async fn end_indexed(&self, entry: &IndexEntry) {
-        if let Some(rt) = &entry.refresh_token {
-            if let Err(e) = self.oidc.revoke(rt, self.config.refresh.timeout).await {
-                tracing::warn!(error = %e, sid = %entry.sid.short_hash(), "refresh token revocation failed while ending a session");
-            }
-        }
+        self.revoke_at_idp(entry.refresh_token.as_deref(), entry.sid)
+            .await;
         self.revocations.revoke_sid_everywhere(entry.sid).await;
         self.metrics.session_ended("logout");
         tracing::info!(sid = %entry.sid.short_hash(), "session ended on request");
+    }
+
+    /// Revokes a session's refresh token at the IdP (RFC 7009), never relying on
+    /// end-session to do it; a failure is logged (never the token).
+    pub(crate) async fn revoke_at_idp(&self, refresh_token: Option<&str>, sid: SessionId) {
+        let Some(rt) = refresh_token else {
+            return;
+        };
+        if let Err(e) = self.oidc.revoke(rt, self.config.refresh.timeout).await {
+            tracing::warn!(error = %e, sid = %sid.short_hash(), "refresh token revocation failed");
+        }
     }
 }

@@ -96,9 +96,11 @@ pub fn set_on_response<H: HeaderEdit + ?Sized>(headers: &mut H, id: &RequestId) 
 
 /// What a door knows of a request for its access line, from its head to its
 /// answer.
-#[derive(Debug)]
 pub(crate) struct RequestLog {
     pub(crate) id: RequestId,
+    /// The config as the request found it, read once for every hook of the door
+    /// (a reload during the request does not change it midway).
+    pub(crate) config: std::sync::Arc<crate::config::Config>,
     /// The `request` span every log line of the request is written in.
     pub(crate) span: tracing::Span,
     started: Instant,
@@ -106,6 +108,16 @@ pub(crate) struct RequestLog {
     line: Option<(Method, Box<str>)>,
     note: Note,
     upstream: Option<Duration>,
+}
+
+impl std::fmt::Debug for RequestLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestLog")
+            .field("id", &self.id)
+            .field("route", &self.note.route)
+            .field("outcome", &self.note.outcome)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RequestLog {
@@ -131,6 +143,7 @@ impl RequestLog {
         // Boxed: the engines move their per-request futures, which hold this.
         Box::new(Self {
             id,
+            config,
             span,
             started: Instant::now(),
             line,

@@ -178,8 +178,10 @@ impl ProxyHttp for BffPingora {
         // pingora's own keep-alive timeout (per read), in whole seconds: never
         // sooner than `server.idle_timeout`, which the connection guard enforces
         // exactly.
-        let idle = self.bff.config().server.idle_timeout;
-        session.set_keepalive(Some(idle.as_secs().saturating_add(1)));
+        if let Some(log) = &ctx.log {
+            let idle = log.config.server.idle_timeout;
+            session.set_keepalive(Some(idle.as_secs().saturating_add(1)));
+        }
         Ok(())
     }
 
@@ -253,7 +255,7 @@ impl ProxyHttp for BffPingora {
         // Connection names X-Forwarded-*.
         peer.options.http_upstream_request_policy =
             pingora::upstreams::peer::HttpUpstreamRequestPolicy::preserve();
-        peer.options.read_timeout = Some(self.bff.config().server.upstream_timeout);
+        peer.options.read_timeout = ctx.log.as_ref().map(|l| l.config.server.upstream_timeout);
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
     }
@@ -277,7 +279,7 @@ impl ProxyHttp for BffPingora {
         let hop = headers::Hop::Proxy {
             peer,
             https: self.https,
-            trusted: &self.bff.config().resolved.trusted_proxies,
+            trusted: &log.config.resolved.trusted_proxies,
         };
         headers::apply_to_request(upstream_request, forward, hop, log.id.header());
         headers::HeaderEdit::set(

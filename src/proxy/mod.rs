@@ -121,7 +121,7 @@ impl HyperDoor {
         let Some(uri) = forward.target().upstream_uri() else {
             return error(ErrorKind::NotFound);
         };
-        let config = self.bff.config();
+        let config = &log.config;
         let hop = headers::Hop::Proxy {
             peer: peer.ip(),
             https: self.https,
@@ -130,12 +130,13 @@ impl HyperDoor {
         headers::apply_to_request(&mut parts.headers, &forward, hop, log.id.header());
         let req = Request::from_parts(parts, body);
         let started = Instant::now();
+        let response_timeout = config.server.upstream_timeout;
         let mut resp = if headers::is_upgrade(req.headers()) {
             // Boxed: rare, and its state would otherwise ride in every request's
             // future.
-            Box::pin(self.upgrade(req, uri)).await
+            Box::pin(self.upgrade(req, uri, response_timeout)).await
         } else {
-            self.forward(req, uri, config.server.upstream_timeout).await
+            self.forward(req, uri, response_timeout).await
         };
         let took = started.elapsed();
         self.bff.observe_upstream(&forward, took.as_secs_f64());
@@ -170,24 +171,27 @@ impl HyperDoor {
 
     /// A protocol switch (WebSocket): the handshake goes upstream; on 101 both
     /// upgraded connections are joined byte for byte.
-    async fn upgrade(&self, mut req: Request<Incoming>, uri: Uri) -> Response<ProxyBody> {
+    async fn upgrade(
+        &self,
+        mut req: Request<Incoming>,
+        uri: Uri,
+        response_timeout: Duration,
+    ) -> Response<ProxyBody> {
         let client_upgrade = hyper::upgrade::on(&mut req);
         let (mut head, _body) = req.into_parts();
         head.uri = uri;
         let upstream_req = Request::from_parts(head, Empty::<Bytes>::new());
-        let resp = match tokio::time::timeout(
-            self.bff.config().server.upstream_timeout,
-            self.upgrade_client.request(upstream_req),
-        )
-        .await
-        {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "upstream upgrade request failed");
-                return error(ErrorKind::BadGateway);
-            }
-            Err(_) => return error(ErrorKind::GatewayTimeout),
-        };
+        let resp =
+            match tokio::time::timeout(response_timeout, self.upgrade_client.request(upstream_req))
+                .await
+            {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "upstream upgrade request failed");
+                    return error(ErrorKind::BadGateway);
+                }
+                Err(_) => return error(ErrorKind::GatewayTimeout),
+            };
         if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
             let (mut head, body) = resp.into_parts();
             headers::clean_response(&mut head.headers, false);

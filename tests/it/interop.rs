@@ -94,13 +94,7 @@ impl IdpJar {
     }
 
     fn header(&self) -> Option<String> {
-        (!self.0.is_empty()).then(|| {
-            self.0
-                .iter()
-                .map(|(n, v)| format!("{n}={v}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
+        crate::support::browser::Jar(self.0.clone()).header()
     }
 
     async fn send(

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::browser::Browser;
@@ -844,13 +845,15 @@ async fn sighup_reloads_keys_and_certificate(engine: &str) {
     assert!(opens(&sealer_with_only(DEMO_KEY), &old));
 
     // A load loop on that session through the reload.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let answered = std::sync::Arc::new(AtomicU32::new(0));
     let old_cookie = old.lock().unwrap().header().unwrap();
     let load = {
-        let (stop, client, base) = (stop.clone(), client.clone(), base.clone());
+        let (stop, answered) = (stop.clone(), answered.clone());
+        let (client, base) = (client.clone(), base.clone());
         tokio::spawn(async move {
             let (mut ok, mut failed) = (0u32, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let r = get_with(
                     &client,
                     &format!("{base}/api/load"),
@@ -862,11 +865,26 @@ async fn sighup_reloads_keys_and_certificate(engine: &str) {
                     Ok((200, _, _)) => ok += 1,
                     other => failed.push(format!("{:?}", other.map(|r| r.0))),
                 }
+                answered.fetch_add(1, Ordering::Relaxed);
             }
             (ok, failed)
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Requests answered since `from` reach `n` (bounded).
+    let progressed = |from: u32, n: u32| {
+        let answered = answered.clone();
+        async move {
+            let start = Instant::now();
+            while answered.load(Ordering::Relaxed) < from + n {
+                assert!(
+                    start.elapsed() < Duration::from_secs(15),
+                    "the load loop stalled"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    progressed(0, 5).await;
 
     // The new key first, the old one still listed; the new certificate.
     let new_key = bff_proxy::seal::KeyRing::generate_key_base64();
@@ -884,8 +902,9 @@ async fn sighup_reloads_keys_and_certificate(engine: &str) {
     .unwrap();
     signal(&child, "-HUP");
     wait_for_reloads(&http, &admin, "ok", 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // More requests after the reload, then stop.
+    progressed(answered.load(Ordering::Relaxed), 5).await;
+    stop.store(true, Ordering::Relaxed);
     let (ok, failed) = load.await.unwrap();
     assert!(
         failed.is_empty(),

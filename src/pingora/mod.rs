@@ -150,17 +150,10 @@ impl ProxyHttp for BffPingora {
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        if session.req_header().version == http::Version::HTTP_2 {
-            // h2 has `:authority` and no Host: the core and the forwarding
-            // headers read Host.
-            let authority = session
-                .req_header()
-                .uri
-                .authority()
-                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok());
-            if let Some(host) = authority {
-                headers::HeaderEdit::set(session.req_header_mut(), http::header::HOST, host);
-            }
+        let req = session.req_header_mut();
+        if req.version == http::Version::HTTP_2 {
+            let uri = req.uri.clone();
+            headers::host_from_authority(req, http::Version::HTTP_2, &uri);
         }
         let req = session.req_header();
         ctx.log = Some(RequestLog::start(

@@ -107,9 +107,7 @@ impl HyperDoor {
         log: &mut RequestLog,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
-        if parts.version == http::Version::HTTP_2 {
-            from_h2(&mut parts);
-        }
+        headers::host_from_authority(&mut parts.headers, parts.version, &parts.uri);
         let (door, note) = decide(&self.bff, &parts, body, crate::bff::Unmatched::NotFound).await;
         log.noted(note);
         let (forward, body) = match door {
@@ -209,16 +207,6 @@ impl HyperDoor {
         });
         headers::clean_response(&mut head.headers, true);
         Response::from_parts(head, full(Bytes::new()))
-    }
-}
-
-/// An HTTP/2 request as the core and the HTTP/1.1 upstream expect it: its
-/// `:authority` as `Host` (h2 has no Host header; a client-sent one must match).
-fn from_h2(parts: &mut http::request::Parts) {
-    if let Some(authority) = parts.uri.authority() {
-        if let Ok(host) = http::HeaderValue::from_str(authority.as_str()) {
-            parts.headers.insert(http::header::HOST, host);
-        }
     }
 }
 

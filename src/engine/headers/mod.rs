@@ -275,6 +275,25 @@ fn apply_forwarding<H: HeaderEdit + ?Sized>(
     }
 }
 
+/// An HTTP/2 request as the core and the HTTP/1.1 upstream expect it: its
+/// `:authority` as `Host` (h2 carries no Host header; the core and the forwarding
+/// headers read it). Other versions are left as they are.
+pub fn host_from_authority<H: HeaderEdit + ?Sized>(
+    headers: &mut H,
+    version: http::Version,
+    uri: &http::Uri,
+) {
+    if version != http::Version::HTTP_2 {
+        return;
+    }
+    if let Some(host) = uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        headers.set(HOST, host);
+    }
+}
+
 /// Cleans an upstream's response headers: hop-by-hop headers removed (kept on a
 /// 101 switch).
 pub fn clean_response<H: HeaderEdit + ?Sized>(headers: &mut H, switching: bool) {

@@ -34,6 +34,18 @@ pub enum ErrorKind {
     Csrf,
     /// The session's claims do not meet the route's `require_claims`.
     Forbidden,
+    /// The route needs a stronger or more recent authentication than the session's
+    /// (RFC 9470): 401 with `WWW-Authenticate`, the SPA steps up through `/login`.
+    StepUpRequired {
+        /// The `acr` values the route accepts, separated by spaces (checked at load
+        /// to be visible ASCII without quotes).
+        acr_values: Option<String>,
+        /// The route's `max_age`, in seconds.
+        max_age: Option<u64>,
+    },
+    /// The ID token of a login does not show the `acr_values` or `max_age` the login
+    /// asked for: 403.
+    NotSteppedUp,
     /// The identity provider could not be reached in time and the access token is
     /// no longer usable. The session is kept.
     IdpUnavailable {
@@ -88,8 +100,12 @@ impl Error {
     #[must_use]
     pub fn status(&self) -> StatusCode {
         match *self.0 {
-            ErrorKind::Unauthenticated | ErrorKind::SessionExpired => StatusCode::UNAUTHORIZED,
-            ErrorKind::Csrf | ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::Unauthenticated
+            | ErrorKind::SessionExpired
+            | ErrorKind::StepUpRequired { .. } => StatusCode::UNAUTHORIZED,
+            ErrorKind::Csrf | ErrorKind::Forbidden | ErrorKind::NotSteppedUp => {
+                StatusCode::FORBIDDEN
+            }
             ErrorKind::IdpUnavailable { .. }
             | ErrorKind::Misconfigured(_)
             | ErrorKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -120,6 +136,9 @@ impl Error {
             ErrorKind::SessionExpired => "session_expired",
             ErrorKind::Csrf => "csrf",
             ErrorKind::Forbidden => "forbidden",
+            ErrorKind::StepUpRequired { .. } | ErrorKind::NotSteppedUp => {
+                "insufficient_user_authentication"
+            }
             ErrorKind::IdpUnavailable { .. } => "idp_unavailable",
             ErrorKind::BadRequest(_) => "bad_request",
             ErrorKind::LoginRefused { .. } => "login_refused",
@@ -134,10 +153,45 @@ impl Error {
         }
     }
 
-    /// The JSON body: `{"error":"<code>"}`.
+    /// The JSON body: `{"error":"<code>"}`; a step-up adds what the route needs
+    /// (`acr_values`, `max_age`).
     #[must_use]
     pub fn json_body(&self) -> String {
+        if let ErrorKind::StepUpRequired {
+            acr_values,
+            max_age,
+        } = &*self.0
+        {
+            let mut body = serde_json::json!({ "error": self.code() });
+            if let Some(acr) = acr_values {
+                body["acr_values"] = acr.as_str().into();
+            }
+            if let Some(m) = max_age {
+                body["max_age"] = (*m).into();
+            }
+            return body.to_string();
+        }
         format!(r#"{{"error":"{}"}}"#, self.code())
+    }
+
+    /// The `WWW-Authenticate` value of a step-up answer (RFC 9470 section 3).
+    #[must_use]
+    pub fn www_authenticate(&self) -> Option<String> {
+        let ErrorKind::StepUpRequired {
+            acr_values,
+            max_age,
+        } = &*self.0
+        else {
+            return None;
+        };
+        let mut value = String::from(r#"Bearer error="insufficient_user_authentication""#);
+        if let Some(acr) = acr_values {
+            value.push_str(&format!(r#", acr_values="{acr}""#));
+        }
+        if let Some(m) = max_age {
+            value.push_str(&format!(r#", max_age="{m}""#));
+        }
+        Some(value)
     }
 
     /// The value of a `Retry-After` header (whole seconds, at least 1), when the
@@ -171,6 +225,12 @@ impl fmt::Display for Error {
             ErrorKind::SessionExpired => f.write_str("the session has ended"),
             ErrorKind::Csrf => f.write_str("the CSRF header is missing or wrong"),
             ErrorKind::Forbidden => f.write_str("the session's claims do not allow this route"),
+            ErrorKind::StepUpRequired { .. } => {
+                f.write_str("the route needs a stronger or more recent authentication")
+            }
+            ErrorKind::NotSteppedUp => {
+                f.write_str("the ID token does not show the authentication the login asked for")
+            }
             ErrorKind::IdpUnavailable { retry_after } => write!(
                 f,
                 "the identity provider is unavailable; retry after {}s",
@@ -251,5 +311,39 @@ mod tests {
             code: "invalid_scope".into(),
         });
         assert_eq!(other.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_step_up_names_what_the_route_needs() {
+        let both = Error::new(ErrorKind::StepUpRequired {
+            acr_values: Some("urn:example:mfa urn:example:hwk".into()),
+            max_age: Some(300),
+        });
+        assert_eq!(both.status(), StatusCode::UNAUTHORIZED);
+        let body: serde_json::Value = serde_json::from_str(&both.json_body()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "insufficient_user_authentication",
+                "acr_values": "urn:example:mfa urn:example:hwk", "max_age": 300})
+        );
+        assert_eq!(
+            both.www_authenticate().unwrap(),
+            r#"Bearer error="insufficient_user_authentication", acr_values="urn:example:mfa urn:example:hwk", max_age="300""#
+        );
+        let age = Error::new(ErrorKind::StepUpRequired {
+            acr_values: None,
+            max_age: Some(60),
+        });
+        assert_eq!(
+            age.json_body(),
+            r#"{"error":"insufficient_user_authentication","max_age":60}"#
+        );
+        let failed = Error::new(ErrorKind::NotSteppedUp);
+        assert_eq!(failed.status(), StatusCode::FORBIDDEN);
+        assert_eq!(failed.www_authenticate(), None);
+        assert_eq!(
+            failed.json_body(),
+            r#"{"error":"insufficient_user_authentication"}"#
+        );
     }
 }

@@ -32,6 +32,11 @@ pub struct LoginState {
     pub return_url: String,
     /// When the attempt started (Unix seconds).
     pub created_at: u64,
+    /// What the callback checks the ID token against (`acr_values`, `max_age`).
+    pub required: AuthRequirement,
+    /// The login was silent (`prompt=none`): an IdP answer that it needs the user
+    /// goes back to the SPA as `?error=login_required`.
+    pub silent: bool,
 }
 
 impl std::fmt::Debug for LoginState {
@@ -41,6 +46,206 @@ impl std::fmt::Debug for LoginState {
             .field("created_at", &self.created_at)
             .finish_non_exhaustive()
     }
+}
+
+/// How far an ID token's `auth_time` may look older than `max_age` allows: clocks
+/// of the IdP and the BFF differ a little.
+pub const AUTH_TIME_LEEWAY: u64 = 30;
+
+/// An authentication the session must show (step-up, RFC 9470): one of the `acr`
+/// values, and an `auth_time` no older than `max_age` seconds. Empty means none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthRequirement {
+    /// Accepted `acr` values; empty: any.
+    pub acr: Vec<String>,
+    /// The longest time since the user authenticated, in seconds.
+    pub max_age: Option<u64>,
+}
+
+impl AuthRequirement {
+    /// Whether anything is required.
+    #[must_use]
+    pub fn any(&self) -> bool {
+        !self.acr.is_empty() || self.max_age.is_some()
+    }
+
+    /// Whether ID token `claims` meet it at `now` (Unix seconds). A required claim
+    /// that is missing or not of its type fails.
+    #[must_use]
+    pub fn is_met(&self, claims: Option<&serde_json::Value>, now: u64) -> bool {
+        if !self.acr.is_empty() {
+            let acr = claims.and_then(|c| c.get("acr")).and_then(|v| v.as_str());
+            if !acr.is_some_and(|a| self.acr.iter().any(|want| want == a)) {
+                return false;
+            }
+        }
+        if let Some(max_age) = self.max_age {
+            let auth_time = claims
+                .and_then(|c| c.get("auth_time"))
+                .and_then(serde_json::Value::as_u64);
+            let Some(auth_time) = auth_time else {
+                return false;
+            };
+            if auth_time
+                .saturating_add(max_age)
+                .saturating_add(AUTH_TIME_LEEWAY)
+                < now
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The `acr_values` parameter: the values separated by spaces, or None.
+    #[must_use]
+    pub fn acr_values(&self) -> Option<String> {
+        (!self.acr.is_empty()).then(|| self.acr.join(" "))
+    }
+}
+
+/// The longest `acr_values` or `login_hint` accepted on `/login`.
+pub const MAX_LOGIN_PARAM: usize = 256;
+
+/// The step-up and silent-login parameters of `/login` (DESIGN.md's `/bff/login`
+/// row), checked: they go to the IdP as given, and the callback holds the ID token
+/// to `acr_values` and `max_age`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoginParams {
+    /// `prompt`: `none`, or any of `login`, `consent`, `select_account`.
+    pub prompt: Option<String>,
+    /// `acr_values` and `max_age`.
+    pub required: AuthRequirement,
+    /// `login_hint`, passed on as is.
+    pub login_hint: Option<String>,
+}
+
+impl LoginParams {
+    /// Reads them from the request's query pairs; each at most once.
+    pub fn parse(pairs: &[(String, String)]) -> Result<Self, &'static str> {
+        let one = |name: &str| -> Result<Option<&str>, &'static str> {
+            let mut values = pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+            let first = values.next().map(String::as_str);
+            if values.next().is_some() {
+                return Err("prompt, acr_values, max_age and login_hint may each be given once");
+            }
+            Ok(first)
+        };
+        let mut out = Self::default();
+        if let Some(prompt) = one("prompt")? {
+            let words: Vec<&str> = prompt.split(' ').collect();
+            let known = words
+                .iter()
+                .all(|w| ["none", "login", "consent", "select_account"].contains(w));
+            if !known || (words.contains(&"none") && words.len() > 1) {
+                return Err(
+                    "prompt must be none, or any of login, consent and select_account separated by spaces",
+                );
+            }
+            out.prompt = Some(prompt.to_owned());
+        }
+        if let Some(acr) = one("acr_values")? {
+            if acr.len() > MAX_LOGIN_PARAM || !is_token_list(acr) {
+                return Err(
+                    "acr_values must be up to 256 visible ASCII characters, values separated by single spaces",
+                );
+            }
+            out.required.acr = acr.split(' ').map(str::to_owned).collect();
+        }
+        if let Some(max_age) = one("max_age")? {
+            let secs = (1..=10)
+                .contains(&max_age.len())
+                .then(|| max_age.parse::<u64>().ok())
+                .flatten()
+                .filter(|_| max_age.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or("max_age must be a number of seconds")?;
+            out.required.max_age = Some(secs);
+        }
+        if let Some(hint) = one("login_hint")? {
+            if hint.is_empty() || hint.len() > MAX_LOGIN_PARAM || hint.chars().any(char::is_control)
+            {
+                return Err("login_hint must be 1 to 256 characters without control characters");
+            }
+            out.login_hint = Some(hint.to_owned());
+        }
+        Ok(out)
+    }
+
+    /// The parameter names read here.
+    pub const NAMES: [&'static str; 4] = ["prompt", "acr_values", "max_age", "login_hint"];
+
+    /// Whether the login is silent (`prompt=none`).
+    #[must_use]
+    pub fn silent(&self) -> bool {
+        self.prompt.as_deref() == Some("none")
+    }
+
+    /// These, each one that is unset taken from `defaults`.
+    #[must_use]
+    pub fn or(self, defaults: &Self) -> Self {
+        Self {
+            prompt: self.prompt.or_else(|| defaults.prompt.clone()),
+            required: AuthRequirement {
+                acr: if self.required.acr.is_empty() {
+                    defaults.required.acr.clone()
+                } else {
+                    self.required.acr
+                },
+                max_age: self.required.max_age.or(defaults.required.max_age),
+            },
+            login_hint: self.login_hint.or_else(|| defaults.login_hint.clone()),
+        }
+    }
+
+    /// The authorization request's query pairs for what is set.
+    #[must_use]
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(p) = &self.prompt {
+            out.push(("prompt", p.clone()));
+        }
+        if let Some(acr) = self.required.acr_values() {
+            out.push(("acr_values", acr));
+        }
+        if let Some(m) = self.required.max_age {
+            out.push(("max_age", m.to_string()));
+        }
+        if let Some(h) = &self.login_hint {
+            out.push(("login_hint", h.clone()));
+        }
+        out
+    }
+}
+
+/// Values of visible ASCII (no `"` or `\`) separated by single spaces.
+#[must_use]
+pub fn is_token_list(text: &str) -> bool {
+    !text.is_empty()
+        && text.split(' ').all(|v| {
+            !v.is_empty()
+                && v.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        })
+}
+
+/// Where a login that the IdP answered with an error goes: the checked `returnUrl`
+/// with `error=CODE` added to its query (before any fragment).
+#[must_use]
+pub fn return_with_error(return_url: &str, code: &str) -> String {
+    let (path, fragment) = match return_url.split_once('#') {
+        Some((p, f)) => (p, Some(f)),
+        None => (return_url, None),
+    };
+    let pair: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("error", code)
+        .finish();
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut out = format!("{path}{sep}{pair}");
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
 }
 
 /// Checks a `returnUrl`: a local path (`/…`), not `//host` or `/\host`, no scheme, no
@@ -231,6 +436,83 @@ mod tests {
         assert!(check_return_url(&format!("/{}", "a".repeat(512))).is_err());
     }
 
+    #[test]
+    fn auth_requirements() {
+        let claims = serde_json::json!({"acr": "urn:example:mfa", "auth_time": 1000});
+        let none = AuthRequirement::default();
+        assert!(!none.any() && none.is_met(None, 99_999));
+        let mfa = AuthRequirement {
+            acr: vec!["urn:example:hwk".into(), "urn:example:mfa".into()],
+            max_age: None,
+        };
+        assert!(mfa.is_met(Some(&claims), 99_999));
+        assert!(!mfa.is_met(None, 0));
+        assert!(!mfa.is_met(Some(&serde_json::json!({"acr": 1})), 0));
+        assert!(!mfa.is_met(Some(&serde_json::json!({"acr": "urn:example:password"})), 0));
+        assert_eq!(mfa.acr_values().unwrap(), "urn:example:hwk urn:example:mfa");
+        let recent = AuthRequirement {
+            acr: Vec::new(),
+            max_age: Some(300),
+        };
+        // auth_time + max_age, plus the leeway for clocks.
+        assert!(recent.is_met(Some(&claims), 1000 + 300 + AUTH_TIME_LEEWAY));
+        assert!(!recent.is_met(Some(&claims), 1000 + 300 + AUTH_TIME_LEEWAY + 1));
+        assert!(!recent.is_met(Some(&serde_json::json!({"auth_time": "1000"})), 1000));
+        assert!(!recent.is_met(Some(&serde_json::json!({})), 0));
+    }
+
+    #[test]
+    fn errors_go_back_on_the_return_url() {
+        assert_eq!(
+            return_with_error("/", "login_required"),
+            "/?error=login_required"
+        );
+        assert_eq!(
+            return_with_error("/a?b=c#frag", "access_denied"),
+            "/a?b=c&error=access_denied#frag"
+        );
+        assert_eq!(return_with_error("/a#x?y", "e"), "/a?error=e#x?y");
+    }
+
+    #[test]
+    fn login_parameters() {
+        let pairs = |q: &str| -> Vec<(String, String)> {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        };
+        let p = LoginParams::parse(&pairs("prompt=none&max_age=60&acr_values=a+b")).unwrap();
+        assert!(p.silent());
+        assert_eq!(p.required.acr, ["a", "b"]);
+        assert_eq!(p.required.max_age, Some(60));
+        let configured = LoginParams::parse(&pairs("prompt=consent&login_hint=x")).unwrap();
+        let merged = p.or(&configured);
+        assert_eq!(merged.prompt.as_deref(), Some("none"));
+        assert_eq!(merged.login_hint.as_deref(), Some("x"));
+        assert_eq!(
+            merged.pairs(),
+            [
+                ("prompt", "none".to_owned()),
+                ("acr_values", "a b".to_owned()),
+                ("max_age", "60".to_owned()),
+                ("login_hint", "x".to_owned())
+            ]
+        );
+        for bad in [
+            "prompt=none+login",
+            "prompt=Login",
+            "max_age=+5",
+            "max_age=",
+            "acr_values=a%5Cb",
+            "acr_values=+a",
+            "login_hint=",
+            "max_age=1&max_age=1",
+        ] {
+            assert!(LoginParams::parse(&pairs(bad)).is_err(), "{bad}");
+        }
+        assert!(LoginParams::parse(&pairs("prompt=login+consent+select_account")).is_ok());
+    }
+
     fn state(n: u8) -> LoginState {
         LoginState {
             state: format!(
@@ -242,6 +524,8 @@ mod tests {
             verifier: "v".repeat(43),
             return_url: format!("/tab{n}"),
             created_at: 1000,
+            required: AuthRequirement::default(),
+            silent: false,
         }
     }
 

@@ -266,6 +266,12 @@ pub(crate) fn error_response(err: &Error, set_cookies: Vec<HeaderValue>) -> Resp
         resp.headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(secs));
     }
+    if let Some(v) = err
+        .www_authenticate()
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+    {
+        resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+    }
     for c in set_cookies {
         resp.headers_mut().append(SET_COOKIE, c);
     }

@@ -13,6 +13,7 @@ use super::routes::Route;
 use crate::config::RouteAuth;
 use crate::cookies::RequestCookies;
 use crate::error::{Error, ErrorKind};
+use crate::login::AuthRequirement;
 use crate::refresh::Outcome;
 
 impl Core {
@@ -60,14 +61,26 @@ impl Core {
             && !headers.contains_key(&self.csrf_header)
     }
 
-    fn login_redirect(&self, parts: &Parts, clear: Vec<HeaderValue>) -> Rejection {
+    /// A redirect to `/login` that comes back to this request's URL, with the
+    /// step-up parameters of `required`.
+    fn login_redirect(
+        &self,
+        parts: &Parts,
+        required: &AuthRequirement,
+        clear: Vec<HeaderValue>,
+    ) -> Rejection {
         let original = parts
             .uri
             .path_and_query()
             .map_or("/", http::uri::PathAndQuery::as_str);
-        let target: String = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("returnUrl", original)
-            .finish();
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(acr) = required.acr_values() {
+            query.append_pair("acr_values", &acr);
+        }
+        if let Some(m) = required.max_age {
+            query.append_pair("max_age", &m.to_string());
+        }
+        let target = query.append_pair("returnUrl", original).finish();
         Rejection {
             outcome: "login_redirect",
             response: redirect(&format!("{}/login?{target}", self.routes.prefix()), clear),
@@ -133,7 +146,7 @@ impl Core {
                 self.storage.clear(&read.present)
             };
             if route.auth == RouteAuth::Required && self.is_navigation(&parts.headers) {
-                return Err(self.login_redirect(parts, clear));
+                return Err(self.login_redirect(parts, &AuthRequirement::default(), clear));
             }
             if route.csrf && !self.csrf_ok(&parts.headers) {
                 return Err(Rejection::error(&Error::new(ErrorKind::Csrf), clear));
@@ -226,6 +239,26 @@ impl Core {
                 );
             }
             forward.identity = route.rules.headers(claims.as_ref());
+        }
+        if route.step_up.any() {
+            let claims = session
+                .id_token
+                .as_deref()
+                .and_then(crate::oidc::unverified_claims);
+            if !route.step_up.is_met(claims.as_ref(), self.clock.now_secs()) {
+                // A navigation goes to log in again at the level the route needs;
+                // an API call gets the RFC 9470 answer for the SPA to act on.
+                if self.is_navigation(&parts.headers) {
+                    return Err(self
+                        .login_redirect(parts, &route.step_up, set_cookies)
+                        .of_session(sid));
+                }
+                let kind = ErrorKind::StepUpRequired {
+                    acr_values: route.step_up.acr_values(),
+                    max_age: route.step_up.max_age,
+                };
+                return Err(Rejection::error(&Error::new(kind), set_cookies).of_session(sid));
+            }
         }
         forward.authorization = Some(bearer);
         forward.set_cookies = set_cookies;

@@ -46,6 +46,8 @@ pub(crate) struct Route {
     pub(crate) upstream_duration: prometheus::Histogram,
     /// `require_claims` and `identity_headers`.
     pub(crate) rules: ClaimRules,
+    /// `acr` and `max_age`.
+    pub(crate) step_up: crate::login::AuthRequirement,
 }
 
 /// A route's rules on the session's claims: which claims must hold which values,
@@ -246,6 +248,10 @@ impl RouteTable {
                 forwarded: metrics.request_counter(&r.path, "forwarded"),
                 upstream_duration: metrics.upstream_histogram(&r.path),
                 rules: ClaimRules::new(r),
+                step_up: crate::login::AuthRequirement {
+                    acr: r.acr.clone(),
+                    max_age: r.max_age.map(|d| d.as_secs()),
+                },
             });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));

@@ -53,6 +53,7 @@ pub(super) const SETTINGS: &[(&str, &[(&str, Kind)])] = &[
             ("auth_params", Kind::Table),
             ("post_logout_redirect_uri", Kind::Str),
             ("revocation_endpoint", Kind::Str),
+            ("par", Kind::Bool),
         ],
     ),
     (

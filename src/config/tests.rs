@@ -276,3 +276,29 @@ fn log_level_must_parse() {
     let err = load(&text, &[]).unwrap_err();
     assert_eq!(paths(&err), vec!["log.format"]);
 }
+
+#[test]
+fn step_up_settings_are_checked() {
+    let with = |lines: &str| format!("{}{lines}\n", minimal());
+    let c = load(&with("acr = [\"urn:example:mfa\"]\nmax_age = \"5m\""), &[]).unwrap();
+    assert_eq!(c.routes[0].acr, ["urn:example:mfa"]);
+    assert_eq!(c.routes[0].max_age, Some(Duration::from_secs(300)));
+    for (lines, path) in [
+        ("acr = [\"a b\"]", "routes[0].acr[0]"),
+        ("acr = [\"a\\\"b\"]", "routes[0].acr[0]"),
+        ("acr = [\"\"]", "routes[0].acr[0]"),
+        ("acr = [\"x\"]\nauth = \"optional\"", "routes[0].acr"),
+        ("max_age = \"5m\"\nauth = \"none\"", "routes[0].max_age"),
+        ("max_age = \"400days\"", "routes[0].max_age"),
+    ] {
+        let err = load(&with(lines), &[]).unwrap_err();
+        assert!(paths(&err).contains(&path), "{lines}: {err}");
+    }
+    let text = minimal().replace(
+        "client_secret = \"env:SECRET\"",
+        "client_secret = \"env:SECRET\"\nauth_params = { prompt = \"sometimes\", max_age = \"soon\" }",
+    );
+    let err = load(&text, &[]).unwrap_err();
+    assert!(paths(&err).contains(&"oidc.auth_params.prompt"), "{err}");
+    assert!(paths(&err).contains(&"oidc.auth_params.max_age"), "{err}");
+}

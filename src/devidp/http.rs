@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::Inner;
-use crate::devstate::grants::{OAuthError, random_token};
+use crate::devstate::grants::{ACR_MFA, ACR_PASSWORD, OAuthError, random_token};
 
 use super::token::{revoke, token};
 use super::wire::*;
@@ -106,7 +106,7 @@ pub(super) async fn handle(inner: &Inner, req: Request<Incoming>) -> Response<Bo
     match (&parts.method, parts.uri.path()) {
         (&Method::GET, "/.well-known/openid-configuration") => {
             inner.state().stats.discovery += 1;
-            let mut meta = discovery(&inner.issuer);
+            let mut meta = discovery(&inner.issuer, &inner.settings);
             if inner.settings.revocation_in_rfc8414_only {
                 if let Some(m) = meta.as_object_mut() {
                     m.remove("revocation_endpoint");
@@ -117,16 +117,17 @@ pub(super) async fn handle(inner: &Inner, req: Request<Incoming>) -> Response<Bo
         (&Method::GET, "/.well-known/oauth-authorization-server")
             if inner.settings.revocation_in_rfc8414_only =>
         {
-            json_response(StatusCode::OK, &discovery(&inner.issuer))
+            json_response(StatusCode::OK, &discovery(&inner.issuer, &inner.settings))
         }
         (&Method::GET, "/jwks") => {
             let mut state = inner.state();
             state.stats.jwks += 1;
             json_response(StatusCode::OK, &state.jwks())
         }
-        (&Method::GET, "/authorize") => authorize(inner, &query, None),
-        (&Method::POST, "/authorize") => authorize(inner, "", Some(&body)),
+        (&Method::GET, "/authorize") => authorize(inner, &parts.headers, &query, None),
+        (&Method::POST, "/authorize") => authorize(inner, &parts.headers, "", Some(&body)),
         (&Method::POST, "/token") => token(inner, &parts.headers, &body).await,
+        (&Method::POST, "/par") => push(inner, &parts.headers, &body),
         (&Method::POST, "/revoke") => revoke(inner, &parts.headers, &body),
         (&Method::GET, "/end_session") => end_session(inner, &query).await,
         (&Method::POST, "/end_session") => {
@@ -136,8 +137,10 @@ pub(super) async fn handle(inner: &Inner, req: Request<Incoming>) -> Response<Bo
     }
 }
 
-pub(super) fn discovery(issuer: &str) -> Value {
+pub(super) fn discovery(issuer: &str, settings: &crate::devstate::DevIdpSettings) -> Value {
     json!({
+        "pushed_authorization_request_endpoint": format!("{issuer}/par"),
+        "require_pushed_authorization_requests": settings.require_par,
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
@@ -156,7 +159,8 @@ pub(super) fn discovery(issuer: &str) -> Value {
             ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": ["openid", "profile", "email", "offline_access"],
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "sid",
+        "acr_values_supported": [ACR_PASSWORD, ACR_MFA],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "nonce", "sid",
             "name", "email", "preferred_username"],
         "backchannel_logout_supported": true,
         "backchannel_logout_session_supported": true,
@@ -164,13 +168,84 @@ pub(super) fn discovery(issuer: &str) -> Value {
     })
 }
 
-pub(super) fn authorize(inner: &Inner, query: &str, form: Option<&Bytes>) -> Response<Body> {
+/// The dev IdP's browser session cookie. `Path=/authorize`: the BFF on the same
+/// host (cookies ignore ports) never receives it.
+const SESSION_COOKIE: &str = "devidp_session";
+
+/// The IdP session id in the browser's cookie, if any.
+fn session_cookie(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The authentication an authorization request can use without the user, if its
+/// browser has an IdP session that meets `acr_values` and `max_age`.
+fn usable_session(
+    inner: &Inner,
+    headers: &http::HeaderMap,
+    acr_values: &[&str],
+    max_age: Option<u64>,
+) -> Result<crate::devstate::grants::Authentication, &'static str> {
+    let state = inner.state();
+    let user = session_cookie(headers)
+        .and_then(|sid| state.existing(&sid))
+        .ok_or("login_required")?;
+    if max_age.is_some_and(|m| user.auth_time.saturating_add(m) < state.unix_now()) {
+        return Err("login_required");
+    }
+    if !acr_values.is_empty() && !acr_values.contains(&user.acr) {
+        return Err("interaction_required");
+    }
+    Ok(user)
+}
+
+pub(super) fn authorize(
+    inner: &Inner,
+    headers: &http::HeaderMap,
+    query: &str,
+    form: Option<&Bytes>,
+) -> Response<Body> {
     inner.state().stats.authorize += 1;
     let submitted = form.is_some();
-    let params = match parse_form(form.map_or(query.as_bytes(), |b| b.as_ref())) {
+    let mut params = match parse_form(form.map_or(query.as_bytes(), |b| b.as_ref())) {
         Ok(p) => p,
         Err(e) => return page(StatusCode::BAD_REQUEST, "Bad request", &e.description),
     };
+    // RFC 9126: a pushed request's parameters replace the browser's (which carry
+    // only client_id and request_uri, plus the login form's fields).
+    let request_uri = params.get("request_uri").cloned();
+    if let Some(uri) = &request_uri {
+        let mut state = inner.state();
+        let now = state.now();
+        let pushed = state
+            .pushed
+            .get(uri)
+            .filter(|p| p.expires_at >= now)
+            .filter(|p| params.get("client_id") == Some(&p.client_id));
+        let Some(pushed) = pushed else {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Bad request_uri",
+                "request_uri is unknown, expired, used or for another client",
+            );
+        };
+        for (k, v) in &pushed.params {
+            params.insert(k.clone(), v.clone());
+        }
+        state.stats.authorize_par += 1;
+    } else if inner.settings.require_par {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "PAR required",
+            "this provider takes authorization requests only through its PAR endpoint",
+        );
+    }
     let get = |k: &str| params.get(k).map(String::as_str);
     // Without a known client and a registered redirect URI, errors cannot be sent
     // back to the client: they are shown here (RFC 6749 4.1.2.1).
@@ -226,16 +301,57 @@ pub(super) fn authorize(inner: &Inner, query: &str, form: Option<&Bytes>) -> Res
     if let Some(error) = inner.state().deny_next_authorization.take() {
         return back(&error_code(&error), "refused by the dev IdP on request");
     }
-    if inner.settings.login_form && !submitted {
-        return login_form(&params, &inner.settings.user.preferred_username);
+    let acr_values: Vec<&str> = get("acr_values")
+        .map(|a| a.split(' ').filter(|v| !v.is_empty()).collect())
+        .unwrap_or_default();
+    let max_age = match get("max_age").map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(m)) => Some(m),
+        Some(Err(_)) => return back("invalid_request", "max_age must be a number of seconds"),
+    };
+    let prompt: Vec<&str> = get("prompt").map_or_else(Vec::new, |p| p.split(' ').collect());
+    // The second level when the client asks for it, else the first.
+    let level = if acr_values.contains(&ACR_MFA) {
+        ACR_MFA
+    } else {
+        ACR_PASSWORD
+    };
+    let (user, new_cookie) = if prompt.contains(&"none") {
+        // Silent: the browser's IdP session, or the error that says the user is needed.
+        match usable_session(inner, headers, &acr_values, max_age) {
+            Ok(user) => (user, None),
+            Err(error) => return back(error, "the user must log in at the dev IdP"),
+        }
+    } else {
+        if inner.settings.login_form {
+            let second_factor = level == ACR_MFA;
+            let otp_ok =
+                get("otp").is_some_and(|o| o.len() == 6 && o.bytes().all(|b| b.is_ascii_digit()));
+            if !submitted || (second_factor && !otp_ok) {
+                return login_form(
+                    &params,
+                    &inner.settings.user.preferred_username,
+                    second_factor,
+                );
+            }
+        }
+        let user = inner.state().authenticate(&inner.settings, level);
+        let cookie = format!(
+            "{SESSION_COOKIE}={}; Path=/authorize; HttpOnly; SameSite=Lax",
+            user.sid
+        );
+        (user, Some(cookie))
+    };
+    if let Some(uri) = &request_uri {
+        // Used once.
+        inner.state().pushed.remove(uri);
     }
     let code = inner.state().issue_code(
         &inner.settings,
-        &client.client_id,
-        redirect_uri,
-        scope,
+        (&client.client_id, redirect_uri, scope),
         get("nonce").map(str::to_owned),
         challenge,
+        &user,
     );
     let mut url = match url::Url::parse(redirect_uri) {
         Ok(u) => u,
@@ -249,7 +365,74 @@ pub(super) fn authorize(inner: &Inner, query: &str, form: Option<&Bytes>) -> Res
         }
         q.append_pair("iss", &inner.issuer);
     }
-    redirect(url.as_str())
+    let mut response = redirect(url.as_str());
+    if let Some(v) = new_cookie.and_then(|c| http::HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().append(http::header::SET_COOKIE, v);
+    }
+    response
+}
+
+/// How long a pushed authorization request's `request_uri` stays usable.
+const PUSHED_TTL: Duration = Duration::from_secs(60);
+
+/// `POST /par` (RFC 9126): an authenticated client pushes its authorization request
+/// and gets a one-time `request_uri` for the browser.
+pub(super) fn push(inner: &Inner, headers: &http::HeaderMap, body: &Bytes) -> Response<Body> {
+    let form = match parse_form(body) {
+        Ok(f) => f,
+        Err(e) => return oauth_error(&e),
+    };
+    let client = match super::token::authenticate_client(inner, headers, &form) {
+        Ok(c) => c,
+        Err(e) => {
+            inner.state().stats.invalid_client += 1;
+            return oauth_error(&e);
+        }
+    };
+    if form.contains_key("request_uri") {
+        return oauth_error(&OAuthError::invalid_request(
+            "request_uri may not be pushed",
+        ));
+    }
+    if form
+        .get("client_id")
+        .is_some_and(|id| *id != client.client_id)
+    {
+        return oauth_error(&OAuthError::invalid_request(
+            "client_id is not the authenticated client",
+        ));
+    }
+    let registered = form
+        .get("redirect_uri")
+        .is_some_and(|r| client.redirect_uris.iter().any(|u| u == r));
+    if !registered {
+        return oauth_error(&OAuthError::invalid_request(
+            "redirect_uri is missing or not registered for this client",
+        ));
+    }
+    let params: HashMap<String, String> = form
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("client_assertion") && k != "client_secret")
+        .collect();
+    let uri = format!("urn:ietf:params:oauth:request_uri:{}", random_token(24));
+    let mut state = inner.state();
+    let expires_at = state.now() + PUSHED_TTL;
+    state
+        .pushed
+        .retain(|_, p| p.expires_at >= expires_at - PUSHED_TTL);
+    state.pushed.insert(
+        uri.clone(),
+        crate::devstate::grants::PushedRequest {
+            client_id: client.client_id.clone(),
+            params,
+            expires_at,
+        },
+    );
+    state.stats.par += 1;
+    json_response(
+        StatusCode::CREATED,
+        &json!({ "request_uri": uri, "expires_in": PUSHED_TTL.as_secs() }),
+    )
 }
 
 /// Keeps an injected error code to the OAuth error alphabet.
@@ -260,9 +443,18 @@ pub(super) fn error_code(text: &str) -> String {
         .collect()
 }
 
-pub(super) fn login_form(params: &HashMap<String, String>, username: &str) -> Response<Body> {
+/// The login page; with `second_factor`, a second step asks for a one-time code
+/// (any six digits: this is a development IdP).
+pub(super) fn login_form(
+    params: &HashMap<String, String>,
+    username: &str,
+    second_factor: bool,
+) -> Response<Body> {
     let mut hidden = String::new();
-    let mut keys: Vec<&String> = params.keys().collect();
+    let mut keys: Vec<&String> = params
+        .keys()
+        .filter(|k| !["username", "otp"].contains(&k.as_str()))
+        .collect();
     keys.sort();
     for k in keys {
         hidden.push_str(&format!(
@@ -271,11 +463,18 @@ pub(super) fn login_form(params: &HashMap<String, String>, username: &str) -> Re
             escape_html(&params[k])
         ));
     }
+    let otp = if second_factor {
+        "<p>Step-up: this login asks for the second factor (acr urn:example:mfa).</p>\
+         <label>One-time code (any six digits) <input name=\"otp\" id=\"otp\" inputmode=\"numeric\" \
+         pattern=\"[0-9]{6}\" required></label>"
+    } else {
+        ""
+    };
     let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Dev IdP login</title></head>\
          <body><h1>Development IdP</h1><p>No password: this provider is for local development only.</p>\
          <form method=\"post\" action=\"/authorize\">\n{hidden}\
-         <label>User <input name=\"username\" value=\"{}\" readonly></label>\
+         <label>User <input name=\"username\" value=\"{}\" readonly></label>{otp}\
          <button type=\"submit\" id=\"login\">Log in</button></form></body></html>",
         escape_html(username)
     );

@@ -38,6 +38,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::devstate::grants as state;
+pub use crate::devstate::grants::{ACR_MFA, ACR_PASSWORD};
 pub use crate::devstate::{
     DevClient, DevClientAuth, DevIdpSettings, DevIdpStats, DevUser, RefreshPolicy, TokenQuirk,
 };

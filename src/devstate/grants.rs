@@ -50,6 +50,10 @@ pub struct DevIdpStats {
     pub backchannel_sent: u64,
     /// Back-channel logout deliveries that failed.
     pub backchannel_failed: u64,
+    /// Pushed authorization requests accepted (RFC 9126).
+    pub par: u64,
+    /// Authorization requests that came with a pushed `request_uri`.
+    pub authorize_par: u64,
 }
 
 /// An RS256 signing key.
@@ -116,6 +120,7 @@ pub(crate) struct CodeGrant {
     code_challenge: String,
     sid: String,
     auth_time: u64,
+    acr: &'static str,
     expires_at: Instant,
     /// Set once redeemed; a replay revokes what it issued.
     redeemed_family: Option<Option<u64>>,
@@ -126,6 +131,7 @@ struct Family {
     sid: String,
     scope: String,
     auth_time: u64,
+    acr: &'static str,
     created_at: Instant,
     refreshes: u32,
     revoked: bool,
@@ -141,6 +147,31 @@ struct RefreshRecord {
 pub(crate) struct IdpSession {
     pub(crate) sub: String,
     pub(crate) clients: HashSet<String>,
+    /// When the user authenticated (Unix seconds).
+    pub(crate) auth_time: u64,
+    /// At which level ([`ACR_PASSWORD`] or [`ACR_MFA`]).
+    pub(crate) acr: &'static str,
+}
+
+/// The dev IdP's first authentication level: the user's name (no password).
+pub const ACR_PASSWORD: &str = "urn:example:password";
+/// Its second level: a second factor, asked for with `acr_values`.
+pub const ACR_MFA: &str = "urn:example:mfa";
+
+/// How the user of an authorization request authenticated.
+#[derive(Debug, Clone)]
+pub(crate) struct Authentication {
+    /// The IdP session it belongs to (its browser cookie).
+    pub(crate) sid: String,
+    pub(crate) auth_time: u64,
+    pub(crate) acr: &'static str,
+}
+
+/// A pushed authorization request (RFC 9126), until used once or expired.
+pub(crate) struct PushedRequest {
+    pub(crate) client_id: String,
+    pub(crate) params: HashMap<String, String>,
+    pub(crate) expires_at: Instant,
 }
 
 /// An OAuth error answer: status and `error` code.
@@ -183,6 +214,8 @@ pub(crate) struct State {
     pub(crate) used_assertions: HashSet<String>,
     pub(crate) faults: Faults,
     pub(crate) deny_next_authorization: Option<String>,
+    /// Pushed authorization requests by `request_uri`: client, parameters, expiry.
+    pub(crate) pushed: HashMap<String, PushedRequest>,
     /// Answer refreshes with this (narrower) scope, as providers that downgrade a
     /// grant do.
     pub(crate) refresh_scope: Option<String>,
@@ -217,6 +250,7 @@ impl State {
             used_assertions: HashSet::new(),
             faults: Faults::default(),
             deny_next_authorization: None,
+            pushed: HashMap::new(),
             refresh_scope: None,
             policy: settings.refresh.clone(),
             access_token_ttl: settings.access_token_ttl,
@@ -256,17 +290,12 @@ impl State {
             .map_err(|e| OAuthError::new(500, "server_error", format!("signing failed: {e}")))
     }
 
-    /// Records a successful login and issues a code.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn issue_code(
+    /// A new IdP session: the user just authenticated at level `acr`.
+    pub(crate) fn authenticate(
         &mut self,
         settings: &DevIdpSettings,
-        client_id: &str,
-        redirect_uri: &str,
-        scope: &str,
-        nonce: Option<String>,
-        code_challenge: &str,
-    ) -> String {
+        acr: &'static str,
+    ) -> Authentication {
         let sid = random_token(16);
         let auth_time = self.unix_now();
         self.sessions.insert(
@@ -274,8 +303,37 @@ impl State {
             IdpSession {
                 sub: settings.user.sub.clone(),
                 clients: HashSet::new(),
+                auth_time,
+                acr,
             },
         );
+        Authentication {
+            sid,
+            auth_time,
+            acr,
+        }
+    }
+
+    /// The IdP session a browser cookie names, if it is still there.
+    pub(crate) fn existing(&self, sid: &str) -> Option<Authentication> {
+        self.sessions.get(sid).map(|s| Authentication {
+            sid: sid.to_owned(),
+            auth_time: s.auth_time,
+            acr: s.acr,
+        })
+    }
+
+    /// Issues a code for an authenticated user.
+    pub(crate) fn issue_code(
+        &mut self,
+        settings: &DevIdpSettings,
+        request: (&str, &str, &str),
+        nonce: Option<String>,
+        code_challenge: &str,
+        user: &Authentication,
+    ) -> String {
+        let (client_id, redirect_uri, scope) = request;
+        let (sid, auth_time, acr) = (user.sid.clone(), user.auth_time, user.acr);
         let code = random_token(32);
         let expires_at = self.now() + settings.code_ttl;
         self.codes.insert(
@@ -288,6 +346,7 @@ impl State {
                 code_challenge: code_challenge.into(),
                 sid,
                 auth_time,
+                acr,
                 expires_at,
                 redeemed_family: None,
             },
@@ -335,11 +394,12 @@ impl State {
         {
             return Err(OAuthError::invalid_grant("PKCE verification failed"));
         }
-        let (scope, nonce, sid, auth_time) = (
+        let (scope, nonce, sid, auth_time, acr) = (
             grant.scope.clone(),
             grant.nonce.clone(),
             grant.sid.clone(),
             grant.auth_time,
+            grant.acr,
         );
         let wants_refresh = scope.split(' ').any(|s| s == "offline_access");
         let family = wants_refresh.then(|| {
@@ -352,6 +412,7 @@ impl State {
                     sid: sid.clone(),
                     scope: scope.clone(),
                     auth_time,
+                    acr,
                     created_at: now,
                     refreshes: 0,
                     revoked: false,
@@ -372,7 +433,7 @@ impl State {
             &client.client_id,
             &sid,
             &scope,
-            auth_time,
+            (auth_time, acr),
             nonce.as_deref(),
             true,
             refresh_token,
@@ -492,7 +553,7 @@ impl State {
                 req.to_owned()
             }
         };
-        let (sid, auth_time) = (family.sid.clone(), family.auth_time);
+        let (sid, auth_time, acr) = (family.sid.clone(), family.auth_time, family.acr);
         if let Some(f) = self.families.get_mut(&family_id) {
             f.refreshes += 1;
         }
@@ -512,7 +573,7 @@ impl State {
             &client.client_id,
             &sid,
             &scope,
-            auth_time,
+            (auth_time, acr),
             None,
             settings.id_token_on_refresh,
             refresh_token,
@@ -527,7 +588,7 @@ impl State {
         client_id: &str,
         sid: &str,
         scope: &str,
-        auth_time: u64,
+        (auth_time, acr): (u64, &str),
         nonce: Option<&str>,
         with_id_token: bool,
         refresh_token: Option<String>,
@@ -552,7 +613,7 @@ impl State {
             let mut claims = json!({
                 "iss": issuer, "sub": user.sub, "aud": client_id, "azp": client_id,
                 "iat": iat, "exp": iat + settings.id_token_ttl.as_secs(),
-                "auth_time": auth_time, "sid": sid,
+                "auth_time": auth_time, "acr": acr, "sid": sid,
                 "name": user.name, "email": user.email,
                 "preferred_username": user.preferred_username,
             });

@@ -164,6 +164,9 @@ pub struct DevIdpSettings {
     /// authorization-server metadata (`/.well-known/oauth-authorization-server`), as
     /// django-oauth-toolkit and others do.
     pub revocation_in_rfc8414_only: bool,
+    /// Say `require_pushed_authorization_requests` in discovery and refuse
+    /// authorization requests that do not come through PAR (RFC 9126).
+    pub require_par: bool,
 }
 
 impl Default for DevIdpSettings {
@@ -181,6 +184,7 @@ impl Default for DevIdpSettings {
             key_bits: 2048,
             anonymous_keys: false,
             revocation_in_rfc8414_only: false,
+            require_par: false,
         }
     }
 }

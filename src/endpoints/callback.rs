@@ -13,8 +13,17 @@ use crate::bff::Current;
 use crate::bff::{error_response, redirect};
 use crate::cookies::RequestCookies;
 use crate::error::{Error, ErrorKind};
+use crate::login::return_with_error;
 use crate::oidc::TokenError;
 use crate::session::{Session, SessionId};
+
+/// The IdP's answers to a silent login (`prompt=none`) that mean it needs the user.
+const NEEDS_THE_USER: [&str; 4] = [
+    "login_required",
+    "interaction_required",
+    "consent_required",
+    "account_selection_required",
+];
 
 /// Time allowed for the code exchange at the IdP.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,12 +63,24 @@ impl Core {
             ));
         };
         if let Some(error) = param(&params, "error") {
-            let code: String = error
+            // The login cookie is valid: the SPA decides what to show. A silent
+            // login the IdP cannot finish without the user is `login_required`.
+            let mut code: String = error
                 .chars()
                 .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .take(64)
                 .collect();
-            return fail(ErrorKind::LoginRefused { code });
+            if login.silent && NEEDS_THE_USER.contains(&code.as_str()) {
+                "login_required".clone_into(&mut code);
+            }
+            if code.is_empty() {
+                return fail(ErrorKind::LoginRefused { code });
+            }
+            tracing::info!(error = %code, silent = login.silent, "the IdP answered the login with an error");
+            return Ok(redirect(
+                &return_with_error(&login.return_url, &code),
+                clear_login,
+            ));
         }
         if let Some(iss) = param(&params, "iss") {
             // RFC 9207: the answer must come from our issuer (mix-up defence).
@@ -118,6 +139,15 @@ impl Core {
                 return fail(ErrorKind::BadRequest("the ID token did not validate"));
             }
         };
+        // Step-up: the authentication the login asked for, as of when it started.
+        if !login.required.is_met(Some(&claims.all), login.created_at) {
+            tracing::warn!(
+                acr_values = ?login.required.acr_values(),
+                max_age = ?login.required.max_age,
+                "the ID token does not show the authentication the login asked for"
+            );
+            return fail(ErrorKind::NotSteppedUp);
+        }
         let now_ms = self.clock.now_ms();
         let now = now_ms / 1000;
         let mut session = Session::new(

@@ -12,7 +12,11 @@ use crate::bff::Core;
 use crate::bff::redirect;
 use crate::cookies::RequestCookies;
 use crate::error::{Error, ErrorKind};
-use crate::login::{LoginState, check_return_url};
+use crate::login::{LoginParams, LoginState, check_return_url};
+use crate::oidc::TokenError;
+
+/// Time allowed for a pushed authorization request (RFC 9126).
+const PAR_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Core {
     pub(super) async fn login(
@@ -21,17 +25,18 @@ impl Core {
         cookies: &RequestCookies<'_>,
     ) -> Result<Response<Bytes>, Error> {
         let params = query_params(&parts.uri);
-        // Step-up and silent login (DESIGN.md's `/bff/login` row) are not built
-        // yet: refused, never silently dropped (a `prompt=none` turned into a login
-        // page would surprise the SPA).
-        if ["prompt", "acr_values", "max_age", "login_hint"]
+        // Step-up and silent login: the request's parameters, else the configured
+        // `auth_params` of the same names (checked at load).
+        let asked =
+            LoginParams::parse(&params).map_err(|why| Error::new(ErrorKind::BadRequest(why)))?;
+        let configured: Vec<(String, String)> = self
+            .config
+            .oidc
+            .auth_params
             .iter()
-            .any(|p| param(&params, p).is_some())
-        {
-            return Err(Error::new(ErrorKind::BadRequest(
-                "prompt, acr_values, max_age and login_hint are not supported yet",
-            )));
-        }
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let asked = asked.or(&LoginParams::parse(&configured).unwrap_or_default());
         let return_url = check_return_url(param(&params, "returnUrl").unwrap_or(""))
             .map_err(|why| Error::new(ErrorKind::BadRequest(why)))?;
         let meta = self.oidc.metadata().await.map_err(|e| {
@@ -46,6 +51,8 @@ impl Core {
             verifier: crate::random::random_text(48),
             return_url,
             created_at: self.clock.now_secs(),
+            required: asked.required.clone(),
+            silent: asked.silent(),
         };
         let challenge = {
             use base64::Engine as _;
@@ -67,20 +74,77 @@ impl Core {
                 "the IdP's authorization_endpoint is not a URL",
             ))
         })?;
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("response_type", "code")
-                .append_pair("client_id", self.oidc.client_id())
-                .append_pair("redirect_uri", self.config.resolved.redirect_uri.as_str())
-                .append_pair("scope", &self.config.oidc.scopes.join(" "))
-                .append_pair("state", &login.state)
-                .append_pair("nonce", &login.nonce)
-                .append_pair("code_challenge", &challenge)
-                .append_pair("code_challenge_method", "S256");
-            for (k, v) in &self.config.oidc.auth_params {
-                q.append_pair(k, v);
+        let mut request: Vec<(String, String)> = [
+            ("response_type", "code"),
+            ("client_id", self.oidc.client_id()),
+            ("redirect_uri", self.config.resolved.redirect_uri.as_str()),
+            ("scope", &self.config.oidc.scopes.join(" ")),
+            ("state", &login.state),
+            ("nonce", &login.nonce),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for (k, v) in &self.config.oidc.auth_params {
+            if !LoginParams::NAMES.contains(&k.as_str()) {
+                request.push((k.clone(), v.clone()));
             }
         }
+        request.extend(asked.pairs().into_iter().map(|(k, v)| (k.to_owned(), v)));
+        if self.config.oidc.par || meta.require_pushed_authorization_requests {
+            // RFC 9126: the parameters go to the IdP directly; the browser carries
+            // only client_id and the request_uri.
+            let request_uri = self.push(&meta, &request).await?;
+            url.query_pairs_mut()
+                .append_pair("client_id", self.oidc.client_id())
+                .append_pair("request_uri", &request_uri);
+        } else {
+            url.query_pairs_mut().extend_pairs(&request);
+        }
         Ok(redirect(url.as_str(), set_cookies))
+    }
+
+    /// The pushed authorization request of a login: its `request_uri`.
+    async fn push(
+        &self,
+        meta: &crate::oidc::ProviderMetadata,
+        request: &[(String, String)],
+    ) -> Result<String, Error> {
+        let Some(endpoint) = meta.pushed_authorization_request_endpoint.as_deref() else {
+            tracing::error!(
+                "PAR is on ([oidc] par or the IdP's discovery) but the IdP's discovery names no pushed_authorization_request_endpoint"
+            );
+            return Err(Error::new(ErrorKind::Misconfigured(
+                "the IdP has no pushed authorization request endpoint",
+            )));
+        };
+        let unavailable = || {
+            Error::new(ErrorKind::IdpUnavailable {
+                retry_after: Duration::from_secs(5),
+            })
+        };
+        match self
+            .oidc
+            .push_authorization(endpoint, request, PAR_TIMEOUT)
+            .await
+        {
+            Ok(uri) => Ok(uri),
+            Err(TokenError::Transient { why, .. }) => {
+                tracing::warn!(reason = %why, "the pushed authorization request failed");
+                Err(unavailable())
+            }
+            Err(TokenError::Unreadable { why }) => {
+                tracing::error!(reason = %why, "the IdP's answer to the pushed authorization request is unreadable");
+                Err(unavailable())
+            }
+            Err(TokenError::Dead { code } | TokenError::Misconfigured { code }) => {
+                tracing::error!(reason = %code, "the IdP refused the pushed authorization request: check [oidc]");
+                Err(Error::new(ErrorKind::Misconfigured(
+                    "the IdP refused the pushed authorization request",
+                )))
+            }
+        }
     }
 }

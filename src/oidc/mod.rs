@@ -72,6 +72,12 @@ pub struct ProviderMetadata {
     /// `end_session_endpoint` (RP-initiated logout), if any.
     #[serde(default)]
     pub end_session_endpoint: Option<String>,
+    /// `pushed_authorization_request_endpoint` (RFC 9126), if any.
+    #[serde(default)]
+    pub pushed_authorization_request_endpoint: Option<String>,
+    /// `require_pushed_authorization_requests`: the IdP takes no other.
+    #[serde(default)]
+    pub require_pushed_authorization_requests: bool,
 }
 
 /// Why discovery, JWKS or ID-token validation failed.

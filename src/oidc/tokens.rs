@@ -253,10 +253,24 @@ impl Oidc {
         let auth = self.authenticate(&mut form, &meta.token_endpoint)?;
         let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let resp = self
-            .http
-            .post_form(&meta.token_endpoint, &pairs, auth, timeout)
-            .await;
-        self.count("token", &resp);
+            .post_to_idp("token", &meta.token_endpoint, &pairs, auth, timeout)
+            .await?;
+        parse_token_response(&resp.body)
+    }
+
+    /// A form POST to one of the IdP's endpoints, counted under `label`: its 2xx
+    /// answer, or the error it means (a failed request is transient; an error
+    /// status is classified as a token-endpoint error).
+    async fn post_to_idp(
+        &self,
+        label: &str,
+        url: &str,
+        pairs: &[(&str, &str)],
+        auth: Option<HeaderValue>,
+        timeout: Duration,
+    ) -> Result<IdpResponse, TokenError> {
+        let resp = self.http.post_form(url, pairs, auth, timeout).await;
+        self.count(label, &resp);
         let resp = resp.map_err(|e| TokenError::Transient {
             why: e.to_string(),
             retry_after: None,
@@ -268,7 +282,7 @@ impl Oidc {
                 retry_after(&resp.headers),
             ));
         }
-        parse_token_response(&resp.body)
+        Ok(resp)
     }
 
     /// Exchanges an authorization code (with its PKCE verifier).
@@ -307,6 +321,46 @@ impl Oidc {
         .await
     }
 
+    /// Pushes an authorization request (RFC 9126) to `endpoint`: the `request_uri`
+    /// the browser takes to the authorization endpoint instead of the parameters.
+    pub async fn push_authorization(
+        &self,
+        endpoint: &str,
+        params: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<String, TokenError> {
+        // RFC 9126 section 2: the issuer is the audience of a client assertion.
+        let mut credentials = Vec::new();
+        let auth = self.authenticate(&mut credentials, &self.issuer)?;
+        let mut pairs: Vec<(&str, &str)> = params
+            .iter()
+            .filter(|(k, _)| k != "client_id")
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if !credentials.iter().any(|(k, _)| *k == "client_id") {
+            pairs.push(("client_id", self.client_id.as_str()));
+        }
+        pairs.extend(credentials.iter().map(|(k, v)| (*k, v.as_str())));
+        let resp = self
+            .post_to_idp("par", endpoint, &pairs, auth, timeout)
+            .await?;
+        #[derive(Deserialize)]
+        struct Pushed {
+            request_uri: String,
+        }
+        let pushed: Pushed =
+            serde_json::from_slice(&resp.body).map_err(|_| TokenError::Unreadable {
+                why: "the PAR answer has no request_uri".into(),
+            })?;
+        let uri = pushed.request_uri;
+        if uri.is_empty() || uri.len() > 2048 || uri.chars().any(char::is_control) {
+            return Err(TokenError::Unreadable {
+                why: "the PAR answer's request_uri is empty, too long or not text".into(),
+            });
+        }
+        Ok(uri)
+    }
+
     /// Revokes a refresh token (RFC 7009). Ok(false) when the IdP has no revocation
     /// endpoint.
     pub async fn revoke(&self, refresh_token: &str, timeout: Duration) -> Result<bool, TokenError> {
@@ -323,20 +377,8 @@ impl Oidc {
         ];
         let auth = self.authenticate(&mut form, &endpoint)?;
         let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let resp = self.http.post_form(&endpoint, &pairs, auth, timeout).await;
-        self.count("revocation", &resp);
-        let resp = resp.map_err(|e| TokenError::Transient {
-            why: e.to_string(),
-            retry_after: None,
-        })?;
-        if resp.status.is_success() {
-            Ok(true)
-        } else {
-            Err(classify_token_error(
-                resp.status,
-                &resp.body,
-                retry_after(&resp.headers),
-            ))
-        }
+        self.post_to_idp("revocation", &endpoint, &pairs, auth, timeout)
+            .await?;
+        Ok(true)
     }
 }

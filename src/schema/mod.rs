@@ -43,6 +43,19 @@ impl fmt::Display for Problem {
     }
 }
 
+/// An optional duration (see [`duration`]).
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::Deserializer;
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
+    }
+}
+
 /// Durations as humantime strings: "30s", "12h", "1h 30m".
 mod duration {
     use std::time::Duration;

@@ -148,6 +148,12 @@ pub struct OidcConfig {
     /// metadata names one.
     #[serde(default)]
     pub revocation_endpoint: Option<String>,
+    /// Pushed authorization requests (RFC 9126): the login's parameters go to the
+    /// IdP's PAR endpoint and only `client_id` and `request_uri` travel in the
+    /// browser. Used as well when discovery says
+    /// `require_pushed_authorization_requests`.
+    #[serde(default)]
+    pub par: bool,
 }
 
 pub(super) fn default_scopes() -> Vec<String> {
@@ -423,6 +429,13 @@ pub struct RouteConfig {
     /// are, other values as compact JSON).
     #[serde(default)]
     pub identity_headers: BTreeMap<String, String>,
+    /// Step-up (RFC 9470): the session's ID token must have one of these `acr`
+    /// values, else 401 `insufficient_user_authentication`.
+    #[serde(default)]
+    pub acr: Vec<String>,
+    /// Step-up: the session's `auth_time` may be at most this old.
+    #[serde(default, with = "opt_duration")]
+    pub max_age: Option<Duration>,
 }
 
 impl RouteConfig {

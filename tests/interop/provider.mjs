@@ -6,6 +6,7 @@
 //   PROXY_BASE=http://127.0.0.1:8080 node provider.mjs
 //
 // Listens on 127.0.0.1 (port 0 unless PORT is set) and prints "ISSUER <url>".
+// REQUIRE_PAR=1: only pushed authorization requests (RFC 9126) are taken.
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
@@ -44,6 +45,8 @@ const provider = new Provider(issuer, {
     revocation: { enabled: true },
     rpInitiatedLogout: { enabled: true },
     backchannelLogout: { enabled: true },
+    // RFC 9126; REQUIRE_PAR=1 makes discovery say require_pushed_authorization_requests.
+    pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: process.env.REQUIRE_PAR === '1' },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => 'urn:bff:api',

@@ -1,6 +1,7 @@
 //! The demo SPA in a real browser (Debian's Chromium, headless, driven by
 //! playwright-core through tests/interop/browser.mjs), through the proxy, for both
-//! engines, with the dev IdP and with oidc-provider. Screenshots of every step go to
+//! engines, with the dev IdP and with oidc-provider; and step-up and silent login
+//! (tests/interop/stepup.mjs) with the dev IdP's login form. Screenshots of every step go to
 //! `target/browser-shots/<case>/` and are kept when a case fails (or always, with
 //! `BFF_KEEP_SCREENSHOTS=1`).
 
@@ -31,7 +32,15 @@ fn chromium() -> PathBuf {
     path
 }
 
-async fn run_case(case: &str, pingora: bool, oidc_provider: bool) {
+/// Which script runs: the main one (login, refresh, two tabs, logout) or step-up
+/// and silent login (the dev IdP with its login form and second factor).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Script {
+    Main,
+    StepUp,
+}
+
+async fn run_case(case: &str, pingora: bool, oidc_provider: bool, script: Script) {
     let chromium = chromium();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     assert!(
@@ -66,6 +75,7 @@ async fn run_case(case: &str, pingora: bool, oidc_provider: bool) {
         let idp = DevIdp::start(DevIdpSettings {
             clients: vec![client],
             access_token_ttl: Duration::from_secs(ACCESS_TTL_SECS),
+            login_form: script == Script::StepUp,
             ..DevIdpSettings::default()
         })
         .await
@@ -84,6 +94,11 @@ async fn run_case(case: &str, pingora: bool, oidc_provider: bool) {
         .set("oidc", format!("post_logout_redirect_uri = \"{base}/\""))
         .set("refresh", r#"skew = "1s""#)
         .upstream("/api/", &format!("http://{}", echo.addr()), &[])
+        .upstream(
+            "/api/secure/",
+            &format!("http://{}", echo.addr()),
+            &[r#"acr = ["urn:example:mfa"]"#],
+        )
         .route("/", &[&format!("static_dir = {spa:?}"), r#"auth = "none""#]);
     if !auth_params.is_empty() {
         config = config.set("oidc", auth_params);
@@ -108,8 +123,12 @@ async fn run_case(case: &str, pingora: bool, oidc_provider: bool) {
         std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
     let shots = target.join("browser-shots").join(case);
     let _ = std::fs::remove_dir_all(&shots);
+    let (file, ok) = match script {
+        Script::Main => ("browser.mjs", "BROWSER OK"),
+        Script::StepUp => ("stepup.mjs", "STEPUP OK"),
+    };
     let run = tokio::process::Command::new("node")
-        .arg("browser.mjs")
+        .arg(file)
         .arg(&base)
         .arg(&shots)
         .arg((ACCESS_TTL_SECS * 1000).to_string())
@@ -124,12 +143,15 @@ async fn run_case(case: &str, pingora: bool, oidc_provider: bool) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success() && stdout.contains("BROWSER OK"),
+        out.status.success() && stdout.contains(ok),
         "{case} failed (screenshots kept in {}):\n{stdout}\n{stderr}",
         shots.display()
     );
-    // Exactly the refreshes the script caused: one per expiry, the two tabs sharing one.
-    assert_eq!(bff.metrics().refresh_count("ok"), 2, "{case}");
+    if script == Script::Main {
+        // Exactly the refreshes the script caused: one per expiry, the two tabs
+        // sharing one.
+        assert_eq!(bff.metrics().refresh_count("ok"), 2, "{case}");
+    }
     if std::env::var_os("BFF_KEEP_SCREENSHOTS").is_none() {
         let _ = std::fs::remove_dir_all(&shots);
     }
@@ -143,20 +165,30 @@ async fn run_case(case: &str, pingora: bool, oidc_provider: bool) {
 
 #[tokio::test]
 async fn browser_hyper_dev_idp() {
-    run_case("hyper-dev-idp", false, false).await;
+    run_case("hyper-dev-idp", false, false, Script::Main).await;
 }
 
 #[tokio::test]
 async fn browser_pingora_dev_idp() {
-    run_case("pingora-dev-idp", true, false).await;
+    run_case("pingora-dev-idp", true, false, Script::Main).await;
 }
 
 #[tokio::test]
 async fn browser_hyper_oidc_provider() {
-    run_case("hyper-oidc-provider", false, true).await;
+    run_case("hyper-oidc-provider", false, true, Script::Main).await;
 }
 
 #[tokio::test]
 async fn browser_pingora_oidc_provider() {
-    run_case("pingora-oidc-provider", true, true).await;
+    run_case("pingora-oidc-provider", true, true, Script::Main).await;
+}
+
+#[tokio::test]
+async fn browser_step_up_hyper_dev_idp() {
+    run_case("step-up-hyper-dev-idp", false, false, Script::StepUp).await;
+}
+
+#[tokio::test]
+async fn browser_step_up_pingora_dev_idp() {
+    run_case("step-up-pingora-dev-idp", true, false, Script::StepUp).await;
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::browser::Browser;
-use crate::support::provider::{Provider, start_provider};
+use crate::support::provider::{Provider, start_provider_with};
 use crate::support::{Http, Reply};
 use bff_proxy::Bff;
 use bff_proxy::devecho::DevEcho;
@@ -39,9 +39,14 @@ struct Stack {
 }
 
 async fn stack(pingora: bool) -> Stack {
+    stack_with(pingora, &[]).await
+}
+
+/// A stack whose provider.mjs gets `provider_env`.
+async fn stack_with(pingora: bool, provider_env: &[(&str, &str)]) -> Stack {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let provider = start_provider(&base, 60).await;
+    let provider = start_provider_with(&base, 60, provider_env).await;
     let echo = DevEcho::start("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -295,4 +300,70 @@ async fn hyper_engine_against_oidc_provider() {
 #[tokio::test]
 async fn pingora_engine_against_oidc_provider() {
     interop(true).await;
+}
+
+/// RFC 9126 against oidc-provider with `requirePushedAuthorizationRequests`: the
+/// BFF reads it from discovery (`[oidc] par` is off), pushes the request, and the
+/// browser's authorize URL has only `client_id` and `request_uri`; the login and
+/// an API call work.
+async fn par_interop(pingora: bool) {
+    let s = stack_with(pingora, &[("REQUIRE_PAR", "1")]).await;
+    let b = Browser::new(&s.base);
+    let start = b
+        .request(
+            "GET",
+            "/bff/login?returnUrl=%2F",
+            &[("sec-fetch-mode", "navigate")],
+        )
+        .await;
+    assert_eq!(start.status, 302, "{}", start.text());
+    let authorize = start.location();
+    let mut keys: Vec<String> = authorize
+        .query_pairs()
+        .map(|(k, _)| k.into_owned())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["client_id", "request_uri"], "{authorize}");
+    let mut idp = IdpJar::default();
+    let callback = idp.follow(&b.http, authorize.as_str(), &s.base).await;
+    let done = b.request("GET", &callback, &[]).await;
+    assert_eq!(done.status, 302, "{}", done.text());
+    assert!(b.jar().has_session());
+    let r = b.api("/api/items").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(idp_count(&s, "par", "201"), 1);
+    // Without PAR this provider refuses the authorization request.
+    let mut plain = authorize.clone();
+    plain
+        .query_pairs_mut()
+        .clear()
+        .append_pair("client_id", "bff")
+        .append_pair("response_type", "code")
+        .append_pair("scope", "openid")
+        .append_pair("redirect_uri", &format!("{}/bff/callback", s.base));
+    let refused = b.http.get(plain.as_str()).await;
+    assert!(
+        refused.status.is_client_error()
+            || refused
+                .headers
+                .get(LOCATION)
+                .is_some_and(|l| l.to_str().unwrap().contains("error=")),
+        "{}: {}",
+        refused.status,
+        refused.text()
+    );
+    match &s.server {
+        Server::Hyper(h) => h.shutdown().await,
+        Server::Pingora(p) => p.shutdown().await,
+    }
+}
+
+#[tokio::test]
+async fn hyper_engine_par_against_oidc_provider() {
+    par_interop(false).await;
+}
+
+#[tokio::test]
+async fn pingora_engine_par_against_oidc_provider() {
+    par_interop(true).await;
 }

@@ -108,12 +108,18 @@ pub(super) fn check_oidc(
             "has no \"offline_access\": many IdPs then issue no refresh token, and sessions end when the access token expires",
         ));
     }
-    for key in o.auth_params.keys() {
+    for (key, value) in &o.auth_params {
         if RESERVED_AUTH_PARAMS.contains(&key.as_str()) {
             problems.push(Problem::new(
                 format!("oidc.auth_params.{key}"),
                 "is set by the BFF itself and cannot be overridden",
             ));
+        }
+        if crate::login::LoginParams::NAMES.contains(&key.as_str()) {
+            // Checked as /login checks them: the callback holds the ID token to them.
+            if let Err(why) = crate::login::LoginParams::parse(&[(key.clone(), value.clone())]) {
+                problems.push(Problem::new(format!("oidc.auth_params.{key}"), why));
+            }
         }
     }
     issuer

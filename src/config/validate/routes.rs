@@ -166,8 +166,42 @@ const NOT_IDENTITY_HEADERS: &[&str] = &[
     "x-request-id",
 ];
 
-/// `require_claims` and `identity_headers` of `routes[i]`.
+/// `require_claims`, `identity_headers`, `acr` and `max_age` of `routes[i]`.
 fn check_claim_rules(r: &RouteConfig, i: usize, problems: &mut Vec<Problem>) {
+    let step_up = !r.acr.is_empty() || r.max_age.is_some();
+    if step_up && r.auth != RouteAuth::Required {
+        problems.push(Problem::new(
+            format!(
+                "routes[{i}].{}",
+                if r.acr.is_empty() { "max_age" } else { "acr" }
+            ),
+            "step-up needs a session on every request: set auth = \"required\"",
+        ));
+    }
+    for (n, acr) in r.acr.iter().enumerate() {
+        if acr.len() > 128 || !crate::login::is_token_list(acr) || acr.contains(' ') {
+            problems.push(Problem::new(
+                format!("routes[{i}].acr[{n}]"),
+                format!(
+                    "{acr:?} must be 1 to 128 visible ASCII characters without spaces or quotes"
+                ),
+            ));
+        }
+    }
+    if r.acr.iter().map(String::len).sum::<usize>() + r.acr.len() > crate::login::MAX_LOGIN_PARAM {
+        problems.push(Problem::new(
+            format!("routes[{i}].acr"),
+            "together the values must fit in the 256 characters /login accepts as acr_values",
+        ));
+    }
+    if let Some(age) = r.max_age {
+        if age.as_secs() > 366 * 24 * 3600 {
+            problems.push(Problem::new(
+                format!("routes[{i}].max_age"),
+                "must be at most a year",
+            ));
+        }
+    }
     for (claim, values) in &r.require_claims {
         let at = format!("routes[{i}].require_claims.{claim}");
         if r.auth != RouteAuth::Required {

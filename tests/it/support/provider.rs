@@ -13,6 +13,15 @@ pub struct Provider {
 /// Starts tests/interop/provider.mjs for a BFF at `proxy_base`, with access tokens
 /// of `access_ttl` seconds.
 pub async fn start_provider(proxy_base: &str, access_ttl: u64) -> Provider {
+    start_provider_with(proxy_base, access_ttl, &[]).await
+}
+
+/// [`start_provider`] with more environment for provider.mjs (`REQUIRE_PAR`).
+pub async fn start_provider_with(
+    proxy_base: &str,
+    access_ttl: u64,
+    env: &[(&str, &str)],
+) -> Provider {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
     assert!(
         dir.join("node_modules/oidc-provider").is_dir(),
@@ -23,6 +32,7 @@ pub async fn start_provider(proxy_base: &str, access_ttl: u64) -> Provider {
         .current_dir(&dir)
         .env("PROXY_BASE", proxy_base)
         .env("ACCESS_TTL", access_ttl.to_string())
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true)

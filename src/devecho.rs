@@ -134,7 +134,11 @@ impl Body for EchoBody {
 
 fn bearer_summary(value: &str) -> Value {
     use base64::Engine as _;
-    let Some(token) = value.strip_prefix("Bearer ") else {
+    let Some((scheme, token)) = value
+        .strip_prefix("Bearer ")
+        .map(|t| ("Bearer", t))
+        .or_else(|| value.strip_prefix("DPoP ").map(|t| ("DPoP", t)))
+    else {
         return Value::Null;
     };
     let fingerprint: String = Sha256::digest(token.as_bytes())[..6]
@@ -158,7 +162,40 @@ fn bearer_summary(value: &str) -> Value {
         .as_ref()
         .and_then(|c| c["exp"].as_u64())
         .map(|exp| i64::try_from(exp).unwrap_or(0) - i64::try_from(now).unwrap_or(0));
-    json!({ "fingerprint": fingerprint, "claims": claims, "expires_in": expires_in })
+    json!({ "scheme": scheme, "fingerprint": fingerprint, "claims": claims, "expires_in": expires_in })
+}
+
+/// What a resource server checks of a DPoP-bound request (RFC 9449 section 7):
+/// the proof for this method and URL (`http://` + `Host` + path) and this token
+/// (`ath`), and the token bound to the proof's key (`cnf.jkt`).
+fn dpop_summary(parts: &http::request::Parts, authorization: &str) -> Value {
+    let Some(token) = authorization.strip_prefix("DPoP ") else {
+        return Value::Null;
+    };
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let url = format!("http://{host}{}", parts.uri.path());
+    let now = crate::dpop::now();
+    let Some(proof) = parts.headers.get("dpop").and_then(|v| v.to_str().ok()) else {
+        return json!({ "valid": false, "error": "no DPoP proof" });
+    };
+    match crate::dpop::check_proof(proof, parts.method.as_str(), &url, Some(token), now) {
+        Ok(checked) => {
+            let bound = crate::oidc::unverified_claims(token)
+                .and_then(|c| c.get("cnf")?.get("jkt")?.as_str().map(str::to_owned));
+            let valid = bound.as_deref() == Some(checked.jkt.as_str());
+            json!({
+                "valid": valid,
+                "error": if valid { Value::Null } else { "the token is not bound to the proof's key".into() },
+                "jkt": checked.jkt,
+                "htu": url,
+            })
+        }
+        Err(why) => json!({ "valid": false, "error": why, "htu": url }),
+    }
 }
 
 /// The JSON account of a request the echo gives (also used by tests that echo from
@@ -174,11 +211,12 @@ pub fn describe(parts: &http::request::Parts, body_bytes: u64) -> Value {
         };
         headers.insert(name.as_str().to_owned(), Value::String(shown));
     }
-    let bearer = parts
+    let authorization = parts
         .headers
         .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map_or(Value::Null, bearer_summary);
+        .and_then(|v| v.to_str().ok());
+    let bearer = authorization.map_or(Value::Null, bearer_summary);
+    let dpop = authorization.map_or(Value::Null, |a| dpop_summary(parts, a));
     json!({
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
@@ -186,6 +224,7 @@ pub fn describe(parts: &http::request::Parts, body_bytes: u64) -> Value {
         "headers": headers,
         "body_bytes": body_bytes,
         "bearer": bearer,
+        "dpop": dpop,
     })
 }
 

@@ -255,7 +255,8 @@ pub fn path(data: &[u8]) {
 
 /// The token-endpoint response parser and error classifier.
 pub fn token_response(data: &[u8]) {
-    match crate::oidc::parse_token_response(data) {
+    let dpop = data.first().is_some_and(|b| b % 2 == 1);
+    match crate::oidc::parse_token_response_as(data, dpop) {
         Ok(tokens) => {
             assert!(!tokens.access_token.is_empty());
             assert!(tokens.refresh_token.as_deref() != Some(""));

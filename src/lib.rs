@@ -66,6 +66,7 @@ pub mod config;
 pub mod cookies;
 #[cfg(not(feature = "test-util"))]
 mod cookies;
+pub mod dpop;
 mod endpoints;
 pub mod error;
 mod expiring;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 /// The version byte in front of an encoded session. Bump it when the layout changes,
 /// and keep decoding the older layouts, so an upgrade logs nobody out.
-pub const PAYLOAD_VERSION: u8 = 3;
+pub const PAYLOAD_VERSION: u8 = 4;
 
 /// A random 128-bit session id. Not a secret on its own (it appears in
 /// `/bff/user` and in logout links), but unguessable.
@@ -134,6 +134,87 @@ pub struct Session {
     pub created_ms: u64,
     /// When the session was last used, as last sealed (`session.idle_timeout`).
     pub last_used: u64,
+    /// Access tokens for other audiences (routes' `resource` and `token_exchange`),
+    /// kept until they near expiry.
+    pub audience_tokens: Vec<AudienceToken>,
+    /// The session's DPoP key (RFC 9449, `oidc.dpop`): its PKCS#8 document.
+    pub dpop_key: Option<Vec<u8>>,
+}
+
+/// An access token for one audience of a route (`resource` or `token_exchange`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AudienceToken {
+    /// What it is for: `r:` and the route's `resource`, or `x:`, the route's
+    /// `token_exchange` audience, a space and its scope.
+    pub key: String,
+    /// The access token.
+    pub access_token: String,
+    /// When it expires (Unix seconds).
+    pub expires_at: u64,
+}
+
+impl fmt::Debug for AudienceToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AudienceToken")
+            .field("key", &self.key)
+            .field("access_token", &Redacted(&self.access_token))
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl Session {
+    /// The kept token for the audience `key`, if any.
+    #[must_use]
+    pub fn audience_token(&self, key: &str) -> Option<&AudienceToken> {
+        self.audience_tokens.iter().find(|t| t.key == key)
+    }
+
+    /// Keeps `token` for its audience, replacing an older one.
+    pub fn keep_audience_token(&mut self, token: AudienceToken) {
+        self.audience_tokens.retain(|t| t.key != token.key);
+        self.audience_tokens.push(token);
+    }
+}
+
+/// Layout 3 (before `audience_tokens`), still read.
+#[derive(Deserialize)]
+struct SessionV3 {
+    sid: SessionId,
+    sub: String,
+    access_token: String,
+    access_expires_at: u64,
+    refresh_token: Option<String>,
+    id_token: Option<String>,
+    created_at: u64,
+    refreshed_at: u64,
+    refresh_count: u32,
+    scope: String,
+    idp_sid: Option<String>,
+    created_ms: u64,
+    last_used: u64,
+}
+
+impl From<SessionV3> for Session {
+    fn from(v: SessionV3) -> Self {
+        Self {
+            sid: v.sid,
+            sub: v.sub,
+            access_token: v.access_token,
+            access_expires_at: v.access_expires_at,
+            refresh_token: v.refresh_token,
+            id_token: v.id_token,
+            created_at: v.created_at,
+            refreshed_at: v.refreshed_at,
+            refresh_count: v.refresh_count,
+            scope: v.scope,
+            idp_sid: v.idp_sid,
+            created_ms: v.created_ms,
+            last_used: v.last_used,
+            audience_tokens: Vec::new(),
+            dpop_key: None,
+        }
+    }
 }
 
 /// Layout 2 (before `last_used`), still read.
@@ -170,6 +251,8 @@ impl From<SessionV2> for Session {
             created_ms: v.created_ms,
             // Not known: the latest time the layout recorded.
             last_used: v.refreshed_at.max(v.created_at),
+            audience_tokens: Vec::new(),
+            dpop_key: None,
         }
     }
 }
@@ -206,6 +289,8 @@ impl From<SessionV1> for Session {
             idp_sid: v.idp_sid,
             created_ms: v.created_at.saturating_mul(1000),
             last_used: v.refreshed_at.max(v.created_at),
+            audience_tokens: Vec::new(),
+            dpop_key: None,
         }
     }
 }
@@ -234,6 +319,8 @@ impl Session {
             idp_sid: None,
             created_ms: now.saturating_mul(1000),
             last_used: now,
+            audience_tokens: Vec::new(),
+            dpop_key: None,
         }
     }
 
@@ -255,6 +342,10 @@ impl Session {
         match version {
             PAYLOAD_VERSION => match postcard::take_from_bytes::<Self>(rest) {
                 Ok((session, [])) => Ok(session),
+                _ => Err(DecodeError::Malformed),
+            },
+            3 => match postcard::take_from_bytes::<SessionV3>(rest) {
+                Ok((session, [])) => Ok(session.into()),
                 _ => Err(DecodeError::Malformed),
             },
             2 => match postcard::take_from_bytes::<SessionV2>(rest) {
@@ -297,6 +388,15 @@ impl fmt::Debug for Session {
             .field("scope", &self.scope)
             .field("idp_sid", &self.idp_sid)
             .field("created_ms", &self.created_ms)
+            .field("last_used", &self.last_used)
+            .field("audience_tokens", &self.audience_tokens)
+            .field(
+                "dpop_key",
+                &self
+                    .dpop_key
+                    .as_ref()
+                    .map(|k| format!("<redacted {} bytes>", k.len())),
+            )
             .finish()
     }
 }
@@ -447,6 +547,36 @@ pub(crate) mod tests {
         assert_eq!((s.sid, s.created_ms), (sid, 1_000_123));
         // Its last use is not known: the latest time it recorded.
         assert_eq!(s.last_used, 1500);
+    }
+
+    #[test]
+    fn layout_3_still_opens() {
+        // Layout 3 is layout 4 without the audience tokens and DPoP key at the end.
+        let mut s = sample(400);
+        let mut bytes = s.encode();
+        assert_eq!(bytes.pop(), Some(0), "no DPoP key is one zero byte");
+        assert_eq!(bytes.pop(), Some(0), "an empty list is one zero byte");
+        bytes[0] = 3;
+        assert_eq!(Session::decode(&bytes).unwrap(), s);
+        s.keep_audience_token(AudienceToken {
+            key: "r:https://api.example".into(),
+            access_token: "at-1".into(),
+            expires_at: 5,
+        });
+        s.keep_audience_token(AudienceToken {
+            key: "r:https://api.example".into(),
+            access_token: "at-2".into(),
+            expires_at: 6,
+        });
+        assert_eq!(s.audience_tokens.len(), 1);
+        let back = Session::decode(&s.encode()).unwrap();
+        assert_eq!(
+            back.audience_token("r:https://api.example")
+                .unwrap()
+                .access_token,
+            "at-2"
+        );
+        assert!(!format!("{back:?}").contains("at-2"));
     }
 
     #[test]

@@ -95,8 +95,10 @@ pub struct Forward {
     /// passes to the application).
     pub(crate) route: Option<usize>,
     pub(crate) target: Target,
-    /// `Authorization: Bearer …` to set, when the route has a session.
+    /// `Authorization: Bearer …` (or `DPoP …`) to set, when the route has a session.
     pub(crate) authorization: Option<HeaderValue>,
+    /// The `DPoP` proof for the upstream request (RFC 9449, `oidc.dpop`).
+    pub(crate) dpop: Option<HeaderValue>,
     /// Drop any client-sent `Authorization` (authenticated routes).
     pub(crate) strip_authorization: bool,
     /// The `Cookie` header to send on, without the BFF's own cookies; None removes it.
@@ -303,6 +305,7 @@ mod tests {
             route: Some(0),
             target: Target::Application,
             authorization: Some(HeaderValue::from_static("Bearer SECRET-AT")),
+            dpop: Some(HeaderValue::from_static("SECRET-PROOF")),
             strip_authorization: true,
             cookie: Some(HeaderValue::from_static("other=SECRET-COOKIE")),
             set_cookies: vec![HeaderValue::from_static("__Host-Http-bff=SECRET-SEALED")],

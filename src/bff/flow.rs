@@ -28,6 +28,7 @@ impl Core {
             route,
             target,
             authorization: None,
+            dpop: None,
             strip_authorization,
             cookie: cookies.forwarded(),
             set_cookies: Vec::new(),
@@ -167,7 +168,11 @@ impl Core {
         if route.csrf && !self.csrf_ok(&parts.headers) {
             return Err(Rejection::from(ErrorKind::Csrf).of_session(sid));
         }
-        let (mut session, set_cookies) = match self.refresher.refresh(&session).await {
+        let (mut session, set_cookies) = match self
+            .refresher
+            .refresh_for(&session, &route.audience.0)
+            .await
+        {
             Outcome::Fresh | Outcome::KeepCurrent => {
                 self.index.seen(&session.sub, session.sid, None);
                 let mut session = session;
@@ -220,9 +225,54 @@ impl Core {
                 );
             }
         };
-        let mut bearer = Vec::with_capacity(7 + session.access_token.len());
-        bearer.extend_from_slice(b"Bearer ");
-        bearer.extend_from_slice(session.access_token.as_bytes());
+        // The session's own access token, or the one of the route's audience.
+        let token = match &route.audience.1 {
+            None => session.access_token.as_str(),
+            Some(key) => session
+                .audience_token(key)
+                .map(|t| t.access_token.as_str())
+                .ok_or(ErrorKind::Internal("the route's audience token is missing"))?,
+        };
+        // RFC 9449: a DPoP-bound token goes with a proof for this request.
+        let dpop_key = session
+            .dpop_key
+            .as_deref()
+            .and_then(crate::dpop::DpopKey::from_pkcs8);
+        let scheme: &[u8] = if dpop_key.is_some() {
+            b"DPoP "
+        } else {
+            b"Bearer "
+        };
+        let mut bearer = Vec::with_capacity(scheme.len() + token.len());
+        bearer.extend_from_slice(scheme);
+        bearer.extend_from_slice(token.as_bytes());
+        if let Some(key) = dpop_key {
+            let htu = match forward.target.upstream_uri() {
+                Some(uri) => uri.to_string(),
+                None => {
+                    let base = &self.config.resolved.public_url;
+                    format!(
+                        "{}://{}{}",
+                        base.scheme(),
+                        base.host_str().unwrap_or_default(),
+                        base.port().map(|p| format!(":{p}")).unwrap_or_default()
+                    ) + parts.uri.path()
+                }
+            };
+            let proof = key
+                .proof(
+                    parts.method.as_str(),
+                    &htu,
+                    Some(token),
+                    None,
+                    crate::dpop::now(),
+                )
+                .map_err(|_| ErrorKind::Internal("cannot make the DPoP proof"))?;
+            forward.dpop = Some(
+                HeaderValue::from_str(&proof)
+                    .map_err(|_| ErrorKind::Internal("the DPoP proof is not header-safe"))?,
+            );
+        }
         let bearer = HeaderValue::from_maybe_shared(bytes::Bytes::from(bearer))
             .map_err(|_| ErrorKind::Internal("the access token is not header-safe"))?;
         if route.rules.any() {

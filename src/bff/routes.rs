@@ -16,6 +16,7 @@ use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
 use crate::paths::PathCheck;
 use crate::paths::check_path;
+use crate::refresh::Audience;
 use crate::start::StartError;
 
 /// Where a route's requests go.
@@ -48,6 +49,9 @@ pub(crate) struct Route {
     pub(crate) rules: ClaimRules,
     /// `acr` and `max_age`.
     pub(crate) step_up: crate::login::AuthRequirement,
+    /// Whose access token goes upstream (`resource`, `token_exchange`), and the
+    /// session's key for it.
+    pub(crate) audience: (Audience, Option<String>),
 }
 
 /// A route's rules on the session's claims: which claims must hold which values,
@@ -203,6 +207,20 @@ pub(crate) struct RouteTable {
 }
 
 impl RouteTable {
+    /// A route's audience and its key.
+    fn audience(r: &crate::config::RouteConfig) -> (Audience, Option<String>) {
+        let audience = match (&r.resource, &r.token_exchange) {
+            (Some(resource), _) => Audience::Resource(resource.clone()),
+            (None, Some(x)) => Audience::Exchange {
+                audience: x.audience.clone(),
+                scope: x.scope.clone(),
+            },
+            (None, None) => Audience::Own,
+        };
+        let key = audience.key();
+        (audience, key)
+    }
+
     pub(crate) fn new(config: &Config, metrics: &Metrics) -> Result<Self, StartError> {
         let mut routes = Vec::with_capacity(config.routes.len());
         for (index, r) in config.routes.iter().enumerate() {
@@ -252,6 +270,7 @@ impl RouteTable {
                     acr: r.acr.clone(),
                     max_age: r.max_age.map(|d| d.as_secs()),
                 },
+                audience: Self::audience(r),
             });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));

@@ -54,6 +54,7 @@ pub(super) const SETTINGS: &[(&str, &[(&str, Kind)])] = &[
             ("post_logout_redirect_uri", Kind::Str),
             ("revocation_endpoint", Kind::Str),
             ("par", Kind::Bool),
+            ("dpop", Kind::Bool),
         ],
     ),
     (

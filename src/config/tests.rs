@@ -302,3 +302,59 @@ fn step_up_settings_are_checked() {
     assert!(paths(&err).contains(&"oidc.auth_params.prompt"), "{err}");
     assert!(paths(&err).contains(&"oidc.auth_params.max_age"), "{err}");
 }
+
+#[test]
+fn audience_settings_are_checked() {
+    let with = |lines: &str| format!("{}{lines}\n", minimal());
+    let c = load(&with("resource = \"https://api.example.com/\""), &[]).unwrap();
+    assert_eq!(
+        c.routes[0].resource.as_deref(),
+        Some("https://api.example.com/")
+    );
+    let c = load(
+        &with("token_exchange = { audience = \"orders\", scope = \"orders:read orders:list\" }"),
+        &[],
+    )
+    .unwrap();
+    let x = c.routes[0].token_exchange.as_ref().unwrap();
+    assert_eq!(
+        (x.audience.as_str(), x.scope.as_deref()),
+        ("orders", Some("orders:read orders:list"))
+    );
+    for (lines, path) in [
+        ("resource = \"api\"", "routes[0].resource"),
+        (
+            "resource = \"https://api.example.com/#x\"",
+            "routes[0].resource",
+        ),
+        (
+            "resource = \"https://a.example/\"\nauth = \"none\"",
+            "routes[0].resource",
+        ),
+        (
+            "resource = \"https://a.example/\"\ntoken_exchange = { audience = \"b\" }",
+            "routes[0].token_exchange",
+        ),
+        (
+            "token_exchange = { audience = \"\" }",
+            "routes[0].token_exchange.audience",
+        ),
+        (
+            "token_exchange = { audience = \"a b\" }",
+            "routes[0].token_exchange.audience",
+        ),
+        (
+            "token_exchange = { audience = \"a\", scope = \"x  y\" }",
+            "routes[0].token_exchange.scope",
+        ),
+    ] {
+        let err = load(&with(lines), &[]).unwrap_err();
+        assert!(paths(&err).contains(&path), "{lines}: {err}");
+    }
+    let err = load(
+        &with("token_exchange = { audience = \"a\", other = 1 }"),
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("other"), "{err}");
+}

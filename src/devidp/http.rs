@@ -16,7 +16,6 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -149,7 +148,8 @@ pub(super) fn discovery(issuer: &str, settings: &crate::devstate::DevIdpSettings
         "end_session_endpoint": format!("{issuer}/end_session"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": ["authorization_code", "refresh_token",
+            "urn:ietf:params:oauth:grant-type:token-exchange"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "token_endpoint_auth_methods_supported":
@@ -160,6 +160,7 @@ pub(super) fn discovery(issuer: &str, settings: &crate::devstate::DevIdpSettings
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": ["openid", "profile", "email", "offline_access"],
         "acr_values_supported": [ACR_PASSWORD, ACR_MFA],
+        "dpop_signing_alg_values_supported": ["ES256"],
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "nonce", "sid",
             "name", "email", "preferred_username"],
         "backchannel_logout_supported": true,
@@ -548,27 +549,6 @@ pub(super) async fn end_session(inner: &Inner, query: &str) -> Response<Body> {
             "You are logged out of the development IdP.",
         ),
     }
-}
-
-/// Verifies a token this IdP signed (any of its keys), ignoring expiry, as an
-/// `id_token_hint` may be expired.
-pub(super) fn verify_own_token(inner: &Inner, token: &str) -> Option<Value> {
-    let header = jsonwebtoken::decode_header(token).ok()?;
-    let jwks = inner.state().jwks();
-    let key = jwks["keys"]
-        .as_array()?
-        .iter()
-        .find(|k| k["kid"].as_str() == header.kid.as_deref())?
-        .clone();
-    let key = DecodingKey::from_rsa_components(key["n"].as_str()?, key["e"].as_str()?).ok()?;
-    let mut validation = Validation::new(Algorithm::RS256);
-    validation.validate_exp = false;
-    validation.validate_aud = false;
-    validation.set_issuer(&[&inner.issuer]);
-    validation.set_required_spec_claims(&["iss"]);
-    jsonwebtoken::decode::<Value>(token, &key, &validation)
-        .ok()
-        .map(|d| d.claims)
 }
 
 /// Ends an IdP session and delivers back-channel logout tokens to its clients.

@@ -243,6 +243,12 @@ impl DevIdp {
         self.inner.state().access_token_ttl = ttl;
     }
 
+    /// A new DPoP nonce (with `dpop_nonce`): the next proof with the old one is
+    /// answered `use_dpop_nonce`.
+    pub fn rotate_dpop_nonce(&self) {
+        self.inner.state().dpop_nonce = random_text(16);
+    }
+
     /// Moves the provider's clock forward: lifetimes, grace windows and token
     /// timestamps all see the later time.
     pub fn advance_clock(&self, by: Duration) {

@@ -15,6 +15,10 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 
 use super::wire::*;
+
+/// RFC 8693's grant type and the token type it exchanges here.
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 use super::{DevClient, DevClientAuth, Inner};
 use crate::devstate::grants::OAuthError;
 
@@ -58,6 +62,17 @@ pub(super) async fn token(
             return resp;
         }
     }
+    // RFC 9449: a proof binds what this request issues to its key; with
+    // `dpop_nonce`, one without the current nonce is asked to come again with it
+    // (before any grant is looked at, so nothing is consumed).
+    let binding = match check_dpop(inner, headers) {
+        Ok(binding) => binding,
+        Err(refusal) => return refusal.response(),
+    };
+    let nonce_header = inner
+        .settings
+        .dpop_nonce
+        .then(|| inner.state().dpop_nonce.clone());
     let result = form.and_then(|form| {
         let client = authenticate_client(inner, headers, &form)?;
         let get = |k: &str| form.get(k).map(String::as_str);
@@ -70,25 +85,65 @@ pub(super) async fn token(
             Some("authorization_code") => {
                 let (code, redirect_uri, verifier) =
                     (need("code")?, need("redirect_uri")?, need("code_verifier")?);
-                inner.state().redeem_code(
+                let mut state = inner.state();
+                state.binding.clone_from(&binding);
+                let result = state.redeem_code(
                     &inner.issuer,
                     &inner.settings,
                     client,
                     code,
                     redirect_uri,
                     verifier,
-                )
+                );
+                state.binding = None;
+                result
             }
             Some("refresh_token") => {
                 let token = need("refresh_token")?;
-                inner
-                    .state()
-                    .refresh(&inner.issuer, &inner.settings, client, token, get("scope"))
+                let mut state = inner.state();
+                state.binding.clone_from(&binding);
+                let result = state.refresh(
+                    &inner.issuer,
+                    &inner.settings,
+                    client,
+                    token,
+                    get("scope"),
+                    get("resource"),
+                );
+                state.binding = None;
+                result
+            }
+            Some(TOKEN_EXCHANGE) => {
+                if get("subject_token_type") != Some(ACCESS_TOKEN_TYPE) {
+                    return Err(OAuthError::invalid_request(
+                        "subject_token_type must be an access token",
+                    ));
+                }
+                let audience = need("audience")?;
+                let subject = verify_own_token(inner, need("subject_token")?)
+                    .filter(|c| c.get("client_id").is_some())
+                    .ok_or_else(|| {
+                        OAuthError::invalid_grant(
+                            "the subject token is not an access token of this provider",
+                        )
+                    })?;
+                let mut state = inner.state();
+                state.binding.clone_from(&binding);
+                let result = state.exchange(
+                    &inner.issuer,
+                    &inner.settings,
+                    client,
+                    &subject,
+                    audience,
+                    get("scope"),
+                );
+                state.binding = None;
+                result
             }
             Some(_) => Err(OAuthError::new(
                 400,
                 "unsupported_grant_type",
-                "grant_type must be authorization_code or refresh_token",
+                "grant_type must be authorization_code, refresh_token or token-exchange",
             )),
             None => Err(OAuthError::invalid_request("grant_type is required")),
         }
@@ -102,6 +157,9 @@ pub(super) async fn token(
             let mut resp = json_response(StatusCode::OK, &body);
             resp.headers_mut()
                 .insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+            if let Some(n) = nonce_header.and_then(|n| http::HeaderValue::from_str(&n).ok()) {
+                resp.headers_mut().insert("dpop-nonce", n);
+            }
             resp
         }
         Ok(TokenBody::Text(text)) => text_response(StatusCode::OK, "application/json", text),
@@ -119,6 +177,63 @@ pub(super) async fn token(
             resp
         }
     }
+}
+
+/// Why a token request's DPoP proof was refused.
+enum DpopRefusal {
+    /// `invalid_dpop_proof`, with why.
+    Invalid(&'static str),
+    /// `use_dpop_nonce`, with the nonce to use.
+    Nonce(String),
+}
+
+impl DpopRefusal {
+    fn response(self) -> Response<Body> {
+        match self {
+            Self::Invalid(why) => oauth_error(&OAuthError::new(400, "invalid_dpop_proof", why)),
+            Self::Nonce(nonce) => {
+                let mut resp = oauth_error(&OAuthError::new(
+                    400,
+                    "use_dpop_nonce",
+                    "the DPoP proof must carry the nonce of the DPoP-Nonce header",
+                ));
+                if let Ok(n) = http::HeaderValue::from_str(&nonce) {
+                    resp.headers_mut().insert("dpop-nonce", n);
+                }
+                resp
+            }
+        }
+    }
+}
+
+/// The DPoP proof of a token request, checked: the thumbprint to bind to, or none
+/// without a proof.
+fn check_dpop(inner: &Inner, headers: &http::HeaderMap) -> Result<Option<String>, DpopRefusal> {
+    let mut proofs = headers.get_all("dpop").iter();
+    let Some(proof) = proofs.next() else {
+        return Ok(None);
+    };
+    if proofs.next().is_some() {
+        return Err(DpopRefusal::Invalid("more than one DPoP proof"));
+    }
+    let url = format!("{}/token", inner.issuer);
+    // Proofs are made on the wall clock, whatever `advance_clock` did to ours.
+    let now = crate::dpop::now();
+    let proof = proof
+        .to_str()
+        .map_err(|_| DpopRefusal::Invalid("the proof is not text"))?;
+    let checked =
+        crate::dpop::check_proof(proof, "POST", &url, None, now).map_err(DpopRefusal::Invalid)?;
+    let mut state = inner.state();
+    if inner.settings.dpop_nonce && checked.nonce.as_deref() != Some(state.dpop_nonce.as_str()) {
+        state.stats.dpop_nonce_challenges += 1;
+        return Err(DpopRefusal::Nonce(state.dpop_nonce.clone()));
+    }
+    if !state.dpop_jtis.insert(checked.jti) {
+        return Err(DpopRefusal::Invalid("the proof's jti was seen before"));
+    }
+    state.stats.dpop_proofs += 1;
+    Ok(Some(checked.jkt))
 }
 
 /// A token response body: JSON, or (a quirk) text that is not.

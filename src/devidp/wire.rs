@@ -1,5 +1,5 @@
 //! What every dev IdP endpoint reads and answers with: bounded forms, the client
-//! table, JSON and OAuth error answers.
+//! table, JSON and OAuth error answers, and the check of its own tokens.
 
 use std::collections::HashMap;
 
@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use http_body_util::Full;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
 use super::{DevClient, Inner};
@@ -20,10 +21,18 @@ pub(super) const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type
 pub(super) type Body = Full<Bytes>;
 
 /// Parses `application/x-www-form-urlencoded` text; a parameter given twice is an
-/// error (RFC 6749 3.1).
+/// error (RFC 6749 3.1), except `resource` (RFC 8707), whose values are kept
+/// separated by spaces.
 pub(super) fn parse_form(text: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
-    let mut out = HashMap::new();
+    let mut out: HashMap<String, String> = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(text) {
+        if k == "resource" {
+            if let Some(kept) = out.get_mut("resource") {
+                kept.push(' ');
+                kept.push_str(&v);
+                continue;
+            }
+        }
         if out.insert(k.to_string(), v.into_owned()).is_some() {
             return Err(OAuthError::invalid_request(format!(
                 "parameter {k} given more than once"
@@ -66,4 +75,25 @@ pub(super) fn text_response(
     resp.headers_mut()
         .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
     resp
+}
+
+/// Verifies a token this IdP signed (any of its keys), ignoring expiry, as an
+/// `id_token_hint` may be expired.
+pub(super) fn verify_own_token(inner: &Inner, token: &str) -> Option<Value> {
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    let jwks = inner.state().jwks();
+    let key = jwks["keys"]
+        .as_array()?
+        .iter()
+        .find(|k| k["kid"].as_str() == header.kid.as_deref())?
+        .clone();
+    let key = DecodingKey::from_rsa_components(key["n"].as_str()?, key["e"].as_str()?).ok()?;
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    validation.set_issuer(&[&inner.issuer]);
+    validation.set_required_spec_claims(&["iss"]);
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .ok()
+        .map(|d| d.claims)
 }

@@ -28,6 +28,17 @@ pub struct DevIdpStats {
     pub token_authorization_code: u64,
     /// Token requests with `grant_type=refresh_token`.
     pub token_refresh: u64,
+    /// Successful refreshes that named a `resource` (RFC 8707).
+    pub refresh_resource: u64,
+    /// Successful token exchanges (RFC 8693).
+    pub token_exchange: u64,
+    /// Presentations of a refresh token that had been presented before (whatever
+    /// the policy made of them).
+    pub refresh_token_presented_again: u64,
+    /// Token requests with a valid DPoP proof.
+    pub dpop_proofs: u64,
+    /// Token requests answered `use_dpop_nonce`.
+    pub dpop_nonce_challenges: u64,
     /// Revocation requests.
     pub revocation: u64,
     /// End-session requests.
@@ -141,6 +152,8 @@ struct RefreshRecord {
     family: u64,
     issued_at: Instant,
     rotated_at: Option<Instant>,
+    /// How many times it was presented.
+    presented: u32,
 }
 
 /// An IdP login session (`sid`): which clients got tokens through it.
@@ -216,6 +229,13 @@ pub(crate) struct State {
     pub(crate) deny_next_authorization: Option<String>,
     /// Pushed authorization requests by `request_uri`: client, parameters, expiry.
     pub(crate) pushed: HashMap<String, PushedRequest>,
+    /// The DPoP key thumbprint the token request being answered proved, which its
+    /// access tokens are bound to (`cnf.jkt`); set and cleared around each grant.
+    pub(crate) binding: Option<String>,
+    /// The current DPoP nonce (with `dpop_nonce`).
+    pub(crate) dpop_nonce: String,
+    /// DPoP proof `jti`s seen, against replays.
+    pub(crate) dpop_jtis: HashSet<String>,
     /// Answer refreshes with this (narrower) scope, as providers that downgrade a
     /// grant do.
     pub(crate) refresh_scope: Option<String>,
@@ -251,6 +271,9 @@ impl State {
             faults: Faults::default(),
             deny_next_authorization: None,
             pushed: HashMap::new(),
+            binding: None,
+            dpop_nonce: random_token(16),
+            dpop_jtis: HashSet::new(),
             refresh_scope: None,
             policy: settings.refresh.clone(),
             access_token_ttl: settings.access_token_ttl,
@@ -448,6 +471,7 @@ impl State {
                 family,
                 issued_at: self.now(),
                 rotated_at: None,
+                presented: 0,
             },
         );
         token
@@ -470,9 +494,26 @@ impl State {
         client: &DevClient,
         token: &str,
         requested_scope: Option<&str>,
+        resource: Option<&str>,
     ) -> Result<Value, OAuthError> {
-        let result = self.refresh_inner(issuer, settings, client, token, requested_scope);
+        if let Some(r) = resource {
+            // RFC 8707 section 2: an absolute URI without a fragment.
+            let ok = url::Url::parse(r).is_ok_and(|u| u.fragment().is_none());
+            if !ok {
+                return Err(OAuthError::new(
+                    400,
+                    "invalid_target",
+                    "resource must be an absolute URI without a fragment",
+                ));
+            }
+        }
+        let result =
+            self.refresh_inner(issuer, settings, client, token, (requested_scope, resource));
         match &result {
+            Ok(_) if resource.is_some() => {
+                self.stats.refresh_ok += 1;
+                self.stats.refresh_resource += 1;
+            }
             Ok(_) => self.stats.refresh_ok += 1,
             Err(e) if e.error == "invalid_grant" => self.stats.refresh_invalid_grant += 1,
             Err(_) => {}
@@ -486,14 +527,18 @@ impl State {
         settings: &DevIdpSettings,
         client: &DevClient,
         token: &str,
-        requested_scope: Option<&str>,
+        (requested_scope, resource): (Option<&str>, Option<&str>),
     ) -> Result<Value, OAuthError> {
         let now = self.now();
         let policy = self.policy.clone();
         let record = self
             .refresh_tokens
-            .get(token)
+            .get_mut(token)
             .ok_or_else(|| OAuthError::invalid_grant("unknown refresh token"))?;
+        record.presented += 1;
+        if record.presented > 1 {
+            self.stats.refresh_token_presented_again += 1;
+        }
         let family_id = record.family;
         let (issued_at, rotated_at) = (record.issued_at, record.rotated_at);
         let family = self
@@ -567,7 +612,7 @@ impl State {
         } else {
             None
         };
-        self.token_response(
+        let mut body = self.token_response(
             issuer,
             settings,
             &client.client_id,
@@ -577,7 +622,80 @@ impl State {
             None,
             settings.id_token_on_refresh,
             refresh_token,
-        )
+        )?;
+        if let Some(resource) = resource {
+            // The access token is for the resource (its `aud`), not the client.
+            body["access_token"] = json!(self.access_token(
+                issuer,
+                settings,
+                resource,
+                &client.client_id,
+                &sid,
+                &scope
+            )?);
+        }
+        Ok(body)
+    }
+
+    /// An RS256 access token for `aud`.
+    fn access_token(
+        &mut self,
+        issuer: &str,
+        settings: &DevIdpSettings,
+        aud: &str,
+        client_id: &str,
+        sid: &str,
+        scope: &str,
+    ) -> Result<String, OAuthError> {
+        let iat = self.unix_now();
+        let ttl = self.access_token_ttl.as_secs();
+        let mut claims = json!({
+            "iss": issuer, "sub": settings.user.sub, "aud": aud, "client_id": client_id,
+            "scope": scope, "iat": iat, "exp": iat + ttl, "jti": random_token(12), "sid": sid,
+        });
+        if let Some(jkt) = &self.binding {
+            claims["cnf"] = json!({ "jkt": jkt });
+        }
+        self.sign(&claims, "at+jwt")
+    }
+
+    /// `grant_type=urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693): the
+    /// access token `subject` (its verified claims), issued to this client and not
+    /// expired, for one whose `aud` is `audience`.
+    pub(crate) fn exchange(
+        &mut self,
+        issuer: &str,
+        settings: &DevIdpSettings,
+        client: &DevClient,
+        subject: &Value,
+        audience: &str,
+        scope: Option<&str>,
+    ) -> Result<Value, OAuthError> {
+        let bad = |why: &str| OAuthError::invalid_grant(why.to_owned());
+        if subject["client_id"].as_str() != Some(client.client_id.as_str()) {
+            return Err(bad("the subject token was issued to another client"));
+        }
+        if subject["exp"]
+            .as_u64()
+            .is_none_or(|exp| exp <= self.unix_now())
+        {
+            return Err(bad("the subject token has expired"));
+        }
+        let sid = subject["sid"].as_str().unwrap_or_default().to_owned();
+        let scope = scope
+            .or(subject["scope"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let access =
+            self.access_token(issuer, settings, audience, &client.client_id, &sid, &scope)?;
+        self.stats.token_exchange += 1;
+        Ok(json!({
+            "access_token": access,
+            "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+            "token_type": if self.binding.is_some() { "DPoP" } else { "Bearer" },
+            "expires_in": self.access_token_ttl.as_secs(),
+            "scope": scope,
+        }))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -596,16 +714,17 @@ impl State {
         let iat = self.unix_now();
         let ttl = self.access_token_ttl.as_secs();
         let user = &settings.user;
-        let access = self.sign(
-            &json!({
-                "iss": issuer, "sub": user.sub, "aud": client_id, "client_id": client_id,
-                "scope": scope, "iat": iat, "exp": iat + ttl, "jti": random_token(12), "sid": sid,
-            }),
-            "at+jwt",
-        )?;
+        let mut access_claims = json!({
+            "iss": issuer, "sub": user.sub, "aud": client_id, "client_id": client_id,
+            "scope": scope, "iat": iat, "exp": iat + ttl, "jti": random_token(12), "sid": sid,
+        });
+        if let Some(jkt) = &self.binding {
+            access_claims["cnf"] = json!({ "jkt": jkt });
+        }
+        let access = self.sign(&access_claims, "at+jwt")?;
         let mut body = json!({
             "access_token": access,
-            "token_type": "Bearer",
+            "token_type": if self.binding.is_some() { "DPoP" } else { "Bearer" },
             "expires_in": ttl,
             "scope": scope,
         });

@@ -167,6 +167,9 @@ pub struct DevIdpSettings {
     /// Say `require_pushed_authorization_requests` in discovery and refuse
     /// authorization requests that do not come through PAR (RFC 9126).
     pub require_par: bool,
+    /// DPoP (RFC 9449): token requests with a proof must carry the IdP's current
+    /// nonce; without it they are answered `use_dpop_nonce` with a `DPoP-Nonce`.
+    pub dpop_nonce: bool,
 }
 
 impl Default for DevIdpSettings {
@@ -185,6 +188,7 @@ impl Default for DevIdpSettings {
             anonymous_keys: false,
             revocation_in_rfc8414_only: false,
             require_par: false,
+            dpop_nonce: false,
         }
     }
 }

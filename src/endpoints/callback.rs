@@ -91,12 +91,22 @@ impl Core {
         let Some(code) = param(&params, "code").filter(|c| !c.is_empty()) else {
             return fail(ErrorKind::BadRequest("code is missing"));
         };
+        // RFC 9449: the session's DPoP key, made now and kept sealed in it.
+        let dpop = if self.config.oidc.dpop {
+            match crate::dpop::DpopKey::generate() {
+                Ok(key) => Some(key),
+                Err(_) => return fail(ErrorKind::Internal("cannot make a DPoP key")),
+            }
+        } else {
+            None
+        };
         let tokens = match self
             .oidc
             .exchange_code(
                 code,
                 &login.verifier,
                 self.config.resolved.redirect_uri.as_str(),
+                dpop.as_ref(),
                 EXCHANGE_TIMEOUT,
             )
             .await
@@ -160,6 +170,7 @@ impl Core {
         session.created_ms = now_ms;
         session.refresh_token = tokens.refresh_token.clone().filter(|t| !t.is_empty());
         session.id_token = Some(id_token);
+        session.dpop_key = dpop.map(|k| k.to_pkcs8().to_vec());
         session.idp_sid = claims.sid;
         session.scope = tokens
             .scope

@@ -93,6 +93,22 @@ impl Core {
             }
         }
         request.extend(asked.pairs().into_iter().map(|(k, v)| (k.to_owned(), v)));
+        // RFC 8707 section 2.1: the grant covers every route's resource, so the
+        // refresh token can later be used for each (IdPs such as oidc-provider
+        // refuse a resource the authorization did not name).
+        let mut resources: Vec<&str> = self
+            .config
+            .routes
+            .iter()
+            .filter_map(|r| r.resource.as_deref())
+            .collect();
+        resources.sort_unstable();
+        resources.dedup();
+        request.extend(
+            resources
+                .into_iter()
+                .map(|r| ("resource".to_owned(), r.to_owned())),
+        );
         if self.config.oidc.par || meta.require_pushed_authorization_requests {
             // RFC 9126: the parameters go to the IdP directly; the browser carries
             // only client_id and the request_uri.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_rustls::HttpsConnector;
@@ -97,12 +97,12 @@ impl IdpHttp {
         self.send(req, timeout).await
     }
 
-    /// POST a form, with an `Authorization` header when given.
+    /// POST a form with these headers.
     pub async fn post_form(
         &self,
         url: &str,
         form: &[(&str, &str)],
-        authorization: Option<HeaderValue>,
+        headers: Vec<(http::HeaderName, HeaderValue)>,
         timeout: Duration,
     ) -> Result<IdpResponse, FetchError> {
         let body = url::form_urlencoded::Serializer::new(String::new())
@@ -111,8 +111,8 @@ impl IdpHttp {
         let mut req = Request::post(url)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json");
-        if let Some(auth) = authorization {
-            req = req.header(AUTHORIZATION, auth);
+        for (name, value) in headers {
+            req = req.header(name, value);
         }
         let req = req
             .body(Full::new(Bytes::from(body)))

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::StatusCode;
-use http::header::{HeaderValue, RETRY_AFTER};
+use http::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
@@ -127,6 +127,8 @@ pub struct Oidc {
     jwks: Mutex<JwksCache>,
     jwks_refetch: tokio::sync::Mutex<()>,
     metrics: Metrics,
+    /// The latest `DPoP-Nonce` the token endpoint gave (RFC 9449 section 8).
+    dpop_nonce: Arc<Mutex<Option<String>>>,
 }
 
 impl fmt::Debug for Oidc {
@@ -213,6 +215,7 @@ impl Oidc {
             }),
             jwks_refetch: tokio::sync::Mutex::new(()),
             metrics,
+            dpop_nonce: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -223,6 +226,7 @@ impl Oidc {
         let mut next = Self::new(config, self.metrics.clone())?;
         next.http = self.http.clone();
         next.discovery = self.discovery.clone();
+        next.dpop_nonce = Arc::clone(&self.dpop_nonce);
         let jwks = self
             .jwks
             .lock()

@@ -76,9 +76,21 @@ pub(super) fn non_empty<'de, D: serde::Deserializer<'de>>(
     Ok(Option::<String>::deserialize(d)?.filter(|t| !t.is_empty()))
 }
 
+/// Whether an error answer asks for a DPoP nonce (RFC 9449 section 8).
+fn asks_for_dpop_nonce(resp: &IdpResponse) -> bool {
+    (resp.status == http::StatusCode::BAD_REQUEST || resp.status == http::StatusCode::UNAUTHORIZED)
+        && serde_json::from_slice::<Value>(&resp.body)
+            .ok()
+            .and_then(|v| v.get("error")?.as_str().map(|e| e == "use_dpop_nonce"))
+            .unwrap_or(false)
+}
+
 /// Reads a 2xx token-endpoint body. An answer without an access token, or one that
-/// is not the JSON of RFC 6749 5.1, is unreadable.
-pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, TokenError> {
+/// is not the JSON of RFC 6749 5.1, is unreadable. For a request with a DPoP proof
+/// (`dpop`) the token must be DPoP-bound (`token_type` `DPoP`, RFC 9449 section
+/// 5), never a Bearer token the upstream would take without a proof; otherwise it
+/// must be a Bearer token.
+pub fn parse_token_response_as(body: &[u8], dpop: bool) -> Result<TokenResponse, TokenError> {
     let tokens: TokenResponse =
         serde_json::from_slice(body).map_err(|e| TokenError::Unreadable {
             why: format!("unreadable token response: {}", e.classify_text()),
@@ -88,7 +100,16 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, TokenError> {
             why: "token response without an access token".into(),
         });
     }
-    if !tokens.token_type.is_empty() && !tokens.token_type.eq_ignore_ascii_case("bearer") {
+    if dpop {
+        if !tokens.token_type.eq_ignore_ascii_case("dpop") {
+            return Err(TokenError::Misconfigured {
+                code: format!(
+                    "token_type {:?} is not DPoP: the IdP did not bind the token (oidc.dpop needs an IdP with DPoP)",
+                    tokens.token_type
+                ),
+            });
+        }
+    } else if !tokens.token_type.is_empty() && !tokens.token_type.eq_ignore_ascii_case("bearer") {
         return Err(TokenError::Misconfigured {
             code: format!("token_type {:?} is not Bearer", tokens.token_type),
         });
@@ -240,22 +261,109 @@ impl Oidc {
         }
     }
 
-    /// One token request (no retries): `grant` pairs plus client authentication.
+    /// One token request (no retries): `grant` pairs plus client authentication,
+    /// and a DPoP proof made with `dpop` when given. An answer asking for a DPoP
+    /// nonce (`use_dpop_nonce`: the grant was not used) is retried once with it.
     pub(super) async fn token_request(
         &self,
-        mut form: Vec<(&'static str, String)>,
+        grant: Vec<(&'static str, String)>,
+        dpop: Option<&crate::dpop::DpopKey>,
         timeout: Duration,
     ) -> Result<TokenResponse, TokenError> {
         let meta = self.metadata().await.map_err(|e| TokenError::Transient {
             why: e.to_string(),
             retry_after: None,
         })?;
-        let auth = self.authenticate(&mut form, &meta.token_endpoint)?;
-        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let resp = self
-            .post_to_idp("token", &meta.token_endpoint, &pairs, auth, timeout)
-            .await?;
-        parse_token_response(&resp.body)
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut nonce = self.latest_dpop_nonce();
+        for attempt in 0..2 {
+            let mut form = grant.clone();
+            let mut headers = Vec::new();
+            if let Some(auth) = self.authenticate(&mut form, &meta.token_endpoint)? {
+                headers.push((AUTHORIZATION, auth));
+            }
+            if let Some(key) = dpop {
+                let proof = key
+                    .proof(
+                        "POST",
+                        &meta.token_endpoint,
+                        None,
+                        nonce.as_deref(),
+                        unix_now(),
+                    )
+                    .map_err(|code| TokenError::Misconfigured { code })?;
+                headers.push((
+                    http::HeaderName::from_static("dpop"),
+                    HeaderValue::from_str(&proof).map_err(|_| TokenError::Misconfigured {
+                        code: "the DPoP proof is not header-safe".into(),
+                    })?,
+                ));
+            }
+            let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let resp = self
+                .post_raw("token", &meta.token_endpoint, &pairs, headers, remaining)
+                .await?;
+            let offered = resp
+                .headers
+                .get("dpop-nonce")
+                .and_then(|v| v.to_str().ok())
+                .filter(|n| !n.is_empty() && n.len() <= 512)
+                .map(str::to_owned);
+            if let (Some(_), Some(n)) = (dpop, &offered) {
+                *self
+                    .dpop_nonce
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(n.clone());
+            }
+            if dpop.is_some() && attempt == 0 && asks_for_dpop_nonce(&resp) && offered.is_some() {
+                nonce = offered;
+                continue;
+            }
+            return parse_token_response_as(&Self::success(resp)?.body, dpop.is_some());
+        }
+        Err(TokenError::Misconfigured {
+            code: "the IdP asked for a new DPoP nonce twice in a row".into(),
+        })
+    }
+
+    /// The DPoP nonce to send, if the IdP gave one.
+    fn latest_dpop_nonce(&self) -> Option<String> {
+        self.dpop_nonce
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A form POST to one of the IdP's endpoints, counted under `label`: its
+    /// answer whatever the status (a failed request is transient).
+    async fn post_raw(
+        &self,
+        label: &str,
+        url: &str,
+        pairs: &[(&str, &str)],
+        headers: Vec<(http::HeaderName, HeaderValue)>,
+        timeout: Duration,
+    ) -> Result<IdpResponse, TokenError> {
+        let resp = self.http.post_form(url, pairs, headers, timeout).await;
+        self.count(label, &resp);
+        resp.map_err(|e| TokenError::Transient {
+            why: e.to_string(),
+            retry_after: None,
+        })
+    }
+
+    /// A 2xx answer, or the error an error status means (classified as a
+    /// token-endpoint error).
+    fn success(resp: IdpResponse) -> Result<IdpResponse, TokenError> {
+        if !resp.status.is_success() {
+            return Err(classify_token_error(
+                resp.status,
+                &resp.body,
+                retry_after(&resp.headers),
+            ));
+        }
+        Ok(resp)
     }
 
     /// A form POST to one of the IdP's endpoints, counted under `label`: its 2xx
@@ -269,20 +377,8 @@ impl Oidc {
         auth: Option<HeaderValue>,
         timeout: Duration,
     ) -> Result<IdpResponse, TokenError> {
-        let resp = self.http.post_form(url, pairs, auth, timeout).await;
-        self.count(label, &resp);
-        let resp = resp.map_err(|e| TokenError::Transient {
-            why: e.to_string(),
-            retry_after: None,
-        })?;
-        if !resp.status.is_success() {
-            return Err(classify_token_error(
-                resp.status,
-                &resp.body,
-                retry_after(&resp.headers),
-            ));
-        }
-        Ok(resp)
+        let headers = auth.map(|a| (AUTHORIZATION, a)).into_iter().collect();
+        Self::success(self.post_raw(label, url, pairs, headers, timeout).await?)
     }
 
     /// Exchanges an authorization code (with its PKCE verifier).
@@ -291,6 +387,7 @@ impl Oidc {
         code: &str,
         verifier: &str,
         redirect_uri: &str,
+        dpop: Option<&crate::dpop::DpopKey>,
         timeout: Duration,
     ) -> Result<TokenResponse, TokenError> {
         self.token_request(
@@ -300,6 +397,7 @@ impl Oidc {
                 ("redirect_uri", redirect_uri.into()),
                 ("code_verifier", verifier.into()),
             ],
+            dpop,
             timeout,
         )
         .await
@@ -311,14 +409,53 @@ impl Oidc {
         refresh_token: &str,
         timeout: Duration,
     ) -> Result<TokenResponse, TokenError> {
-        self.token_request(
-            vec![
-                ("grant_type", "refresh_token".into()),
-                ("refresh_token", refresh_token.into()),
-            ],
-            timeout,
-        )
-        .await
+        self.refresh_for(refresh_token, None, None, timeout).await
+    }
+
+    /// One refresh-token request, for the access token of `resource` (RFC 8707)
+    /// when one is named.
+    pub async fn refresh_for(
+        &self,
+        refresh_token: &str,
+        resource: Option<&str>,
+        dpop: Option<&crate::dpop::DpopKey>,
+        timeout: Duration,
+    ) -> Result<TokenResponse, TokenError> {
+        let mut form = vec![
+            ("grant_type", "refresh_token".into()),
+            ("refresh_token", refresh_token.into()),
+        ];
+        if let Some(r) = resource {
+            form.push(("resource", r.to_owned()));
+        }
+        self.token_request(form, dpop, timeout).await
+    }
+
+    /// One token exchange (RFC 8693): the access token `subject` for one for
+    /// `audience`, with `scope` when given.
+    pub async fn exchange(
+        &self,
+        subject: &str,
+        audience: &str,
+        scope: Option<&str>,
+        dpop: Option<&crate::dpop::DpopKey>,
+        timeout: Duration,
+    ) -> Result<TokenResponse, TokenError> {
+        const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+        let mut form = vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange".into(),
+            ),
+            ("subject_token", subject.to_owned()),
+            ("subject_token_type", ACCESS_TOKEN.into()),
+            ("requested_token_type", ACCESS_TOKEN.into()),
+            ("audience", audience.to_owned()),
+        ];
+        if let Some(scope) = scope {
+            form.push(("scope", scope.to_owned()));
+        }
+        self.token_request(form, dpop, timeout).await
     }
 
     /// Pushes an authorization request (RFC 9126) to `endpoint`: the `request_uri`

@@ -31,7 +31,7 @@ impl TokenRefresher {
             .insert(key, at_ms, now.saturating_add(lifetime), now);
     }
 
-    pub(super) fn join_or_start(&self, key: [u8; 32], token: String) -> Joined {
+    pub(super) fn join_or_start(&self, key: [u8; 32], grant: Grant) -> Joined {
         let inner = &self.inner;
         let mut map = inner
             .inflight
@@ -51,7 +51,7 @@ impl TokenRefresher {
         drop(map);
         let this = self.clone();
         tokio::spawn(async move {
-            let result = this.run_refresh(key, &token).await;
+            let result = this.run_refresh(key, &grant).await;
             let inner = &this.inner;
             if let Ok(rotation) = &result {
                 this.remember(key, rotation);
@@ -66,13 +66,25 @@ impl TokenRefresher {
         Joined::Wait(rx, true)
     }
 
-    /// One refresh at the IdP, with retries, counted once.
-    pub(super) async fn run_refresh(&self, key: [u8; 32], token: &str) -> Shared {
+    /// One grant at the IdP, with retries, counted once.
+    pub(super) async fn run_refresh(&self, key: [u8; 32], grant: &Grant) -> Shared {
         let inner = &self.inner;
         let started = Instant::now();
+        if let Grant::Exchange { .. } = grant {
+            // No refresh token is presented: nothing to coordinate across replicas.
+            let result = self.refresh_with_retries(grant).await;
+            match &result {
+                Ok(_) => inner.metrics.refresh("resource"),
+                Err(e) => {
+                    inner.metrics.refresh("resource_error");
+                    tracing::error!(error = %e, "the token exchange failed; the session is kept");
+                }
+            }
+            return result;
+        }
         let result = match &inner.shared {
             Some((store, ring)) => {
-                match self.shared_refresh(store.as_ref(), ring, key, token).await {
+                match self.shared_refresh(store.as_ref(), ring, key, grant).await {
                     Ok(SharedOutcome::Done(result)) => result,
                     Ok(SharedOutcome::ByAnotherReplica(rotation)) => {
                         inner.metrics.refresh("coalesced");
@@ -81,17 +93,25 @@ impl TokenRefresher {
                     Err(e) => {
                         inner.metrics.refresh("store_fallback");
                         tracing::warn!(error = %e, "shared store unavailable: refreshing with local single-flight only");
-                        self.refresh_with_retries(token).await
+                        self.refresh_with_retries(grant).await
                     }
                 }
             }
-            None => self.refresh_with_retries(token).await,
+            None => self.refresh_with_retries(grant).await,
         };
         inner
             .metrics
             .refresh_duration(started.elapsed().as_secs_f64());
         match &result {
-            Ok(_) => inner.metrics.refresh("ok"),
+            Ok(rotation) => {
+                for tokens in &rotation.tokens {
+                    inner.metrics.refresh(if tokens.audience.is_some() {
+                        "resource"
+                    } else {
+                        "ok"
+                    });
+                }
+            }
             Err(TokenError::Dead { code }) => {
                 inner.metrics.refresh("invalid_grant");
                 inner.metrics.session_ended(EndReason::InvalidGrant.label());
@@ -134,7 +154,7 @@ impl TokenRefresher {
         store: &dyn SharedStore,
         ring: &KeyRing,
         key: [u8; 32],
-        token: &str,
+        grant: &Grant,
     ) -> Result<SharedOutcome, StoreError> {
         let inner = &self.inner;
         let name = crate::store::hex(&key);
@@ -172,7 +192,7 @@ impl TokenRefresher {
                         }
                     })
                 };
-                let result = self.refresh_with_retries(token).await;
+                let result = self.refresh_with_retries(grant).await;
                 if let Ok(rotation) = &result {
                     let keep = inner.settings.grace + Duration::from_millis(BURST_WINDOW_MS);
                     let sealed = seal_rotation(ring, rotation);
@@ -206,9 +226,96 @@ impl TokenRefresher {
         }
     }
 
-    pub(super) async fn refresh_with_retries(&self, token: &str) -> Shared {
-        let inner = &self.inner;
-        let deadline = Instant::now() + inner.settings.timeout;
+    /// The grant at the IdP, each request retried on transient failures within
+    /// `refresh.timeout`. A refresh grant's steps go in order, each with the
+    /// refresh token the one before returned; when a later step fails, what the
+    /// earlier ones obtained is the result (their refresh tokens are spent).
+    pub(super) async fn refresh_with_retries(&self, grant: &Grant) -> Shared {
+        let deadline = Instant::now() + self.inner.settings.timeout;
+        match grant {
+            Grant::Exchange {
+                subject,
+                audience,
+                scope,
+                key,
+                dpop,
+            } => {
+                let dpop = dpop.as_deref().and_then(crate::dpop::DpopKey::from_pkcs8);
+                let dpop = dpop.as_ref();
+                let tokens = self
+                    .with_retries(deadline, |oidc, remaining| async move {
+                        oidc.exchange(subject, audience, scope.as_deref(), dpop, remaining)
+                            .await
+                    })
+                    .await?;
+                let now_ms = self.inner.clock.now_ms();
+                // Only the access token counts: what else an exchange returns is
+                // not the session's.
+                Ok(Arc::new(Rotation {
+                    tokens: vec![NewTokens {
+                        access_expires_at: access_expiry(&tokens, now_ms / 1000),
+                        access_token: tokens.access_token,
+                        refresh_token: None,
+                        id_token: None,
+                        idp_sid: None,
+                        scope: None,
+                        id_iss: None,
+                        id_sub: None,
+                        audience: Some(key.clone()),
+                        exchanged: true,
+                    }],
+                    at_ms: now_ms,
+                    rotated: false,
+                }))
+            }
+            Grant::Refresh { token, steps, dpop } => {
+                let dpop = dpop.as_deref().and_then(crate::dpop::DpopKey::from_pkcs8);
+                let dpop = dpop.as_ref();
+                let mut current = token.clone();
+                let mut done = Vec::with_capacity(steps.len());
+                for step in steps {
+                    let resource = step.as_ref().map(|(r, _)| r.as_str());
+                    let asked = {
+                        let current = &current;
+                        self.with_retries(deadline, |oidc, remaining| async move {
+                            oidc.refresh_for(current, resource, dpop, remaining).await
+                        })
+                        .await
+                    };
+                    match asked {
+                        Ok(tokens) => {
+                            let new = self.new_tokens(step, tokens).await;
+                            if let Some(rt) = &new.refresh_token {
+                                rt.clone_into(&mut current);
+                            }
+                            done.push(new);
+                        }
+                        Err(e) if done.is_empty() => return Err(e),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a further grant of a refresh failed; the tokens obtained before it are used");
+                            break;
+                        }
+                    }
+                }
+                Ok(Arc::new(Rotation {
+                    tokens: done,
+                    at_ms: self.inner.clock.now_ms(),
+                    rotated: current != *token,
+                }))
+            }
+        }
+    }
+
+    /// One request, retried with backoff on transient failures until `deadline`.
+    async fn with_retries<'a, F, Fut>(
+        &'a self,
+        deadline: Instant,
+        ask: F,
+    ) -> Result<TokenResponse, TokenError>
+    where
+        F: Fn(&'a Oidc, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<TokenResponse, TokenError>>,
+    {
         let mut attempt: u32 = 0;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -218,8 +325,8 @@ impl TokenRefresher {
                     retry_after: None,
                 });
             }
-            match inner.oidc.refresh(token, remaining).await {
-                Ok(tokens) => return Ok(Arc::new(self.rotation(token, tokens).await)),
+            match ask(&self.inner.oidc, remaining).await {
+                Ok(tokens) => return Ok(tokens),
                 Err(TokenError::Transient { why, retry_after }) => {
                     attempt += 1;
                     let mut wait = backoff(attempt);
@@ -236,9 +343,15 @@ impl TokenRefresher {
         }
     }
 
-    pub(super) async fn rotation(&self, old_token: &str, tokens: TokenResponse) -> Rotation {
+    /// What one refresh grant (for the session's own token, or a resource's)
+    /// returned, its ID token validated.
+    async fn new_tokens(
+        &self,
+        step: &Option<(String, String)>,
+        tokens: TokenResponse,
+    ) -> NewTokens {
         let inner = &self.inner;
-        let now_ms = inner.clock.now_ms();
+        let now = inner.clock.now_ms() / 1000;
         let (id_token, idp_sid, id_iss, id_sub) = match &tokens.id_token {
             Some(id) => match inner.oidc.validate_id_token(id, None).await {
                 Ok(claims) => (
@@ -254,23 +367,18 @@ impl TokenRefresher {
             },
             None => (None, None, None, None),
         };
-        let rotated = tokens
-            .refresh_token
-            .as_deref()
-            .is_some_and(|new| new != old_token);
-        Rotation {
-            tokens: NewTokens {
-                access_expires_at: access_expiry(&tokens, now_ms / 1000),
-                access_token: tokens.access_token,
-                refresh_token: tokens.refresh_token.filter(|t| !t.is_empty()),
-                id_token,
-                idp_sid,
-                scope: tokens.scope,
-                id_iss,
-                id_sub,
-            },
-            at_ms: now_ms,
-            rotated,
+        NewTokens {
+            access_expires_at: access_expiry(&tokens, now),
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token.filter(|t| !t.is_empty()),
+            id_token,
+            idp_sid,
+            // A resource token's scope is not the session's.
+            scope: tokens.scope.filter(|_| step.is_none()),
+            id_iss,
+            id_sub,
+            audience: step.as_ref().map(|(_, key)| key.clone()),
+            exchanged: false,
         }
     }
 }
@@ -283,6 +391,30 @@ pub(super) enum Grace {
     Chain(Session),
     /// Its ID token names someone else.
     Ended,
+}
+
+/// What one flight asks the IdP for.
+#[derive(Clone)]
+pub(super) enum Grant {
+    /// Refresh grants with `token`, in order: each step for the session's own
+    /// access token (none) or (RFC 8707) a resource's (the resource and its
+    /// audience key). The first is what the leader needs; the others are the
+    /// session's other stale tokens, so that a burst of requests after an expiry
+    /// ends with one session state however many audiences it needed.
+    Refresh {
+        token: String,
+        steps: Vec<Option<(String, String)>>,
+        /// The session's DPoP key (PKCS#8), for the proofs.
+        dpop: Option<Vec<u8>>,
+    },
+    /// A token exchange (RFC 8693) of the session's access token.
+    Exchange {
+        subject: String,
+        audience: String,
+        scope: Option<String>,
+        key: String,
+        dpop: Option<Vec<u8>>,
+    },
 }
 
 pub(super) enum Joined {

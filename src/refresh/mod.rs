@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::oidc::{Oidc, TokenError, TokenResponse, unverified_claims};
 use crate::revocation::RevocationList;
 use crate::seal::KeyRing;
-use crate::session::Session;
+use crate::session::{AudienceToken, Session};
 use crate::store::{SharedStore, StoreError};
 
 mod flight;
@@ -95,6 +95,11 @@ pub struct NewTokens {
     /// `iss` and `sub` of the new ID token (validated), which must be the session's.
     id_iss: Option<String>,
     id_sub: Option<String>,
+    /// The access token is for this audience key (a route's `resource` or
+    /// `token_exchange`), not the session's own.
+    audience: Option<String>,
+    /// It came from a token exchange: the session's refresh token was not used.
+    exchanged: bool,
 }
 
 impl fmt::Debug for NewTokens {
@@ -104,7 +109,40 @@ impl fmt::Debug for NewTokens {
             .field("rotated_refresh_token", &self.refresh_token.is_some())
             .field("id_token", &self.id_token.is_some())
             .field("scope", &self.scope)
+            .field("audience", &self.audience)
             .finish_non_exhaustive()
+    }
+}
+
+/// Which access token a request needs: the session's own, or one for a route's
+/// audience (DESIGN.md "Per-route rules").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// The session's own access token.
+    Own,
+    /// RFC 8707: obtained with the session's refresh token and `resource`.
+    Resource(String),
+    /// RFC 8693: the session's access token exchanged for one for `audience`.
+    Exchange {
+        /// `audience`.
+        audience: String,
+        /// `scope`, if any.
+        scope: Option<String>,
+    },
+}
+
+impl Audience {
+    /// Under which key the session keeps its token (none for the session's own).
+    #[must_use]
+    pub fn key(&self) -> Option<String> {
+        match self {
+            Self::Own => None,
+            Self::Resource(r) => Some(format!("r:{r}")),
+            Self::Exchange { audience, scope } => Some(format!(
+                "x:{audience} {}",
+                scope.as_deref().unwrap_or_default()
+            )),
+        }
     }
 }
 
@@ -112,10 +150,20 @@ impl fmt::Debug for NewTokens {
 /// for the grace window.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Rotation {
-    tokens: NewTokens,
+    /// What each grant returned, in order (several when one flight refreshed
+    /// several of the session's tokens).
+    tokens: Vec<NewTokens>,
     at_ms: u64,
     /// The IdP returned a different refresh token.
     rotated: bool,
+}
+
+impl Rotation {
+    /// Whether it holds the token `want` names (an audience key; none: the
+    /// session's own).
+    fn gives(&self, want: Option<&str>) -> bool {
+        self.tokens.iter().any(|t| t.audience.as_deref() == want)
+    }
 }
 
 /// How a session came to be updated.
@@ -258,10 +306,19 @@ fn session_issuer(session: &Session) -> Option<String> {
     claims.get("iss")?.as_str().map(str::to_owned)
 }
 
-/// Builds the session after a refresh. A refresh token that did not rotate (same or
+/// Builds the session after a refresh: each grant's tokens in order.
+fn apply(session: &Session, grants: &[NewTokens], now: u64) -> Result<Session, EndReason> {
+    let mut next = session.clone();
+    for tokens in grants {
+        next = apply_one(&next, tokens, now)?;
+    }
+    Ok(next)
+}
+
+/// Builds the session after one grant. A refresh token that did not rotate (same or
 /// none returned) keeps the old one. A new ID token must name the session's `iss` and
 /// `sub` (OIDC Core 12.2), else the session ends.
-fn apply(session: &Session, tokens: &NewTokens, now: u64) -> Result<Session, EndReason> {
+fn apply_one(session: &Session, tokens: &NewTokens, now: u64) -> Result<Session, EndReason> {
     if let Some(sub) = &tokens.id_sub {
         if *sub != session.sub {
             return Err(EndReason::SubChanged);
@@ -273,8 +330,20 @@ fn apply(session: &Session, tokens: &NewTokens, now: u64) -> Result<Session, End
         }
     }
     let mut next = session.clone();
-    next.access_token.clone_from(&tokens.access_token);
-    next.access_expires_at = tokens.access_expires_at;
+    if let Some(key) = &tokens.audience {
+        next.keep_audience_token(AudienceToken {
+            key: key.clone(),
+            access_token: tokens.access_token.clone(),
+            expires_at: tokens.access_expires_at,
+        });
+        if tokens.exchanged {
+            // The refresh token was not used: the same generation.
+            return Ok(next);
+        }
+    } else {
+        next.access_token.clone_from(&tokens.access_token);
+        next.access_expires_at = tokens.access_expires_at;
+    }
     if let Some(rt) = &tokens.refresh_token {
         next.refresh_token = Some(rt.clone());
     }
@@ -386,9 +455,58 @@ impl TokenRefresher {
         session.access_expires_at <= now.saturating_add(self.inner.settings.skew.as_secs())
     }
 
+    /// Whether the session holds a token for the audience `key` that does not
+    /// need a refresh yet.
+    fn audience_fresh(&self, session: &Session, key: &str, now: u64) -> bool {
+        session
+            .audience_token(key)
+            .is_some_and(|t| t.expires_at > now.saturating_add(self.inner.settings.skew.as_secs()))
+    }
+
+    /// The grants a flight for `want` makes: `want` first, then the session's
+    /// other tokens that need a refresh too (its own, its resources'), so every
+    /// request of a burst after an expiry ends with the same session.
+    fn steps(
+        &self,
+        session: &Session,
+        want: Option<(&str, &str)>,
+        now: u64,
+    ) -> Vec<Option<(String, String)>> {
+        let mut steps = vec![want.map(|(r, k)| (r.to_owned(), k.to_owned()))];
+        if want.is_some() && self.needs_refresh(session, now) {
+            steps.push(None);
+        }
+        for t in &session.audience_tokens {
+            let Some(resource) = t.key.strip_prefix("r:") else {
+                continue;
+            };
+            if want.is_none_or(|(_, k)| k != t.key) && !self.audience_fresh(session, &t.key, now) {
+                steps.push(Some((resource.to_owned(), t.key.clone())));
+            }
+        }
+        steps
+    }
+
+    /// Whether `session` has what a request for `want` (the audience key of a
+    /// resource, or none for the session's own token) needs.
+    fn has(&self, session: &Session, want: Option<&str>, now: u64) -> bool {
+        match want {
+            None => !self.needs_refresh(session, now),
+            Some(key) => self.audience_fresh(session, key, now),
+        }
+    }
+
     /// Decides what to do with a session's tokens on this request. The caller has
     /// already checked revocation.
     pub async fn refresh(&self, session: &Session) -> Outcome {
+        self.refresh_for(session, &Audience::Own).await
+    }
+
+    /// As [`refresh`](Self::refresh), for the access token of `audience`: a
+    /// fresh kept one, or one obtained now (the updated session keeps it). Every
+    /// refresh grant goes through the one single flight of the session's refresh
+    /// token, so a refresh token is presented once whichever audience asked.
+    pub async fn refresh_for(&self, session: &Session, audience: &Audience) -> Outcome {
         let s = &self.inner.settings;
         let now = self.inner.clock.now_secs();
         if now
@@ -401,6 +519,34 @@ impl TokenRefresher {
         if is_idle(session, s.idle_timeout, now) {
             return Outcome::Ended(EndReason::Idle);
         }
+        match audience {
+            Audience::Own => self.refresh_own(session, now).await,
+            Audience::Resource(resource) => {
+                let key = audience.key().unwrap_or_default();
+                if self.audience_fresh(session, &key, now) {
+                    return Outcome::Fresh;
+                }
+                let Some(first_token) = session.refresh_token.as_deref() else {
+                    tracing::error!(sid = %session.sid.short_hash(), "a route's resource needs the session's refresh token, and the IdP issued none (offline_access?)");
+                    return Outcome::Misconfigured;
+                };
+                Box::pin(self.rotate(session, first_token, Some((resource, &key)))).await
+            }
+            Audience::Exchange {
+                audience: aud,
+                scope,
+            } => {
+                let key = audience.key().unwrap_or_default();
+                if self.audience_fresh(session, &key, now) {
+                    return Outcome::Fresh;
+                }
+                Box::pin(self.exchange(session, aud, scope.as_deref(), key)).await
+            }
+        }
+    }
+
+    /// The session's own access token, refreshed if it needs to be.
+    async fn refresh_own(&self, session: &Session, now: u64) -> Outcome {
         if !self.needs_refresh(session, now) {
             return Outcome::Fresh;
         }
@@ -414,12 +560,106 @@ impl TokenRefresher {
         // Boxed: the rotation's state (token requests, the store, retries) is
         // large, and a request whose tokens are fresh (nearly all of them) would
         // otherwise carry it inline and copy it at every move of its future.
-        Box::pin(self.rotate(session, first_token)).await
+        Box::pin(self.rotate(session, first_token, None)).await
     }
 
-    /// The tokens need a refresh: single flight, grace, the shared store.
-    async fn rotate(&self, session: &Session, first_token: &str) -> Outcome {
+    /// A token exchange (RFC 8693) for `audience`, the session's own access token
+    /// refreshed first if it needs to be; one exchange per access token and
+    /// audience however many requests race.
+    async fn exchange(
+        &self,
+        session: &Session,
+        audience: &str,
+        scope: Option<&str>,
+        key: String,
+    ) -> Outcome {
+        let now = self.inner.clock.now_secs();
+        let (current, kind) = match self.refresh_own(session, now).await {
+            Outcome::Fresh | Outcome::KeepCurrent => (session.clone(), None),
+            Outcome::Updated { session, kind } => (*session, Some(kind)),
+            other => return other,
+        };
+        if current.access_expires_at <= now {
+            return Outcome::Unavailable {
+                retry_after: Duration::from_secs(5),
+            };
+        }
+        let flight = token_key(&format!("{}\n{key}", current.access_token));
+        let grant = Grant::Exchange {
+            subject: current.access_token.clone(),
+            audience: audience.to_owned(),
+            scope: scope.map(str::to_owned),
+            key: key.clone(),
+            dpop: current.dpop_key.clone(),
+        };
+        let (mut rx, leader) = match self.join_or_start(flight, grant.clone()) {
+            Joined::Hit(rotation) => {
+                let Ok(next) = apply(&current, &rotation.tokens, now) else {
+                    return identity_changed(&current);
+                };
+                if self.audience_fresh(&next, &key, now) {
+                    return Outcome::Updated {
+                        session: Box::new(next),
+                        kind: kind.unwrap_or(RefreshKind::GraceHit),
+                    };
+                }
+                // A kept exchange near expiry: exchange again.
+                self.inner.results.remove(&flight);
+                let Joined::Wait(rx, leader) = self.join_or_start(flight, grant) else {
+                    return Outcome::Unavailable {
+                        retry_after: Duration::from_secs(1),
+                    };
+                };
+                (rx, leader)
+            }
+            Joined::Wait(rx, leader) => (rx, leader),
+        };
+        let waited = tokio::time::timeout(
+            self.inner.settings.timeout + Duration::from_secs(1),
+            rx.wait_for(Option::is_some),
+        )
+        .await;
+        let result = match waited {
+            Ok(Ok(value)) => value.clone(),
+            _ => None,
+        };
+        match result {
+            Some(Ok(rotation)) => match apply(&current, &rotation.tokens, now) {
+                Ok(next) => Outcome::Updated {
+                    session: Box::new(next),
+                    kind: kind.unwrap_or(if leader {
+                        RefreshKind::Refreshed
+                    } else {
+                        RefreshKind::Coalesced
+                    }),
+                },
+                Err(_) => identity_changed(&current),
+            },
+            Some(Err(TokenError::Dead { .. } | TokenError::Misconfigured { .. })) => {
+                Outcome::Misconfigured
+            }
+            Some(Err(TokenError::Transient { retry_after, .. })) => Outcome::Unavailable {
+                retry_after: retry_after.unwrap_or(Duration::from_secs(5)),
+            },
+            Some(Err(TokenError::Unreadable { .. })) | None => Outcome::Unavailable {
+                retry_after: Duration::from_secs(5),
+            },
+        }
+    }
+
+    /// The tokens need a refresh: single flight, grace, the shared store. `want`:
+    /// the resource (RFC 8707) and its audience key when the request needs a
+    /// resource's access token, none for the session's own. Whatever grant of the
+    /// same refresh token is under way is joined; when its result is not what this
+    /// request needs, the request goes on from the session it produced.
+    async fn rotate(
+        &self,
+        session: &Session,
+        first_token: &str,
+        want: Option<(&str, &str)>,
+    ) -> Outcome {
         let s = &self.inner.settings;
+        let want_key = want.map(|(_, key)| key);
         let mut current = session.clone();
         let mut key = token_key(first_token);
         let mut chained = false;
@@ -428,7 +668,7 @@ impl TokenRefresher {
                 return Outcome::Ended(EndReason::MaxRefreshes);
             }
             let now_ms = self.inner.clock.now_ms();
-            match self.grace_hit(&key, &current, now_ms) {
+            match self.grace_hit(&key, &current, now_ms, want_key) {
                 Some(Grace::Use(next)) => {
                     self.inner.metrics.refresh("grace_hit");
                     return Outcome::Updated {
@@ -458,12 +698,22 @@ impl TokenRefresher {
             let Some(token) = current.refresh_token.clone() else {
                 break;
             };
-            let (mut rx, leader) = match self.join_or_start(key, token) {
+            let grant = Grant::Refresh {
+                token,
+                steps: self.steps(&current, want, now_ms / 1000),
+                dpop: current.dpop_key.clone(),
+            };
+            let (mut rx, leader) = match self.join_or_start(key, grant) {
                 Joined::Hit(rotation) => {
                     let Ok(next) = apply(&current, &rotation.tokens, self.inner.clock.now_secs())
                     else {
                         return identity_changed(&current);
                     };
+                    if !rotation.gives(want_key) {
+                        self.go_on(&mut key, &mut current, next, rotation.rotated);
+                        chained = true;
+                        continue;
+                    }
                     self.inner.metrics.refresh("grace_hit");
                     return Outcome::Updated {
                         session: Box::new(next),
@@ -487,6 +737,11 @@ impl TokenRefresher {
                     let Ok(next) = apply(&current, &rotation.tokens, now) else {
                         return identity_changed(&current);
                     };
+                    if !rotation.gives(want_key) {
+                        self.go_on(&mut key, &mut current, next, rotation.rotated);
+                        chained = true;
+                        continue;
+                    }
                     if !leader {
                         self.inner.metrics.refresh("coalesced");
                     }
@@ -523,6 +778,18 @@ impl TokenRefresher {
         self.transient(chained, current, now, None)
     }
 
+    /// A grant of this refresh token that did not give what the request needs
+    /// (another audience's, joined or kept): the request goes on from the session
+    /// it made, whose refresh token is the current one now. A kept result that did
+    /// not rotate is dropped, so the next grant is not answered by it again.
+    fn go_on(&self, key: &mut [u8; 32], current: &mut Session, next: Session, rotated: bool) {
+        if !rotated {
+            self.inner.results.remove(key);
+        }
+        *key = next.refresh_token.as_deref().map_or(*key, token_key);
+        *current = next;
+    }
+
     /// How long after a rotation an older cookie is still served (the grace window,
     /// at least the burst window).
     #[must_use]
@@ -532,7 +799,13 @@ impl TokenRefresher {
 
     /// A kept rotation for this token: the session to use, or one that needs a
     /// refresh of its own.
-    fn grace_hit(&self, key: &[u8; 32], current: &Session, now_ms: u64) -> Option<Grace> {
+    fn grace_hit(
+        &self,
+        key: &[u8; 32],
+        current: &Session,
+        now_ms: u64,
+        want: Option<&str>,
+    ) -> Option<Grace> {
         let rotation = self.inner.results.get(key, now_ms)?;
         if rotation.rotated && now_ms.saturating_sub(rotation.at_ms) > self.window_ms() {
             return None;
@@ -540,7 +813,7 @@ impl TokenRefresher {
         let Ok(next) = apply(current, &rotation.tokens, now_ms / 1000) else {
             return Some(Grace::Ended);
         };
-        if !self.needs_refresh(&next, now_ms / 1000) {
+        if self.has(&next, want, now_ms / 1000) {
             return Some(Grace::Use(next));
         }
         if rotation.rotated {

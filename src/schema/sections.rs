@@ -154,6 +154,10 @@ pub struct OidcConfig {
     /// `require_pushed_authorization_requests`.
     #[serde(default)]
     pub par: bool,
+    /// Sender-constrained tokens (RFC 9449): a DPoP key per session, proofs on
+    /// the code exchange, every refresh and every upstream request.
+    #[serde(default)]
+    pub dpop: bool,
 }
 
 pub(super) fn default_scopes() -> Vec<String> {
@@ -436,6 +440,25 @@ pub struct RouteConfig {
     /// Step-up: the session's `auth_time` may be at most this old.
     #[serde(default, with = "opt_duration")]
     pub max_age: Option<Duration>,
+    /// RFC 8707: the upstream gets an access token for this resource, obtained with
+    /// the session's refresh token.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// RFC 8693: the upstream gets the session's access token exchanged for one
+    /// for this audience.
+    #[serde(default)]
+    pub token_exchange: Option<TokenExchangeConfig>,
+}
+
+/// A route's `token_exchange = { audience = "…", scope = "…" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenExchangeConfig {
+    /// The `audience` asked for.
+    pub audience: String,
+    /// The `scope` asked for, if any.
+    #[serde(default)]
+    pub scope: Option<String>,
 }
 
 impl RouteConfig {

@@ -7,6 +7,8 @@
 //
 // Listens on 127.0.0.1 (port 0 unless PORT is set) and prints "ISSUER <url>".
 // REQUIRE_PAR=1: only pushed authorization requests (RFC 9126) are taken.
+// DPOP_NONCE=1: DPoP proofs (RFC 9449) must carry the provider's nonce.
+import crypto from 'node:crypto';
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
@@ -45,11 +47,15 @@ const provider = new Provider(issuer, {
     revocation: { enabled: true },
     rpInitiatedLogout: { enabled: true },
     backchannelLogout: { enabled: true },
+    // RFC 9449: proofs with a nonce when DPOP_NONCE=1.
+    dPoP: { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => process.env.DPOP_NONCE === '1' },
     // RFC 9126; REQUIRE_PAR=1 makes discovery say require_pushed_authorization_requests.
     pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: process.env.REQUIRE_PAR === '1' },
     resourceIndicators: {
       enabled: true,
-      defaultResource: () => 'urn:bff:api',
+      // Without a resource: urn:bff:api. When the authorization named several
+      // (a BFF with per-route resources) and the token request none: the first.
+      defaultResource: (ctx, client, oneOf) => (oneOf ? oneOf[0] : 'urn:bff:api'),
       useGrantedResource: () => true,
       getResourceServerInfo: () => ({ scope: 'api', accessTokenFormat: 'jwt', accessTokenTTL: accessTtl }),
     },

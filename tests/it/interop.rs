@@ -39,14 +39,21 @@ struct Stack {
 }
 
 async fn stack(pingora: bool) -> Stack {
-    stack_with(pingora, &[]).await
+    stack_with(pingora, &[], 60, &[], &[]).await
 }
 
-/// A stack whose provider.mjs gets `provider_env`.
-async fn stack_with(pingora: bool, provider_env: &[(&str, &str)]) -> Stack {
+/// A stack whose provider.mjs gets `provider_env` and issues access tokens for
+/// `access_ttl` seconds, with more routes to the echo (path, setting line).
+async fn stack_with(
+    pingora: bool,
+    provider_env: &[(&str, &str)],
+    access_ttl: u64,
+    routes: &[(&str, &str)],
+    settings: &[(&'static str, &str)],
+) -> Stack {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let provider = start_provider_with(&base, 60, provider_env).await;
+    let provider = start_provider_with(&base, access_ttl, provider_env).await;
     let echo = DevEcho::start("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -57,9 +64,15 @@ async fn stack_with(pingora: bool, provider_env: &[(&str, &str)]) -> Stack {
             r#"scopes = ["openid", "profile", "email", "offline_access"]"#,
         )
         .set("oidc", r#"auth_params = { prompt = "consent" }"#)
-        .set("oidc", format!("post_logout_redirect_uri = \"{base}/\""))
-        .upstream("/api/", &format!("http://{}", echo.addr()), &[])
-        .load();
+        .set("oidc", format!("post_logout_redirect_uri = \"{base}/\""));
+    let mut config = config.upstream("/api/", &format!("http://{}", echo.addr()), &[]);
+    for (section, line) in settings {
+        config = config.set(section, *line);
+    }
+    for (path, line) in routes {
+        config = config.upstream(path, &format!("http://{}", echo.addr()), &[line]);
+    }
+    let config = config.load();
     let bff = Arc::new(Bff::new(config).unwrap());
     let server = if pingora {
         Server::Pingora(
@@ -307,7 +320,7 @@ async fn pingora_engine_against_oidc_provider() {
 /// browser's authorize URL has only `client_id` and `request_uri`; the login and
 /// an API call work.
 async fn par_interop(pingora: bool) {
-    let s = stack_with(pingora, &[("REQUIRE_PAR", "1")]).await;
+    let s = stack_with(pingora, &[("REQUIRE_PAR", "1")], 60, &[], &[]).await;
     let b = Browser::new(&s.base);
     let start = b
         .request(
@@ -366,4 +379,170 @@ async fn hyper_engine_par_against_oidc_provider() {
 #[tokio::test]
 async fn pingora_engine_par_against_oidc_provider() {
     par_interop(true).await;
+}
+
+const ORDERS: &str = "https://orders.example.test/";
+const BILLING: &str = "https://billing.example.test/";
+
+/// RFC 8707 against oidc-provider (resource indicators, rotating refresh tokens,
+/// the grant revoked on any reuse): the login names both routes' resources; each
+/// route's upstream gets an access token whose `aud` is its resource; 100
+/// concurrent requests across both routes right after expiry make one token
+/// request per stale token, and the grant is alive afterwards.
+async fn resource_interop(pingora: bool) {
+    let s = stack_with(
+        pingora,
+        &[],
+        60,
+        &[
+            ("/orders/", &format!("resource = {ORDERS:?}")),
+            ("/billing/", &format!("resource = {BILLING:?}")),
+        ],
+        &[],
+    )
+    .await;
+    let b = Browser::new(&s.base);
+    let start = b
+        .request(
+            "GET",
+            "/bff/login?returnUrl=%2F",
+            &[("sec-fetch-mode", "navigate")],
+        )
+        .await;
+    let authorize = start.location();
+    let resources: Vec<String> = authorize
+        .query_pairs()
+        .filter(|(k, _)| k == "resource")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    assert_eq!(resources, [BILLING, ORDERS], "{authorize}");
+    let mut idp = IdpJar::default();
+    let callback = idp.follow(&b.http, authorize.as_str(), &s.base).await;
+    let done = b.request("GET", &callback, &[]).await;
+    assert_eq!(done.status, 302, "{}", done.text());
+
+    let aud = |r: &Reply| {
+        r.json()["bearer"]["claims"]["aud"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let r = b.api("/orders/x").await;
+    assert_eq!(
+        (r.status.as_u16(), aud(&r)),
+        (200, ORDERS.to_owned()),
+        "{}",
+        r.text()
+    );
+    let r = b.api("/billing/x").await;
+    assert_eq!(
+        (r.status.as_u16(), aud(&r)),
+        (200, BILLING.to_owned()),
+        "{}",
+        r.text()
+    );
+    let before = idp_count(&s, "token", "200");
+
+    for round in 1..=2 {
+        s.bff.clock().advance(Duration::from_secs(61));
+        let storm: Vec<_> = (0..100)
+            .map(|i| {
+                let tab = b.clone();
+                let path = if i % 2 == 0 {
+                    "/orders/x"
+                } else {
+                    "/billing/x"
+                };
+                async move { (path, tab.api(path).await) }
+            })
+            .collect();
+        for (path, r) in futures_util::future::join_all(storm).await {
+            assert_eq!(r.status, 200, "round {round} {path}: {}", r.text());
+            let want = if path == "/orders/x" { ORDERS } else { BILLING };
+            assert_eq!(aud(&r), want);
+        }
+        // One token request per stale token (the two resources and the session's
+        // own, refreshed in the one flight): each rotated refresh token presented
+        // once (this provider would revoke the grant otherwise).
+        assert_eq!(
+            idp_count(&s, "token", "200"),
+            before + 3 * round,
+            "round {round}"
+        );
+        assert_eq!(idp_count(&s, "token", "400"), 0, "round {round}");
+    }
+    // The grant is alive: the session's own token refreshes too.
+    s.bff.clock().advance(Duration::from_secs(61));
+    let r = b.api("/api/items").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    match &s.server {
+        Server::Hyper(h) => h.shutdown().await,
+        Server::Pingora(p) => p.shutdown().await,
+    }
+}
+
+#[tokio::test]
+async fn hyper_engine_resources_against_oidc_provider() {
+    resource_interop(false).await;
+}
+
+#[tokio::test]
+async fn pingora_engine_resources_against_oidc_provider() {
+    resource_interop(true).await;
+}
+
+/// RFC 9449 against oidc-provider with nonces required: the code exchange and the
+/// refreshes carry proofs (the nonce asked for once, then kept), the access tokens
+/// are bound (`cnf.jkt`), and the echo upstream finds every request's proof valid
+/// for its method, URL and token; a refresh storm still makes one token request.
+async fn dpop_interop(pingora: bool) {
+    let s = stack_with(
+        pingora,
+        &[("DPOP_NONCE", "1")],
+        60,
+        &[],
+        &[("oidc", "dpop = true")],
+    )
+    .await;
+    let b = Browser::new(&s.base);
+    let mut idp = IdpJar::default();
+    login(&s, &b, &mut idp).await;
+    let check = |r: &Reply| -> String {
+        assert_eq!(r.status, 200, "{}", r.text());
+        let body = r.json();
+        assert_eq!(body["bearer"]["scheme"], "DPoP", "{body}");
+        assert_eq!(body["dpop"]["valid"], true, "{body}");
+        assert_eq!(body["bearer"]["claims"]["cnf"]["jkt"], body["dpop"]["jkt"]);
+        body["dpop"]["jkt"].as_str().unwrap().to_owned()
+    };
+    let jkt = check(&b.api("/api/items").await);
+    // The first token request was asked for a nonce (400), the retry succeeded.
+    assert_eq!(idp_count(&s, "token", "400"), 1);
+    let before = idp_count(&s, "token", "200");
+    s.bff.clock().advance(Duration::from_secs(61));
+    let storm: Vec<_> = (0..30)
+        .map(|_| {
+            let tab = b.clone();
+            async move { tab.api("/api/items").await }
+        })
+        .collect();
+    for r in futures_util::future::join_all(storm).await {
+        assert_eq!(check(&r), jkt);
+    }
+    assert_eq!(idp_count(&s, "token", "200"), before + 1);
+    assert_eq!(idp_count(&s, "token", "400"), 1, "the nonce was kept");
+    match &s.server {
+        Server::Hyper(h) => h.shutdown().await,
+        Server::Pingora(p) => p.shutdown().await,
+    }
+}
+
+#[tokio::test]
+async fn hyper_engine_dpop_against_oidc_provider() {
+    dpop_interop(false).await;
+}
+
+#[tokio::test]
+async fn pingora_engine_dpop_against_oidc_provider() {
+    dpop_interop(true).await;
 }

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod audiences;
 mod browser;
 mod builder;
 mod claims;
@@ -15,6 +16,7 @@ mod core_flow;
 mod demo;
 mod deploy;
 mod devidp;
+mod dpop;
 mod forward_auth;
 mod gateway;
 mod hardening;

@@ -194,6 +194,56 @@ fn check_claim_rules(r: &RouteConfig, i: usize, problems: &mut Vec<Problem>) {
             "together the values must fit in the 256 characters /login accepts as acr_values",
         ));
     }
+    let at = |field: &str| format!("routes[{i}].{field}");
+    if r.resource.is_some() && r.token_exchange.is_some() {
+        problems.push(Problem::new(
+            at("token_exchange"),
+            "a route has either resource or token_exchange, not both",
+        ));
+    }
+    if (r.resource.is_some() || r.token_exchange.is_some()) && r.auth == RouteAuth::None {
+        problems.push(Problem::new(
+            at(if r.resource.is_some() {
+                "resource"
+            } else {
+                "token_exchange"
+            }),
+            "an audience of its own needs a session: set auth = \"required\" or \"optional\"",
+        ));
+    }
+    if let Some(resource) = &r.resource {
+        // RFC 8707 section 2: an absolute URI without a fragment.
+        let ok = url::Url::parse(resource)
+            .is_ok_and(|u| u.fragment().is_none() && !u.cannot_be_a_base())
+            && resource.len() <= 512
+            && !resource.contains(' ');
+        if !ok {
+            problems.push(Problem::new(
+                at("resource"),
+                format!("{resource:?} must be an absolute URI without a fragment (RFC 8707), like \"https://api.example.com\""),
+            ));
+        }
+    }
+    if let Some(x) = &r.token_exchange {
+        if x.audience.is_empty()
+            || x.audience.len() > 256
+            || !crate::login::is_token_list(&x.audience)
+            || x.audience.contains(' ')
+        {
+            problems.push(Problem::new(
+                at("token_exchange.audience"),
+                "must be 1 to 256 visible ASCII characters without spaces or quotes",
+            ));
+        }
+        if let Some(scope) = &x.scope {
+            if scope.len() > 512 || !crate::login::is_token_list(scope) {
+                problems.push(Problem::new(
+                    at("token_exchange.scope"),
+                    "must be scope values separated by single spaces",
+                ));
+            }
+        }
+    }
     if let Some(age) = r.max_age {
         if age.as_secs() > 366 * 24 * 3600 {
             problems.push(Problem::new(

@@ -18,6 +18,8 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Request-Id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// RFC 9449's proof header.
+pub static DPOP: HeaderName = HeaderName::from_static("dpop");
 /// `X-Forwarded-Host`.
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
@@ -210,6 +212,13 @@ fn apply_session<H: HeaderEdit + ?Sized>(headers: &mut H, forward: &Forward) {
         headers.set(AUTHORIZATION, bearer.clone());
     } else if forward.strip_authorization && headers.get(&AUTHORIZATION).is_some() {
         headers.remove(&AUTHORIZATION);
+    }
+    // A client's DPoP proof goes where its Authorization goes: never beside ours.
+    if forward.strip_authorization && headers.get(&DPOP).is_some() {
+        headers.remove(&DPOP);
+    }
+    if let Some(proof) = &forward.dpop {
+        headers.set(DPOP.clone(), proof.clone());
     }
     for (name, value) in &forward.identity {
         headers.set(name.clone(), value.clone());

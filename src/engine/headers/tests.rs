@@ -9,6 +9,7 @@ fn forward(bearer: Option<&'static str>, strip: bool) -> Forward {
         route: Some(0),
         target: Target::Application,
         authorization: bearer.map(HeaderValue::from_static),
+        dpop: None,
         strip_authorization: strip,
         cookie: Some(HeaderValue::from_static("theme=dark")),
         set_cookies: vec![HeaderValue::from_static("s=1; Path=/")],
@@ -216,4 +217,36 @@ fn the_request_id_replaces_the_clients() {
         assert_eq!(h.get_all("x-request-id").iter().count(), 1);
         assert_eq!(h["x-request-id"], id);
     }
+}
+
+#[test]
+fn our_dpop_proof_replaces_the_clients() {
+    let mut headers = HeaderMap::new();
+    headers.insert("dpop", HeaderValue::from_static("client-proof"));
+    headers.insert(AUTHORIZATION, HeaderValue::from_static("DPoP client-token"));
+    let mut ours = forward(Some("DPoP our-token"), true);
+    ours.dpop = Some(HeaderValue::from_static("our-proof"));
+    apply_to_request(&mut headers, &ours, Hop::Layer, &request_id());
+    assert_eq!(headers["dpop"], "our-proof");
+    assert_eq!(headers[AUTHORIZATION], "DPoP our-token");
+    // An authenticated route without DPoP: the client's proof is dropped too.
+    let mut headers = HeaderMap::new();
+    headers.insert("dpop", HeaderValue::from_static("client-proof"));
+    apply_to_request(
+        &mut headers,
+        &forward(Some("Bearer t"), true),
+        Hop::Layer,
+        &request_id(),
+    );
+    assert!(headers.get("dpop").is_none());
+    // A public route leaves it alone.
+    let mut headers = HeaderMap::new();
+    headers.insert("dpop", HeaderValue::from_static("client-proof"));
+    apply_to_request(
+        &mut headers,
+        &forward(None, false),
+        Hop::Layer,
+        &request_id(),
+    );
+    assert_eq!(headers["dpop"], "client-proof");
 }

@@ -16,6 +16,9 @@ use crate::error::{Error, ErrorKind};
 use crate::login::AuthRequirement;
 use crate::refresh::Outcome;
 
+/// The outcome of a navigation sent to log in again at the level its route needs.
+pub(crate) const STEP_UP_REDIRECT: &str = "step_up_redirect";
+
 impl Core {
     /// A forward with our cookies stripped and no token yet.
     pub(crate) fn plain_forward(
@@ -299,9 +302,11 @@ impl Core {
                 // A navigation goes to log in again at the level the route needs;
                 // an API call gets the RFC 9470 answer for the SPA to act on.
                 if self.is_navigation(&parts.headers) {
-                    return Err(self
+                    let mut rejection = self
                         .login_redirect(parts, &route.step_up, set_cookies)
-                        .of_session(sid));
+                        .of_session(sid);
+                    rejection.outcome = STEP_UP_REDIRECT;
+                    return Err(rejection);
                 }
                 let kind = ErrorKind::StepUpRequired {
                     acr_values: route.step_up.acr_values(),

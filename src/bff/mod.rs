@@ -34,6 +34,7 @@ pub use decision::{Decision, Forward, Target};
 pub(crate) use decision::{Note, error_response, json_response, redirect};
 pub use door::DoorRequest;
 pub(crate) use door::MAX_BACKCHANNEL_BODY;
+pub(crate) use flow::STEP_UP_REDIRECT;
 pub(crate) use sessions::Current;
 pub use upstream::Upstream;
 

@@ -96,6 +96,10 @@ impl Core {
                 if let Some(bearer) = forward.authorization {
                     h.insert(AUTHORIZATION, bearer);
                 }
+                // DPoP: the proof made for the route's upstream URL.
+                if let Some(proof) = forward.dpop {
+                    h.insert(HeaderName::from_static("dpop"), proof);
+                }
                 for (name, value) in forward.identity {
                     h.insert(name, value);
                 }
@@ -106,9 +110,32 @@ impl Core {
             }
             // A navigation without a session: 401 (a gateway passes a 401, and
             // nginx's `error_page 401` can send the browser to the Location).
-            Err(rejection) if rejection.outcome == "login_redirect" => {
-                let mut resp =
-                    json_response(StatusCode::UNAUTHORIZED, r#"{"error":"unauthenticated"}"#);
+            // A navigation on a step-up route: the same, to the login at that level.
+            Err(rejection)
+                if rejection.outcome == "login_redirect"
+                    || rejection.outcome == crate::bff::STEP_UP_REDIRECT =>
+            {
+                let (body, outcome) = if rejection.outcome == "login_redirect" {
+                    (r#"{"error":"unauthenticated"}"#, "unauthenticated")
+                } else {
+                    (
+                        r#"{"error":"insufficient_user_authentication"}"#,
+                        "insufficient_user_authentication",
+                    )
+                };
+                let mut resp = json_response(StatusCode::UNAUTHORIZED, body);
+                if outcome != "unauthenticated" {
+                    let step_up = Error::new(ErrorKind::StepUpRequired {
+                        acr_values: route.step_up.acr_values(),
+                        max_age: route.step_up.max_age,
+                    });
+                    if let Some(v) = step_up
+                        .www_authenticate()
+                        .and_then(|v| HeaderValue::from_str(&v).ok())
+                    {
+                        resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+                    }
+                }
                 let (head, _) = rejection.response.into_parts();
                 if let Some(location) = head.headers.get(LOCATION) {
                     resp.headers_mut().insert(LOCATION, location.clone());
@@ -116,7 +143,7 @@ impl Core {
                 for c in head.headers.get_all(SET_COOKIE) {
                     resp.headers_mut().append(SET_COOKIE, c.clone());
                 }
-                ("unauthenticated", resp)
+                (outcome, resp)
             }
             Err(rejection) => (rejection.outcome, rejection.response),
         }

@@ -152,3 +152,55 @@ async fn forward_auth_is_off_by_default() {
     assert_eq!(r.status, 404);
     s.stop().await;
 }
+
+/// Step-up and DPoP through forward-auth: a route with `acr` answers the gateway
+/// 401 `insufficient_user_authentication` with `WWW-Authenticate` (a navigation:
+/// with `Location:` the step-up login); with `oidc.dpop` the 200 carries
+/// `Authorization: DPoP …` and the proof for the route's upstream URL.
+#[tokio::test]
+async fn forward_auth_step_up_and_dpop() {
+    let s = start(
+        Front::Hyper,
+        Options::default()
+            .env("BFF_FORWARD_AUTH_ENABLED", "true")
+            .env("BFF_OIDC_DPOP", "true")
+            .route("/mfa/", &[r#"acr = ["urn:example:mfa"]"#, "csrf = false"]),
+    )
+    .await;
+    let b = s.browser();
+    b.login("/").await;
+    let r = ask(&b, "GET", "/mfa/x", &[("accept", "application/json")]).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error"], "insufficient_user_authentication");
+    assert_eq!(
+        r.headers["www-authenticate"],
+        r#"Bearer error="insufficient_user_authentication", acr_values="urn:example:mfa""#
+    );
+    let r = ask(&b, "GET", "/mfa/page", &[("sec-fetch-mode", "navigate")]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "insufficient_user_authentication");
+    assert_eq!(
+        r.headers["location"],
+        "/bff/login?acr_values=urn%3Aexample%3Amfa&returnUrl=%2Fmfa%2Fpage"
+    );
+    assert!(r.headers.get("www-authenticate").is_some());
+    assert_eq!(counted(&s, "insufficient_user_authentication"), 2);
+
+    let r = ask(&b, "POST", "/api/items?x=1", &[("x-csrf", "1")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let auth = r.headers["authorization"].to_str().unwrap().to_owned();
+    let token = auth.strip_prefix("DPoP ").expect("a DPoP token");
+    let proof = r.headers["dpop"].to_str().unwrap();
+    let upstream = format!("http://{}/api/items", s.echo.addr());
+    let checked = bff_proxy::dpop::check_proof(
+        proof,
+        "POST",
+        &upstream,
+        Some(token),
+        bff_proxy::dpop::now(),
+    )
+    .unwrap();
+    let claims = crate::support::jwt_claims(token);
+    assert_eq!(claims["cnf"]["jkt"], checked.jkt.as_str());
+    s.stop().await;
+}

@@ -433,21 +433,70 @@ pub(super) enum SharedOutcome {
 /// How long a replica's refresh lock lives unless renewed (renewed every third of
 /// it while the token request is in flight).
 pub(super) const LOCK_TTL: Duration = Duration::from_secs(2);
-/// The name refresh results are sealed under (associated data of the seal).
-pub(super) const ROTATION_SEAL_NAME: &str = "bff-shared-rotation";
+/// The name refresh results are sealed under (associated data of the seal). The
+/// layout of [`Rotation`] changed with per-route audiences (several grants per
+/// result): results of the earlier layout, sealed under [`ROTATION_SEAL_NAME_V1`]
+/// by a replica not yet upgraded, are still read, so a rolling upgrade never makes
+/// a replica present a refresh token another already used.
+pub(super) const ROTATION_SEAL_NAME: &str = "bff-shared-rotation-2";
+/// The name of the earlier layout.
+pub(super) const ROTATION_SEAL_NAME_V1: &str = "bff-shared-rotation";
 
 pub(super) fn seal_rotation(ring: &KeyRing, rotation: &Rotation) -> Vec<u8> {
     let bytes = postcard::to_allocvec(rotation).unwrap_or_default();
     ring.seal(ROTATION_SEAL_NAME, &bytes).into_bytes()
 }
 
+/// The earlier layout of a shared result: one grant's tokens.
+#[derive(serde::Deserialize)]
+struct RotationV1 {
+    tokens: NewTokensV1,
+    at_ms: u64,
+    rotated: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct NewTokensV1 {
+    access_token: String,
+    access_expires_at: u64,
+    refresh_token: Option<String>,
+    id_token: Option<String>,
+    idp_sid: Option<String>,
+    scope: Option<String>,
+    id_iss: Option<String>,
+    id_sub: Option<String>,
+}
+
 pub(super) fn open_rotation(ring: &KeyRing, sealed: &[u8]) -> Option<Rotation> {
     let text = std::str::from_utf8(sealed).ok()?;
-    ring.open_map(ROTATION_SEAL_NAME, text, |plain| {
+    if let Ok(Some(rotation)) = ring.open_map(ROTATION_SEAL_NAME, text, |plain| {
         postcard::from_bytes(plain).ok()
+    }) {
+        return Some(rotation);
+    }
+    let old: RotationV1 = ring
+        .open_map(ROTATION_SEAL_NAME_V1, text, |plain| {
+            postcard::from_bytes(plain).ok()
+        })
+        .ok()
+        .flatten()?;
+    let t = old.tokens;
+    Some(Rotation {
+        tokens: vec![NewTokens {
+            access_token: t.access_token,
+            access_expires_at: t.access_expires_at,
+            refresh_token: t.refresh_token,
+            id_token: t.id_token,
+            idp_sid: t.idp_sid,
+            scope: t.scope,
+            id_iss: t.id_iss,
+            id_sub: t.id_sub,
+            audience: None,
+            exchanged: false,
+        }],
+        at_ms: old.at_ms,
+        rotated: old.rotated,
     })
-    .ok()
-    .flatten()
 }
 
 /// Exponential backoff with ±50 % jitter.

@@ -55,8 +55,14 @@ async fn replicas_with_prefix(n: usize) -> (DevIdp, Vec<Arc<Bff>>, String) {
 }
 
 async fn replicas_with(n: usize, env: &[(&str, &str)]) -> (DevIdp, Vec<Arc<Bff>>, String) {
-    let (idp, bffs, prefix, _) =
-        replicas_on(n, env, "redis://127.0.0.1:6379", Duration::from_secs(2)).await;
+    let (idp, bffs, prefix, _) = replicas_on(
+        n,
+        env,
+        "redis://127.0.0.1:6379",
+        Duration::from_secs(2),
+        &[],
+    )
+    .await;
     (idp, bffs, prefix)
 }
 
@@ -66,6 +72,7 @@ async fn replicas_on(
     env: &[(&str, &str)],
     redis_url: &str,
     timeout: Duration,
+    routes: &[(&str, &str)],
 ) -> (DevIdp, Vec<Arc<Bff>>, String, Arc<RedisStore>) {
     let client = DevClient::new(
         "bff",
@@ -83,6 +90,9 @@ async fn replicas_on(
         .set("oidc", r#"scopes = ["openid", "offline_access"]"#)
         .set("refresh", r#"timeout = "10s""#)
         .upstream("/api/", "http://127.0.0.1:9", &[]);
+    let config = routes.iter().fold(config, |c, (path, line)| {
+        c.upstream(path, "http://127.0.0.1:9", &[line])
+    });
     let prefix = format!("bff-test:{}:", bff_proxy::devidp::random_text(6));
     let store = Arc::new(
         RedisStore::connect(redis_url, &prefix, timeout)
@@ -346,6 +356,7 @@ async fn a_redis_outage_falls_back_to_local_and_recovers() {
         &[],
         &format!("redis://{}", relay.addr),
         Duration::from_secs(1),
+        &[],
     )
     .await;
     let jar = login(&bffs[0]).await;
@@ -553,4 +564,73 @@ async fn the_admin_ends_every_session_of_a_user_across_replicas() {
     );
     let listed: serde_json::Value = serde_json::from_slice(listed.body()).unwrap();
     assert_eq!(listed["sessions"].as_array().unwrap().len(), 1, "{listed}");
+}
+
+/// Per-route audiences across replicas: 300 requests over three replicas and two
+/// `resource` routes (and the session's own token) right after expiry: every
+/// refresh token reaches the IdP once, and each route gets its resource's token.
+#[tokio::test]
+async fn audiences_over_three_replicas_present_each_refresh_token_once() {
+    let (idp, bffs, _, _) = replicas_on(
+        3,
+        &[],
+        "redis://127.0.0.1:6379",
+        Duration::from_secs(2),
+        &[
+            ("/orders/", r#"resource = "https://orders.example.test/""#),
+            ("/billing/", r#"resource = "https://billing.example.test/""#),
+        ],
+    )
+    .await;
+    let mut jar = login(&bffs[0]).await;
+    // Both resource tokens once, so the session holds them.
+    for path in ["/orders/x", "/billing/x"] {
+        let d = bffs[1]
+            .handle(&parts(path, &jar, &[("x-csrf", "1")]), None)
+            .await;
+        let Decision::Forward(f) = d else {
+            panic!("{path} was refused")
+        };
+        jar.apply_values(f.set_cookies());
+    }
+    idp.set_token_latency(Duration::from_millis(200));
+    for b in &bffs {
+        b.clock().advance(Duration::from_secs(301));
+    }
+    idp.advance_clock(Duration::from_secs(301));
+    let before = idp.stats();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let bff = Arc::clone(&bffs[i % 3]);
+        let jar = jar.clone();
+        let path = ["/orders/x", "/billing/x", "/api/x"][i % 3];
+        set.spawn(async move {
+            let token = bearer(
+                bff.handle(&parts(path, &jar, &[("x-csrf", "1")]), None)
+                    .await,
+            );
+            (path, token)
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        let (path, token) = done.unwrap();
+        let claims = crate::support::jwt_claims(token.strip_prefix("Bearer ").unwrap());
+        let want = match path {
+            "/orders/x" => "https://orders.example.test/",
+            "/billing/x" => "https://billing.example.test/",
+            _ => "bff",
+        };
+        assert_eq!(claims["aud"], want);
+    }
+    let after = idp.stats();
+    assert_eq!(
+        (
+            after.refresh_token_presented_again,
+            after.reuse_detected,
+            after.families_revoked
+        ),
+        (0, 0, 0)
+    );
+    // One flight across the replicas: both resources and the own token.
+    assert_eq!(after.refresh_ok - before.refresh_ok, 3);
 }

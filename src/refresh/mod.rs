@@ -761,21 +761,32 @@ impl TokenRefresher {
                     retry_after: Duration::from_secs(5),
                 },
                 Some(Err(TokenError::Misconfigured { .. })) => {
-                    if current.access_expires_at > now {
+                    if self.usable(&current, want_key, now) {
                         self.keep(chained, current)
                     } else {
                         Outcome::Misconfigured
                     }
                 }
                 Some(Err(TokenError::Transient { retry_after, .. })) => {
-                    self.transient(chained, current, now, retry_after)
+                    self.transient(chained, current, (now, want_key), retry_after)
                 }
-                None => self.transient(chained, current, now, None),
+                None => self.transient(chained, current, (now, want_key), None),
             };
         }
         // Chained through more rotations than a real burst makes: refuse to guess.
         let now = self.inner.clock.now_secs();
-        self.transient(chained, current, now, None)
+        self.transient(chained, current, (now, want_key), None)
+    }
+
+    /// Whether the token a request needs (`want`: an audience key, or none for the
+    /// session's own) is there and not expired: a failed refresh can leave it in use.
+    fn usable(&self, session: &Session, want: Option<&str>, now: u64) -> bool {
+        match want {
+            None => session.access_expires_at > now,
+            Some(key) => session
+                .audience_token(key)
+                .is_some_and(|t| t.expires_at > now),
+        }
     }
 
     /// A grant of this refresh token that did not give what the request needs
@@ -840,10 +851,10 @@ impl TokenRefresher {
         &self,
         chained: bool,
         current: Session,
-        now: u64,
+        (now, want): (u64, Option<&str>),
         retry_after: Option<Duration>,
     ) -> Outcome {
-        if current.access_expires_at > now {
+        if self.usable(&current, want, now) {
             self.keep(chained, current)
         } else {
             Outcome::Unavailable {

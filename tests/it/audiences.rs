@@ -175,3 +175,30 @@ async fn audiences_axum_cookie() {
 async fn audiences_pingora_server() {
     audiences(Front::Pingora, "server").await;
 }
+
+/// The IdP unreachable: a resource token still valid (inside `refresh.skew`) is
+/// used as it is; an expired one gives 503 `idp_unavailable` even while the
+/// session's own token is still valid, and the session is kept.
+#[tokio::test]
+async fn an_idp_outage_keeps_a_valid_resource_token_and_refuses_an_expired_one() {
+    let s = start(Front::Pingora, options("cookie")).await;
+    let b = s.browser();
+    b.login("/").await;
+    // The own token lives 120 s, the resource token 40 s.
+    s.idp.set_access_token_ttl(Duration::from_secs(40));
+    let (_, print) = seen(&b, "/orders/x").await;
+    s.idp.set_down(true).await;
+    // At +20 s a refresh is due (30 s skew) but the resource token holds.
+    advance(&s, 20);
+    assert_eq!(seen(&b, "/orders/x").await.1, print);
+    // At +45 s it has expired; the own token has not.
+    advance(&s, 25);
+    let r = b.api("/orders/x").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"], "idp_unavailable");
+    s.idp.set_down(false).await;
+    let (aud, again) = seen(&b, "/orders/x").await;
+    assert_eq!(aud, ORDERS);
+    assert_ne!(again, print);
+    s.stop().await;
+}

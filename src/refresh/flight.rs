@@ -181,13 +181,20 @@ impl TokenRefresher {
                     let (lock_name, owner) = (lock_name.clone(), owner.clone());
                     tokio::spawn(async move {
                         loop {
-                            tokio::time::sleep(LOCK_TTL / 3).await;
-                            if !store
-                                .renew_lock(&lock_name, &owner, LOCK_TTL)
-                                .await
-                                .unwrap_or(false)
-                            {
-                                break;
+                            tokio::time::sleep(LOCK_TTL / 4).await;
+                            // A failed renewal is tried again (the lock still has
+                            // time); only a lock that is gone ends the renewals.
+                            match store.renew_lock(&lock_name, &owner, LOCK_TTL).await {
+                                Ok(true) => {}
+                                Ok(false) => {
+                                    tracing::warn!(
+                                        "the refresh lock expired while its token request was under way"
+                                    );
+                                    break;
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "could not renew the refresh lock; trying again");
+                                }
                             }
                         }
                     })
@@ -430,8 +437,8 @@ pub(super) enum SharedOutcome {
     ByAnotherReplica(Arc<Rotation>),
 }
 
-/// How long a replica's refresh lock lives unless renewed (renewed every third of
-/// it while the token request is in flight).
+/// How long a replica's refresh lock lives unless renewed (renewed every quarter
+/// of it while the token request is in flight).
 pub(super) const LOCK_TTL: Duration = Duration::from_secs(2);
 /// The name refresh results are sealed under (associated data of the seal). The
 /// layout of [`Rotation`] changed with per-route audiences (several grants per

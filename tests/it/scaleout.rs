@@ -634,3 +634,99 @@ async fn audiences_over_three_replicas_present_each_refresh_token_once() {
     // One flight across the replicas: both resources and the own token.
     assert_eq!(after.refresh_ok - before.refresh_ok, 3);
 }
+
+/// A shared store whose first lock renewals fail (a store that hiccups while a
+/// slow token request is under way).
+struct FlakyRenewals {
+    inner: bff_proxy::store::MemoryStore,
+    failures_left: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl bff_proxy::store::SharedStore for FlakyRenewals {
+    async fn try_lock(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, bff_proxy::store::StoreError> {
+        self.inner.try_lock(name, owner, ttl).await
+    }
+    async fn renew_lock(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, bff_proxy::store::StoreError> {
+        use std::sync::atomic::Ordering;
+        let left = self.failures_left.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failures_left.store(left - 1, Ordering::SeqCst);
+            return Err(bff_proxy::store::StoreError::Unavailable("hiccup".into()));
+        }
+        self.inner.renew_lock(name, owner, ttl).await
+    }
+    async fn unlock(&self, name: &str, owner: &str) -> Result<(), bff_proxy::store::StoreError> {
+        self.inner.unlock(name, owner).await
+    }
+    async fn put(
+        &self,
+        name: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), bff_proxy::store::StoreError> {
+        self.inner.put(name, value, ttl).await
+    }
+    async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, bff_proxy::store::StoreError> {
+        self.inner.get(name).await
+    }
+    async fn delete(&self, name: &str) -> Result<(), bff_proxy::store::StoreError> {
+        self.inner.delete(name).await
+    }
+}
+
+/// A lock renewal that fails is tried again: the token request outlives the lock's
+/// TTL, the first renewals fail, and still no other replica takes the lock and
+/// presents the refresh token a second time.
+#[tokio::test]
+async fn a_failed_lock_renewal_is_tried_again() {
+    let client = DevClient::new(
+        "bff",
+        DevClientAuth::SecretBasic("s".into()),
+        &format!("{PUBLIC}/bff/callback"),
+    );
+    let idp = DevIdp::start(DevIdpSettings {
+        clients: vec![client],
+        ..DevIdpSettings::default()
+    })
+    .await
+    .unwrap();
+    let config = TestConfig::new(idp.issuer(), PUBLIC)
+        .secret("s")
+        .set("oidc", r#"scopes = ["openid", "offline_access"]"#)
+        .set("refresh", r#"timeout = "10s""#)
+        .upstream("/api/", "http://127.0.0.1:9", &[]);
+    let store: Arc<dyn bff_proxy::store::SharedStore> = Arc::new(FlakyRenewals {
+        inner: bff_proxy::store::MemoryStore::new(),
+        failures_left: std::sync::atomic::AtomicU32::new(2),
+    });
+    let bffs: Vec<Arc<Bff>> = (0..3)
+        .map(|_| {
+            Arc::new(
+                Bff::new(config.load())
+                    .unwrap()
+                    .with_store(Arc::clone(&store)),
+            )
+        })
+        .collect();
+    let jar = login(&bffs[0]).await;
+    // The lock lives 2 s unless renewed; the IdP takes 4 s.
+    idp.set_token_latency(Duration::from_secs(4));
+    for b in &bffs {
+        b.clock().advance(Duration::from_secs(301));
+    }
+    let tokens = storm(&bffs, &jar, 30).await;
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(idp.stats().token_refresh, 1);
+    assert_eq!(idp.stats().reuse_detected, 0);
+}

@@ -234,9 +234,11 @@ struct SessionV2 {
     created_ms: u64,
 }
 
-impl From<SessionV2> for Session {
+impl From<SessionV2> for SessionV3 {
     fn from(v: SessionV2) -> Self {
         Self {
+            // Not known: the latest time the layout recorded.
+            last_used: v.refreshed_at.max(v.created_at),
             sid: v.sid,
             sub: v.sub,
             access_token: v.access_token,
@@ -249,10 +251,6 @@ impl From<SessionV2> for Session {
             scope: v.scope,
             idp_sid: v.idp_sid,
             created_ms: v.created_ms,
-            // Not known: the latest time the layout recorded.
-            last_used: v.refreshed_at.max(v.created_at),
-            audience_tokens: Vec::new(),
-            dpop_key: None,
         }
     }
 }
@@ -273,9 +271,10 @@ struct SessionV1 {
     idp_sid: Option<String>,
 }
 
-impl From<SessionV1> for Session {
+impl From<SessionV1> for SessionV2 {
     fn from(v: SessionV1) -> Self {
         Self {
+            created_ms: v.created_at.saturating_mul(1000),
             sid: v.sid,
             sub: v.sub,
             access_token: v.access_token,
@@ -287,10 +286,6 @@ impl From<SessionV1> for Session {
             refresh_count: v.refresh_count,
             scope: v.scope,
             idp_sid: v.idp_sid,
-            created_ms: v.created_at.saturating_mul(1000),
-            last_used: v.refreshed_at.max(v.created_at),
-            audience_tokens: Vec::new(),
-            dpop_key: None,
         }
     }
 }
@@ -349,11 +344,11 @@ impl Session {
                 _ => Err(DecodeError::Malformed),
             },
             2 => match postcard::take_from_bytes::<SessionV2>(rest) {
-                Ok((session, [])) => Ok(session.into()),
+                Ok((session, [])) => Ok(SessionV3::from(session).into()),
                 _ => Err(DecodeError::Malformed),
             },
             1 => match postcard::take_from_bytes::<SessionV1>(rest) {
-                Ok((session, [])) => Ok(session.into()),
+                Ok((session, [])) => Ok(SessionV3::from(SessionV2::from(session)).into()),
                 _ => Err(DecodeError::Malformed),
             },
             other => Err(DecodeError::Version(other)),

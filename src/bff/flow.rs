@@ -171,65 +171,63 @@ impl Core {
         if route.csrf && !self.csrf_ok(&parts.headers) {
             return Err(Rejection::from(ErrorKind::Csrf).of_session(sid));
         }
-        let (mut session, set_cookies) = match self
-            .refresher
-            .refresh_for(&session, &route.audience.0)
-            .await
-        {
-            Outcome::Fresh | Outcome::KeepCurrent => {
-                self.index.seen(&session.sub, session.sid, None);
-                let mut session = session;
-                let cookies = self
-                    .touch(&mut session, &read.present, read.handle)
-                    .await
-                    .map_err(|e| Rejection::error(&e, Vec::new()).of_session(sid))?;
-                (session, cookies)
-            }
-            Outcome::Updated {
-                session: next,
-                kind,
-            } => {
-                self.index
-                    .seen(&next.sub, next.sid, Some(next.refresh_token.clone()));
-                tracing::debug!(sid = %next.sid.short_hash(), ?kind, "session tokens updated");
-                // Older cookies of this session are replays once the grace window
-                // is over, whether or not the IdP rotated the refresh token.
-                self.revocations
-                    .record_generation(next.sid, next.refresh_count)
-                    .await;
-                let cookies = self
-                    .storage
-                    .save(&next, &read.present, read.handle)
-                    .await
-                    .map_err(|e| Rejection::error(&e, Vec::new()).of_session(sid))?;
-                (*next, cookies)
-            }
-            Outcome::Unavailable { retry_after } => {
-                return Err(
-                    Rejection::from(ErrorKind::IdpUnavailable { retry_after }).of_session(sid)
-                );
-            }
-            Outcome::Misconfigured => {
-                return Err(Rejection::from(ErrorKind::Misconfigured(
-                    "the IdP refused the client's credentials",
-                ))
-                .of_session(sid));
-            }
-            Outcome::Ended(reason) => {
-                self.end_session(&session, reason).await;
-                self.storage.forget(read.handle).await;
-                let clear = self.storage.clear(&read.present);
-                if route.auth == RouteAuth::Optional {
-                    forward.set_cookies = clear;
-                    return Ok(forward);
+        let (mut session, set_cookies) =
+            match self.refresher.refresh_for(&session, &route.audience).await {
+                Outcome::Fresh | Outcome::KeepCurrent => {
+                    self.index.seen(&session.sub, session.sid, None);
+                    let mut session = session;
+                    let cookies = self
+                        .touch(&mut session, &read.present, read.handle)
+                        .await
+                        .map_err(|e| Rejection::error(&e, Vec::new()).of_session(sid))?;
+                    (session, cookies)
                 }
-                return Err(
-                    Rejection::error(&Error::new(ErrorKind::SessionExpired), clear).of_session(sid),
-                );
-            }
-        };
+                Outcome::Updated {
+                    session: next,
+                    kind,
+                } => {
+                    self.index
+                        .seen(&next.sub, next.sid, Some(next.refresh_token.clone()));
+                    tracing::debug!(sid = %next.sid.short_hash(), ?kind, "session tokens updated");
+                    // Older cookies of this session are replays once the grace window
+                    // is over, whether or not the IdP rotated the refresh token.
+                    self.revocations
+                        .record_generation(next.sid, next.refresh_count)
+                        .await;
+                    let cookies = self
+                        .storage
+                        .save(&next, &read.present, read.handle)
+                        .await
+                        .map_err(|e| Rejection::error(&e, Vec::new()).of_session(sid))?;
+                    (*next, cookies)
+                }
+                Outcome::Unavailable { retry_after } => {
+                    return Err(
+                        Rejection::from(ErrorKind::IdpUnavailable { retry_after }).of_session(sid)
+                    );
+                }
+                Outcome::Misconfigured => {
+                    return Err(Rejection::from(ErrorKind::Misconfigured(
+                        "the IdP refused the client's credentials",
+                    ))
+                    .of_session(sid));
+                }
+                Outcome::Ended(reason) => {
+                    self.end_session(&session, reason).await;
+                    self.storage.forget(read.handle).await;
+                    let clear = self.storage.clear(&read.present);
+                    if route.auth == RouteAuth::Optional {
+                        forward.set_cookies = clear;
+                        return Ok(forward);
+                    }
+                    return Err(
+                        Rejection::error(&Error::new(ErrorKind::SessionExpired), clear)
+                            .of_session(sid),
+                    );
+                }
+            };
         // The session's own access token, or the one of the route's audience.
-        let token = match &route.audience.1 {
+        let token = match route.audience.key() {
             None => session.access_token.as_str(),
             Some(key) => session
                 .audience_token(key)

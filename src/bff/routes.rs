@@ -51,7 +51,7 @@ pub(crate) struct Route {
     pub(crate) step_up: crate::login::AuthRequirement,
     /// Whose access token goes upstream (`resource`, `token_exchange`), and the
     /// session's key for it.
-    pub(crate) audience: (Audience, Option<String>),
+    pub(crate) audience: Audience,
 }
 
 /// A route's rules on the session's claims: which claims must hold which values,
@@ -207,18 +207,13 @@ pub(crate) struct RouteTable {
 }
 
 impl RouteTable {
-    /// A route's audience and its key.
-    fn audience(r: &crate::config::RouteConfig) -> (Audience, Option<String>) {
-        let audience = match (&r.resource, &r.token_exchange) {
-            (Some(resource), _) => Audience::Resource(resource.clone()),
-            (None, Some(x)) => Audience::Exchange {
-                audience: x.audience.clone(),
-                scope: x.scope.clone(),
-            },
+    /// A route's audience.
+    fn audience(r: &crate::config::RouteConfig) -> Audience {
+        match (&r.resource, &r.token_exchange) {
+            (Some(resource), _) => Audience::resource(resource),
+            (None, Some(x)) => Audience::exchange(&x.audience, x.scope.as_deref()),
             (None, None) => Audience::Own,
-        };
-        let key = audience.key();
-        (audience, key)
+        }
     }
 
     pub(crate) fn new(config: &Config, metrics: &Metrics) -> Result<Self, StartError> {

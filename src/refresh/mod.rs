@@ -121,27 +121,49 @@ pub enum Audience {
     /// The session's own access token.
     Own,
     /// RFC 8707: obtained with the session's refresh token and `resource`.
-    Resource(String),
+    Resource {
+        /// `resource`.
+        resource: String,
+        /// The session's key for its token (made once, with the route).
+        key: String,
+    },
     /// RFC 8693: the session's access token exchanged for one for `audience`.
     Exchange {
         /// `audience`.
         audience: String,
         /// `scope`, if any.
         scope: Option<String>,
+        /// The session's key for its token.
+        key: String,
     },
 }
 
 impl Audience {
+    /// A route's `resource`.
+    #[must_use]
+    pub fn resource(resource: &str) -> Self {
+        Self::Resource {
+            resource: resource.to_owned(),
+            key: format!("r:{resource}"),
+        }
+    }
+
+    /// A route's `token_exchange`.
+    #[must_use]
+    pub fn exchange(audience: &str, scope: Option<&str>) -> Self {
+        Self::Exchange {
+            audience: audience.to_owned(),
+            scope: scope.map(str::to_owned),
+            key: format!("x:{audience} {}", scope.unwrap_or_default()),
+        }
+    }
+
     /// Under which key the session keeps its token (none for the session's own).
     #[must_use]
-    pub fn key(&self) -> Option<String> {
+    pub fn key(&self) -> Option<&str> {
         match self {
             Self::Own => None,
-            Self::Resource(r) => Some(format!("r:{r}")),
-            Self::Exchange { audience, scope } => Some(format!(
-                "x:{audience} {}",
-                scope.as_deref().unwrap_or_default()
-            )),
+            Self::Resource { key, .. } | Self::Exchange { key, .. } => Some(key),
         }
     }
 }
@@ -521,26 +543,25 @@ impl TokenRefresher {
         }
         match audience {
             Audience::Own => self.refresh_own(session, now).await,
-            Audience::Resource(resource) => {
-                let key = audience.key().unwrap_or_default();
-                if self.audience_fresh(session, &key, now) {
+            Audience::Resource { resource, key } => {
+                if self.audience_fresh(session, key, now) {
                     return Outcome::Fresh;
                 }
                 let Some(first_token) = session.refresh_token.as_deref() else {
                     tracing::error!(sid = %session.sid.short_hash(), "a route's resource needs the session's refresh token, and the IdP issued none (offline_access?)");
                     return Outcome::Misconfigured;
                 };
-                Box::pin(self.rotate(session, first_token, Some((resource, &key)))).await
+                Box::pin(self.rotate(session, first_token, Some((resource, key)))).await
             }
             Audience::Exchange {
                 audience: aud,
                 scope,
+                key,
             } => {
-                let key = audience.key().unwrap_or_default();
-                if self.audience_fresh(session, &key, now) {
+                if self.audience_fresh(session, key, now) {
                     return Outcome::Fresh;
                 }
-                Box::pin(self.exchange(session, aud, scope.as_deref(), key)).await
+                Box::pin(self.exchange(session, aud, scope.as_deref(), key.clone())).await
             }
         }
     }

@@ -167,7 +167,8 @@ impl IdpJar {
     }
 }
 
-async fn login(s: &Stack, b: &Browser, idp: &mut IdpJar) {
+/// `/bff/login`: the authorize URL the browser is sent to.
+async fn start_login(s: &Stack, b: &Browser) -> url::Url {
     let start = b
         .request(
             "GET",
@@ -176,12 +177,22 @@ async fn login(s: &Stack, b: &Browser, idp: &mut IdpJar) {
         )
         .await;
     assert_eq!(start.status, 302, "{}", start.text());
-    let authorize = start.headers[LOCATION].to_str().unwrap().to_owned();
-    assert!(authorize.starts_with(&s.provider.issuer));
-    let callback = idp.follow(&b.http, &authorize, &s.base).await;
+    let authorize = start.location();
+    assert!(authorize.as_str().starts_with(&s.provider.issuer));
+    authorize
+}
+
+/// Through the provider from `authorize` and back to the callback: logged in.
+async fn finish_login(s: &Stack, b: &Browser, idp: &mut IdpJar, authorize: &url::Url) {
+    let callback = idp.follow(&b.http, authorize.as_str(), &s.base).await;
     let done = b.request("GET", &callback, &[]).await;
     assert_eq!(done.status, 302, "{}", done.text());
     assert!(b.jar().has_session());
+}
+
+async fn login(s: &Stack, b: &Browser, idp: &mut IdpJar) {
+    let authorize = start_login(s, b).await;
+    finish_login(s, b, idp, &authorize).await;
 }
 
 fn fingerprint(r: &Reply) -> String {
@@ -322,15 +333,7 @@ async fn pingora_engine_against_oidc_provider() {
 async fn par_interop(pingora: bool) {
     let s = stack_with(pingora, &[("REQUIRE_PAR", "1")], 60, &[], &[]).await;
     let b = Browser::new(&s.base);
-    let start = b
-        .request(
-            "GET",
-            "/bff/login?returnUrl=%2F",
-            &[("sec-fetch-mode", "navigate")],
-        )
-        .await;
-    assert_eq!(start.status, 302, "{}", start.text());
-    let authorize = start.location();
+    let authorize = start_login(&s, &b).await;
     let mut keys: Vec<String> = authorize
         .query_pairs()
         .map(|(k, _)| k.into_owned())
@@ -338,10 +341,7 @@ async fn par_interop(pingora: bool) {
     keys.sort();
     assert_eq!(keys, ["client_id", "request_uri"], "{authorize}");
     let mut idp = IdpJar::default();
-    let callback = idp.follow(&b.http, authorize.as_str(), &s.base).await;
-    let done = b.request("GET", &callback, &[]).await;
-    assert_eq!(done.status, 302, "{}", done.text());
-    assert!(b.jar().has_session());
+    finish_login(&s, &b, &mut idp, &authorize).await;
     let r = b.api("/api/items").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(idp_count(&s, "par", "201"), 1);
@@ -402,14 +402,7 @@ async fn resource_interop(pingora: bool) {
     )
     .await;
     let b = Browser::new(&s.base);
-    let start = b
-        .request(
-            "GET",
-            "/bff/login?returnUrl=%2F",
-            &[("sec-fetch-mode", "navigate")],
-        )
-        .await;
-    let authorize = start.location();
+    let authorize = start_login(&s, &b).await;
     let resources: Vec<String> = authorize
         .query_pairs()
         .filter(|(k, _)| k == "resource")
@@ -417,9 +410,7 @@ async fn resource_interop(pingora: bool) {
         .collect();
     assert_eq!(resources, [BILLING, ORDERS], "{authorize}");
     let mut idp = IdpJar::default();
-    let callback = idp.follow(&b.http, authorize.as_str(), &s.base).await;
-    let done = b.request("GET", &callback, &[]).await;
-    assert_eq!(done.status, 302, "{}", done.text());
+    finish_login(&s, &b, &mut idp, &authorize).await;
 
     let aud = |r: &Reply| {
         r.json()["bearer"]["claims"]["aud"]

@@ -66,14 +66,8 @@ async fn replicas_with(n: usize, env: &[(&str, &str)]) -> (DevIdp, Vec<Arc<Bff>>
     (idp, bffs, prefix)
 }
 
-/// `n` replicas sharing the Redis at `redis_url` under a fresh key prefix.
-async fn replicas_on(
-    n: usize,
-    env: &[(&str, &str)],
-    redis_url: &str,
-    timeout: Duration,
-    routes: &[(&str, &str)],
-) -> (DevIdp, Vec<Arc<Bff>>, String, Arc<RedisStore>) {
+/// A dev IdP and the replicas' config (`/api/` and `routes`: path, setting line).
+async fn idp_and_config(routes: &[(&str, &str)]) -> (DevIdp, TestConfig) {
     let client = DevClient::new(
         "bff",
         DevClientAuth::SecretBasic("s".into()),
@@ -93,6 +87,18 @@ async fn replicas_on(
     let config = routes.iter().fold(config, |c, (path, line)| {
         c.upstream(path, "http://127.0.0.1:9", &[line])
     });
+    (idp, config)
+}
+
+/// `n` replicas sharing the Redis at `redis_url` under a fresh key prefix.
+async fn replicas_on(
+    n: usize,
+    env: &[(&str, &str)],
+    redis_url: &str,
+    timeout: Duration,
+    routes: &[(&str, &str)],
+) -> (DevIdp, Vec<Arc<Bff>>, String, Arc<RedisStore>) {
+    let (idp, config) = idp_and_config(routes).await;
     let prefix = format!("bff-test:{}:", bff_proxy::devidp::random_text(6));
     let store = Arc::new(
         RedisStore::connect(redis_url, &prefix, timeout)
@@ -690,22 +696,7 @@ impl bff_proxy::store::SharedStore for FlakyRenewals {
 /// presents the refresh token a second time.
 #[tokio::test]
 async fn a_failed_lock_renewal_is_tried_again() {
-    let client = DevClient::new(
-        "bff",
-        DevClientAuth::SecretBasic("s".into()),
-        &format!("{PUBLIC}/bff/callback"),
-    );
-    let idp = DevIdp::start(DevIdpSettings {
-        clients: vec![client],
-        ..DevIdpSettings::default()
-    })
-    .await
-    .unwrap();
-    let config = TestConfig::new(idp.issuer(), PUBLIC)
-        .secret("s")
-        .set("oidc", r#"scopes = ["openid", "offline_access"]"#)
-        .set("refresh", r#"timeout = "10s""#)
-        .upstream("/api/", "http://127.0.0.1:9", &[]);
+    let (idp, config) = idp_and_config(&[]).await;
     let store: Arc<dyn bff_proxy::store::SharedStore> = Arc::new(FlakyRenewals {
         inner: bff_proxy::store::MemoryStore::new(),
         failures_left: std::sync::atomic::AtomicU32::new(2),

@@ -1,7 +1,8 @@
 //! The hyper proxy engine: each request goes to the core, then where it decided: an
-//! upstream (hyper-util's pooled client, bodies streamed both ways, WebSocket
-//! upgrades tunnelled) or a static folder.
+//! upstream (HTTP/1.1 connections pooled per worker thread, bodies streamed both
+//! ways, WebSocket upgrades tunnelled) or a static folder.
 
+mod pool;
 mod server;
 
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::body::Incoming;
@@ -28,6 +29,9 @@ use crate::engine::{Door, decide, error_answer};
 use crate::error::ErrorKind;
 use crate::start::StartError;
 
+/// How long an idle upstream connection is kept.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// The body type the engine answers with.
 pub type ProxyBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -43,7 +47,7 @@ fn error(kind: ErrorKind) -> Response<ProxyBody> {
 #[derive(Clone)]
 pub(crate) struct HyperDoor {
     bff: Bff,
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    upstreams: pool::Pool,
     upgrade_client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     https: bool,
 }
@@ -66,15 +70,17 @@ impl HyperDoor {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(server.upstream_keepalive)
-            .build(connector.clone());
+        let upstreams = pool::Pool::new(
+            connector.clone(),
+            server.upstream_keepalive,
+            UPSTREAM_IDLE_TIMEOUT,
+            server.upstream_connect_timeout,
+        );
         let upgrade_client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Self {
             https: config.resolved.tls.is_some(),
             bff,
-            client,
+            upstreams,
             upgrade_client,
         })
     }
@@ -116,9 +122,9 @@ impl HyperDoor {
         };
         // Routes for an application behind the tower layer have none here: the
         // binary refuses them at start.
-        let Some(uri) = forward.target().upstream_uri() else {
+        if forward.upstream().is_none() {
             return error(ErrorKind::NotFound);
-        };
+        }
         let config = &log.config;
         let hop = headers::Hop::Proxy {
             peer: peer.ip(),
@@ -132,9 +138,9 @@ impl HyperDoor {
         let mut resp = if headers::is_upgrade(req.headers()) {
             // Boxed: rare, and its state would otherwise ride in every request's
             // future.
-            Box::pin(self.upgrade(req, uri, response_timeout)).await
+            Box::pin(self.upgrade(req, &forward, response_timeout)).await
         } else {
-            self.forward(req, uri, response_timeout).await
+            self.forward(req, &forward, response_timeout).await
         };
         let took = started.elapsed();
         self.bff.observe_upstream(&forward, took.as_secs_f64());
@@ -143,16 +149,19 @@ impl HyperDoor {
         resp
     }
 
+    /// The request to its upstream (always over HTTP/1.1, whatever the client
+    /// spoke).
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
-        uri: Uri,
+        req: Request<Incoming>,
+        forward: &crate::bff::Forward,
         response_timeout: Duration,
     ) -> Response<ProxyBody> {
-        *req.uri_mut() = uri;
-        // The upstream hop is HTTP/1.1 whatever the client spoke.
-        *req.version_mut() = http::Version::HTTP_11;
-        let sent = tokio::time::timeout(response_timeout, self.client.request(req)).await;
+        let Some((upstream, path)) = forward.upstream() else {
+            return error(ErrorKind::NotFound);
+        };
+        let sent =
+            tokio::time::timeout(response_timeout, self.upstreams.send(req, upstream, path)).await;
         match sent {
             Ok(Ok(resp)) => {
                 let (mut head, body) = resp.into_parts();
@@ -172,9 +181,12 @@ impl HyperDoor {
     async fn upgrade(
         &self,
         mut req: Request<Incoming>,
-        uri: Uri,
+        forward: &crate::bff::Forward,
         response_timeout: Duration,
     ) -> Response<ProxyBody> {
+        let Some(uri) = forward.target().upstream_uri() else {
+            return error(ErrorKind::NotFound);
+        };
         let client_upgrade = hyper::upgrade::on(&mut req);
         let (mut head, _body) = req.into_parts();
         head.uri = uri;

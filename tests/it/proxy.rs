@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::support::{Reply, eventually, rss_bytes};
 use futures_util::{SinkExt as _, StreamExt as _};
 
-use crate::support::stack::{Front, Stack, stack};
+use crate::support::stack::{Front, Options, Stack, stack};
 
 fn error_of(r: &Reply) -> String {
     r.json()["error"].as_str().unwrap_or_default().to_owned()
@@ -477,4 +477,102 @@ async fn hyper_engine_shuts_down_within_its_timeout() {
 #[tokio::test]
 async fn pingora_engine_shuts_down_within_its_timeout() {
     shuts_down_within_its_timeout(Front::Pingora).await;
+}
+
+/// An HTTP/1.1 upstream of its own that counts the connections it accepts and
+/// answers every request `ok`; with `close_after_each`, it closes the connection
+/// after each answer without saying so (as an upstream's idle timeout does).
+async fn counting_upstream(
+    close_after_each: bool,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    // GET requests only: a head ends the request.
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                        if close_after_each {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, accepted)
+}
+
+/// Requests one after another reuse their upstream connection (one per worker
+/// thread at most); an upstream that closes its idle connections costs no request.
+async fn upstream_connections_are_kept(front: Front) {
+    let (keeps, kept_count) = counting_upstream(false).await;
+    let (closes, closed_count) = counting_upstream(true).await;
+    let s = crate::support::stack::start(
+        front,
+        Options {
+            upstreams: vec![("/keeps/".into(), keeps), ("/closes/".into(), closes)],
+            ..Options::default()
+        },
+    )
+    .await;
+    let b = s.browser();
+    for i in 0..30 {
+        let r = b.request("GET", &format!("/keeps/{i}"), &[]).await;
+        assert_eq!(
+            (r.status.as_u16(), r.text().as_str()),
+            (200, "ok"),
+            "request {i}"
+        );
+    }
+    let kept = kept_count.load(std::sync::atomic::Ordering::SeqCst);
+    // Two worker threads, each with its own connections.
+    assert!(
+        (1..=2).contains(&kept),
+        "30 requests opened {kept} upstream connections"
+    );
+    for i in 0..30 {
+        let r = b.request("GET", &format!("/closes/{i}"), &[]).await;
+        assert_eq!(
+            (r.status.as_u16(), r.text().as_str()),
+            (200, "ok"),
+            "request {i}"
+        );
+        // The close reaches the proxy before the next request, or the request is
+        // sent again on a new connection: either way it is answered.
+        if i % 3 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(closed_count.load(std::sync::atomic::Ordering::SeqCst), 30);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn hyper_engine_upstream_connections_are_kept() {
+    upstream_connections_are_kept(Front::Hyper).await;
+}
+
+#[tokio::test]
+async fn pingora_engine_upstream_connections_are_kept() {
+    upstream_connections_are_kept(Front::Pingora).await;
 }

@@ -83,6 +83,8 @@ pub struct Options {
     /// The public base URL when something stands in front of the BFF (a gateway):
     /// the redirect URIs and `server.public_url` use it.
     pub public_base: Option<String>,
+    /// Public routes to upstreams of the test's own (the proxy engines): path and URL.
+    pub upstreams: Vec<(String, String)>,
 }
 
 impl Options {
@@ -226,6 +228,9 @@ pub async fn start(front: Front, options: Options) -> Stack {
             }
             Front::Axum => config.route(path, &lines),
         };
+    }
+    for (path, url) in &options.upstreams {
+        config = config.upstream(path, url, &[none]);
     }
     let config = match front {
         Front::Hyper | Front::Pingora => {

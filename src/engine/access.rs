@@ -61,9 +61,10 @@ impl RequestId {
     ) -> Self {
         let trusted_peer = peer.is_some_and(|ip| trusted.iter().any(|net| net.contains(ip)));
         if trusted_peer {
-            if let [one] = headers.get_all(&X_REQUEST_ID).as_slice() {
+            let mut ids = headers.get_all(&X_REQUEST_ID).iter();
+            if let (Some(one), None) = (ids.next(), ids.next()) {
                 if is_acceptable(one.as_bytes()) {
-                    return Self((*one).clone());
+                    return Self(one.clone());
                 }
             }
         }

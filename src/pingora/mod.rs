@@ -98,37 +98,51 @@ impl DoorRequest for PingoraRequest<'_> {
     }
 }
 
-/// pingora's headers keep a case-preserving map beside the `HeaderMap`: edits go
-/// through their own methods.
-macro_rules! header_edit {
-    ($t:ty) => {
-        impl headers::HeaderEdit for $t {
-            fn get(&self, name: &http::HeaderName) -> Option<&http::HeaderValue> {
-                self.headers.get(name)
-            }
+/// pingora's request head keeps a case-preserving map beside the `HeaderMap`: edits
+/// go through its own methods.
+impl headers::HeaderEdit for RequestHeader {
+    fn get(&self, name: &http::HeaderName) -> Option<&http::HeaderValue> {
+        self.headers.get(name)
+    }
 
-            fn get_all(&self, name: &http::HeaderName) -> Vec<&http::HeaderValue> {
-                self.headers.get_all(name).iter().collect()
-            }
+    fn get_all(&self, name: &http::HeaderName) -> http::header::GetAll<'_, http::HeaderValue> {
+        self.headers.get_all(name)
+    }
 
-            fn set(&mut self, name: http::HeaderName, value: http::HeaderValue) {
-                // Fails only for invalid names or values, which typed ones are not.
-                let _ = self.insert_header(name, value);
-            }
+    fn set(&mut self, name: http::HeaderName, value: http::HeaderValue) {
+        // Fails only for invalid names or values, which typed ones are not.
+        let _ = self.insert_header(name, value);
+    }
 
-            fn append(&mut self, name: http::HeaderName, value: http::HeaderValue) {
-                let _ = self.append_header(name, value);
-            }
+    fn append(&mut self, name: http::HeaderName, value: http::HeaderValue) {
+        let _ = self.append_header(name, value);
+    }
 
-            fn remove(&mut self, name: &http::HeaderName) {
-                self.remove_header(name);
-            }
-        }
-    };
+    fn remove(&mut self, name: &http::HeaderName) {
+        self.remove_header(name);
+    }
 }
 
-header_edit!(RequestHeader);
-header_edit!(ResponseHeader);
+// The proxied request and response are edited as plain `http` parts. pingora keeps a
+// case-preserving name map beside its `HeaderMap`, and each header set through it
+// copies the name, parses it again and hashes it into both maps (callgrind: ~2,000
+// instructions a header, ~14,000 per proxied request for the forwarding, session
+// and request-id headers). Without the map, pingora writes standard names in their
+// usual capitals and others in lower case, as the hyper engine does (names are
+// case-insensitive: RFC 9110 5.1).
+
+/// Takes the headers out of pingora's request head, without its case map.
+fn plain_request(req: &mut RequestHeader) -> http::request::Parts {
+    let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
+    std::mem::replace(req, empty).into()
+}
+
+/// Takes the headers out of pingora's response head, without its case map (the
+/// reason phrase becomes the status code's own).
+fn plain_response(resp: &mut ResponseHeader) -> http::response::Parts {
+    let empty = ResponseHeader::from(http::Response::new(()).into_parts().0);
+    std::mem::replace(resp, empty).into()
+}
 
 #[async_trait]
 impl ProxyHttp for BffPingora {
@@ -274,15 +288,15 @@ impl ProxyHttp for BffPingora {
             https: self.https,
             trusted: &log.config.resolved.trusted_proxies,
         };
-        headers::apply_to_request(upstream_request, forward, hop, log.id.header());
-        headers::HeaderEdit::set(
-            upstream_request,
-            http::header::HOST,
-            upstream.host_header().clone(),
-        );
-        upstream_request.set_uri(http::Uri::from(path.clone()));
+        let mut parts = plain_request(upstream_request);
+        headers::apply_to_request(&mut parts.headers, forward, hop, log.id.header());
+        parts
+            .headers
+            .insert(http::header::HOST, upstream.host_header().clone());
+        parts.uri = http::Uri::from(path.clone());
         // The upstream hop is HTTP/1.1 whatever the client spoke.
-        upstream_request.set_version(http::Version::HTTP_11);
+        parts.version = http::Version::HTTP_11;
+        *upstream_request = RequestHeader::from(parts);
         Ok(())
     }
 
@@ -302,17 +316,19 @@ impl ProxyHttp for BffPingora {
                 log.upstream_took(took);
             }
         }
+        let mut parts = plain_response(upstream_response);
         if let Some(log) = ctx.log.as_ref() {
-            access::set_on_response(upstream_response, &log.id);
+            access::set_on_response(&mut parts.headers, &log.id);
         }
-        let switching = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        let switching = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             if let Some(state) = &ctx.conn {
                 state.upgraded();
             }
         }
-        headers::clean_response(upstream_response, switching);
-        headers::add_set_cookies(upstream_response, forward);
+        headers::clean_response(&mut parts.headers, switching);
+        headers::add_set_cookies(&mut parts.headers, forward);
+        *upstream_response = ResponseHeader::from(parts);
         Ok(())
     }
 

@@ -15,13 +15,13 @@ pub(super) async fn write(
     resp: Response<Bytes>,
     id: &RequestId,
 ) -> Result<()> {
-    let (parts, body) = resp.into_parts();
-    let mut head = ResponseHeader::build(parts.status, Some(parts.headers.len() + 2))?;
-    for (name, value) in &parts.headers {
-        head.append_header(name.clone(), value.clone())?;
-    }
-    crate::engine::access::set_on_response(&mut head, id);
-    head.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    let (mut parts, body) = resp.into_parts();
+    crate::engine::access::set_on_response(&mut parts.headers, id);
+    parts
+        .headers
+        .insert(http::header::CONTENT_LENGTH, body.len().into());
+    // Without pingora's case map: see `plain_request` in the module above.
+    let head = ResponseHeader::from(parts);
     let empty = body.is_empty();
     session.write_response_header(Box::new(head), empty).await?;
     if !empty {

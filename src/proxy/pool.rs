@@ -15,7 +15,6 @@
 //! upstream closed it just then) is sent again on a fresh one; nothing is sent
 //! twice.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
@@ -32,12 +31,17 @@ use tower::Service as _;
 
 use crate::bff::Upstream;
 
-/// An upstream origin: scheme and authority.
+/// An upstream origin: whether over TLS, and the authority.
 type Origin = (bool, Authority);
 
-/// Idle connections to upstream origins, the most recently used last.
+/// Idle connections per upstream origin, the most recently used last. A list, not
+/// a hash map: a proxy has a few upstreams, and hashing an authority (SipHash) cost
+/// more than comparing it with each.
+type IdleLists = Vec<(Origin, Vec<Idle>)>;
+
+/// Idle connections to upstream origins.
 pub(crate) struct Pool {
-    idle: Arc<Mutex<HashMap<Origin, Vec<Idle>>>>,
+    idle: Arc<Mutex<IdleLists>>,
     connector: HttpsConnector<HttpConnector>,
     /// `server.upstream_keepalive`: idle connections kept per origin (0: none).
     max_idle: usize,
@@ -145,8 +149,9 @@ impl Pool {
     async fn checkout(&self, origin: &Origin) -> Option<SendRequest<Incoming>> {
         loop {
             let idle = {
-                let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                map.get_mut(origin)?.pop()?
+                let mut lists = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                let (_, list) = lists.iter_mut().find(|(o, _)| o == origin)?;
+                list.pop()?
             };
             let Idle { mut sender, since } = idle;
             if sender.is_closed() || since.elapsed() > self.idle_timeout {
@@ -197,8 +202,15 @@ impl Pool {
         }
         let now = Instant::now();
         {
-            let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            let list = map.entry(origin).or_default();
+            let mut lists = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let at = match lists.iter().position(|(o, _)| *o == origin) {
+                Some(at) => at,
+                None => {
+                    lists.push((origin, Vec::new()));
+                    lists.len() - 1
+                }
+            };
+            let list = &mut lists[at].1;
             if list.len() >= self.max_idle {
                 list.remove(0);
             }
@@ -210,7 +222,7 @@ impl Pool {
     /// Drops expired and closed idle connections now and then, so a pool that sees
     /// no more requests does not hold its connections open.
     fn spawn_reaper(&self) {
-        let idle: Weak<Mutex<HashMap<Origin, Vec<Idle>>>> = Arc::downgrade(&self.idle);
+        let idle: Weak<Mutex<IdleLists>> = Arc::downgrade(&self.idle);
         let timeout = self.idle_timeout;
         let every = (timeout / 2).max(Duration::from_secs(1));
         if tokio::runtime::Handle::try_current().is_err() {
@@ -222,8 +234,8 @@ impl Pool {
             loop {
                 tick.tick().await;
                 let Some(idle) = idle.upgrade() else { return };
-                let mut map = idle.lock().unwrap_or_else(|p| p.into_inner());
-                map.retain(|_, list| {
+                let mut lists = idle.lock().unwrap_or_else(|p| p.into_inner());
+                lists.retain_mut(|(_, list)| {
                     list.retain(|c| !c.sender.is_closed() && c.since.elapsed() <= timeout);
                     !list.is_empty()
                 });

@@ -250,3 +250,58 @@ fn our_dpop_proof_replaces_the_clients() {
     );
     assert_eq!(headers["dpop"], "client-proof");
 }
+
+/// The client's address in `X-Forwarded-For` reads as `IpAddr`'s own text.
+#[test]
+fn peer_addresses_are_written_as_std_writes_them() {
+    for ip in [
+        "0.0.0.0",
+        "9.10.99.100",
+        "127.0.0.1",
+        "255.255.255.255",
+        "1.2.3.4",
+        "192.168.100.9",
+        "::1",
+        "2001:db8::8a2e:370:7334",
+        "::ffff:10.1.2.3",
+    ] {
+        let ip: IpAddr = ip.parse().unwrap();
+        assert_eq!(
+            ip_value(ip).unwrap(),
+            ip.to_canonical().to_string().as_str(),
+            "{ip}"
+        );
+    }
+    for octets in [[0, 0, 0, 0], [1, 20, 199, 250], [10, 100, 101, 9]] {
+        let ip = IpAddr::from(octets);
+        assert_eq!(ip_value(ip).unwrap(), ip.to_string().as_str());
+    }
+}
+
+/// Every header a `Connection` header names goes, whatever its case or spacing,
+/// over several `Connection` lines; the fixed hop-by-hop ones go too.
+#[test]
+fn connection_names_the_headers_that_go() {
+    let mut h = HeaderMap::new();
+    h.append(
+        CONNECTION,
+        HeaderValue::from_static("Close, X-Foo ,, x-bar"),
+    );
+    h.append(CONNECTION, HeaderValue::from_static("KEEP-ALIVE,\tX-Baz"));
+    for name in ["x-foo", "x-bar", "x-baz", "keep-alive", "x-stays"] {
+        h.insert(HeaderName::from_static(name), HeaderValue::from_static("1"));
+    }
+    // A value with a byte outside ASCII still names the headers it names.
+    h.append(
+        CONNECTION,
+        HeaderValue::from_bytes(b"x-qux, caf\xe9").unwrap(),
+    );
+    h.insert(
+        HeaderName::from_static("x-qux"),
+        HeaderValue::from_static("1"),
+    );
+    assert!(!is_upgrade(&h));
+    clean_response(&mut h, false);
+    let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+    assert_eq!(left, ["x-stays"]);
+}

@@ -5,6 +5,7 @@
 #
 #   bash benches/load/memory.sh            # SESSIONS=10000 DUR=10s CONNS=64
 #   BFF_BIN=/path/to/bff-proxy bash benches/load/memory.sh
+#   ENGINES=hyper MODES=cookie bash benches/load/memory.sh   # some rows only
 #
 # The dev IdP runs in a process of its own (a bff-proxy with only `[dev] idp`), so
 # its grants are not counted in the proxy's RSS. Logins go through the real flow
@@ -104,8 +105,8 @@ echo "machine: $(nproc) cores, $(uname -m); proxies with $PROXY_THREADS worker(s
 echo
 printf '| %-7s | %-6s | %8s | %13s | %12s | %17s | %s\n' "engine" "mode" "idle MB" "under load MB" "after load MB" "after sessions MB" "sessions that got 200"
 printf '|%s|\n' "---------|--------|----------|---------------|--------------|-------------------|-----------------------"
-for engine in pingora hyper; do
-  for mode in cookie server; do
+for engine in ${ENGINES:-pingora hyper}; do
+  for mode in ${MODES:-cookie server}; do
     measure "$engine" "$mode"
   done
 done

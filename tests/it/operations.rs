@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::browser::Browser;
-use crate::support::{Http, free_port};
+use crate::support::{Http, free_port, free_ports};
 
 /// The root config.toml with its API route's upstream moved to `echo` and the static
 /// folder's path made absolute.
@@ -58,7 +58,7 @@ impl Proxy {
         env: &[(&str, String)],
         log: Option<&std::path::Path>,
     ) -> Self {
-        let (port, admin, idp, echo) = (free_port(), free_port(), free_port(), free_port());
+        let [port, admin, idp, echo] = free_ports();
         // The demo's config.toml, its API route sent to this run's echo.
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.toml");
@@ -343,21 +343,16 @@ async fn rediss_with_a_password_and_a_database_number() {
 
     // A wrong password: the binary does not start (exit 69), naming the setting and
     // never printing the URL or the password.
+    let [listen, admin, idp, echo] = free_ports();
     let out = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_bff-proxy"))
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .args(["--config", "config.toml", "--engine", "hyper"])
-            .env("BFF_SERVER_LISTEN", format!("127.0.0.1:{}", free_port()))
-            .env(
-                "BFF_SERVER_ADMIN_LISTEN",
-                format!("127.0.0.1:{}", free_port()),
-            )
-            .env(
-                "BFF_OIDC_ISSUER",
-                format!("http://127.0.0.1:{}", free_port()),
-            )
-            .env("BFF_DEV_ECHO", format!("127.0.0.1:{}", free_port()))
+            .env("BFF_SERVER_LISTEN", format!("127.0.0.1:{listen}"))
+            .env("BFF_SERVER_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+            .env("BFF_OIDC_ISSUER", format!("http://127.0.0.1:{idp}"))
+            .env("BFF_DEV_ECHO", format!("127.0.0.1:{echo}"))
             .env("BFF_STORE_KIND", "redis")
             .env("BFF_STORE_URL", url("wrong-pass-91"))
             .env("SSL_CERT_FILE", &ca)
@@ -793,7 +788,7 @@ async fn sighup_reloads_keys_and_certificate(engine: &str) {
     let path = |name: &str| dir.path().join(name);
     std::fs::write(path("cert.pem"), cert_a).unwrap();
     std::fs::write(path("key.pem"), key_a).unwrap();
-    let (port, admin_port, idp, echo) = (free_port(), free_port(), free_port(), free_port());
+    let [port, admin_port, idp, echo] = free_ports();
     let base = format!("https://127.0.0.1:{port}");
     let tls = "tls_cert = \"file:cert.pem\"\ntls_key = \"file:key.pem\"\n";
     // Warnings only until the reload turns the level to info.

@@ -226,6 +226,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `N` free ports, all different: each is held until all are picked (one
+/// `free_port()` after another can get the same port back, and a proxy told to
+/// listen and serve admin on one port refuses to start).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+}
+
 pub fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm

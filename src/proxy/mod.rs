@@ -122,9 +122,9 @@ impl HyperDoor {
         };
         // Routes for an application behind the tower layer have none here: the
         // binary refuses them at start.
-        if forward.upstream().is_none() {
+        let Some((upstream, path)) = forward.upstream() else {
             return error(ErrorKind::NotFound);
-        }
+        };
         let config = &log.config;
         let hop = headers::Hop::Proxy {
             peer: peer.ip(),
@@ -140,7 +140,7 @@ impl HyperDoor {
             // future.
             Box::pin(self.upgrade(req, &forward, response_timeout)).await
         } else {
-            self.forward(req, &forward, response_timeout).await
+            self.forward(req, upstream, path, response_timeout).await
         };
         let took = started.elapsed();
         self.bff.observe_upstream(&forward, took.as_secs_f64());
@@ -154,12 +154,10 @@ impl HyperDoor {
     async fn forward(
         &self,
         req: Request<Incoming>,
-        forward: &crate::bff::Forward,
+        upstream: &crate::bff::Upstream,
+        path: &http::uri::PathAndQuery,
         response_timeout: Duration,
     ) -> Response<ProxyBody> {
-        let Some((upstream, path)) = forward.upstream() else {
-            return error(ErrorKind::NotFound);
-        };
         let sent =
             tokio::time::timeout(response_timeout, self.upstreams.send(req, upstream, path)).await;
         match sent {

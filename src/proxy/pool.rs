@@ -40,6 +40,7 @@ type Origin = (bool, Authority);
 type IdleLists = Vec<(Origin, Vec<Idle>)>;
 
 /// Idle connections to upstream origins.
+#[derive(Clone)]
 pub(crate) struct Pool {
     idle: Arc<Mutex<IdleLists>>,
     connector: HttpsConnector<HttpConnector>,
@@ -50,19 +51,6 @@ pub(crate) struct Pool {
     /// How long a kept connection may take to be ready for the next request.
     ready_timeout: Duration,
     reaper: Arc<std::sync::Once>,
-}
-
-impl Clone for Pool {
-    fn clone(&self) -> Self {
-        Self {
-            idle: Arc::clone(&self.idle),
-            connector: self.connector.clone(),
-            max_idle: self.max_idle,
-            idle_timeout: self.idle_timeout,
-            ready_timeout: self.ready_timeout,
-            reaper: Arc::clone(&self.reaper),
-        }
-    }
 }
 
 struct Idle {

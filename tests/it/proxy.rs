@@ -479,20 +479,39 @@ async fn pingora_engine_shuts_down_within_its_timeout() {
     shuts_down_within_its_timeout(Front::Pingora).await;
 }
 
+/// What an upstream of the test's own counted: connections accepted, and closed
+/// by it after an answer.
+#[derive(Default)]
+struct Counts {
+    accepted: std::sync::atomic::AtomicUsize,
+    closed: std::sync::atomic::AtomicUsize,
+}
+
+impl Counts {
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn closed(&self) -> usize {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// An HTTP/1.1 upstream of its own that counts the connections it accepts and
 /// answers every request `ok`; with `close_after_each`, it closes the connection
 /// after each answer without saying so (as an upstream's idle timeout does).
-async fn counting_upstream(
-    close_after_each: bool,
-) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+async fn counting_upstream(close_after_each: bool) -> (String, Arc<Counts>) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = Arc::clone(&accepted);
+    let counts = Arc::new(Counts::default());
+    let count = Arc::clone(&counts);
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            count
+                .accepted
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let count = Arc::clone(&count);
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -512,6 +531,10 @@ async fn counting_upstream(
                             return;
                         }
                         if close_after_each {
+                            drop(stream);
+                            count
+                                .closed
+                                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             return;
                         }
                     }
@@ -519,14 +542,23 @@ async fn counting_upstream(
             });
         }
     });
-    (url, accepted)
+    (url, counts)
+}
+
+async fn answers_ok(b: &crate::support::browser::Browser, path: &str) {
+    let r = b.request("GET", path, &[]).await;
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (200, "ok"),
+        "{path}"
+    );
 }
 
 /// Requests one after another reuse their upstream connection (one per worker
 /// thread at most); an upstream that closes its idle connections costs no request.
 async fn upstream_connections_are_kept(front: Front) {
-    let (keeps, kept_count) = counting_upstream(false).await;
-    let (closes, closed_count) = counting_upstream(true).await;
+    let (keeps, kept) = counting_upstream(false).await;
+    let (closes, closed) = counting_upstream(true).await;
     let s = crate::support::stack::start(
         front,
         Options {
@@ -537,33 +569,29 @@ async fn upstream_connections_are_kept(front: Front) {
     .await;
     let b = s.browser();
     for i in 0..30 {
-        let r = b.request("GET", &format!("/keeps/{i}"), &[]).await;
-        assert_eq!(
-            (r.status.as_u16(), r.text().as_str()),
-            (200, "ok"),
-            "request {i}"
-        );
+        answers_ok(&b, &format!("/keeps/{i}")).await;
     }
-    let kept = kept_count.load(std::sync::atomic::Ordering::SeqCst);
     // Two worker threads, each with its own connections.
     assert!(
-        (1..=2).contains(&kept),
-        "30 requests opened {kept} upstream connections"
+        (1..=2).contains(&kept.accepted()),
+        "30 requests opened {} upstream connections",
+        kept.accepted()
     );
     for i in 0..30 {
-        let r = b.request("GET", &format!("/closes/{i}"), &[]).await;
-        assert_eq!(
-            (r.status.as_u16(), r.text().as_str()),
-            (200, "ok"),
-            "request {i}"
-        );
-        // The close reaches the proxy before the next request, or the request is
-        // sent again on a new connection: either way it is answered.
+        answers_ok(&b, &format!("/closes/{i}")).await;
+        // Every third request waits until the upstream has closed the connection
+        // (the proxy sees the close before its next request); the others go at
+        // once (the request may meet the close and is sent again on a new
+        // connection): either way it is answered.
         if i % 3 == 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(
+                eventually(Duration::from_secs(5), || closed.closed() > i).await,
+                "the upstream closed {} connections",
+                closed.closed()
+            );
         }
     }
-    assert_eq!(closed_count.load(std::sync::atomic::Ordering::SeqCst), 30);
+    assert_eq!(closed.accepted(), 30);
     s.stop().await;
 }
 

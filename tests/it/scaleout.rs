@@ -228,18 +228,24 @@ async fn a_storm_over_three_replicas_causes_one_token_request() {
     }
 }
 
+/// A login, then 30 requests over the replicas once the access token has expired,
+/// with a token endpoint that takes `latency` (the lock lives 2 s unless renewed):
+/// one token, from one token request.
+async fn storm_with_a_slow_idp(idp: &DevIdp, bffs: &[Arc<Bff>], latency: Duration) {
+    let jar = login(&bffs[0]).await;
+    idp.set_token_latency(latency);
+    for b in bffs {
+        b.clock().advance(Duration::from_secs(301));
+    }
+    let tokens = storm(bffs, &jar, 30).await;
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(idp.stats().token_refresh, 1);
+}
+
 #[tokio::test]
 async fn an_idp_slower_than_the_lock_ttl_still_gets_one_token_request() {
     let (idp, bffs) = replicas(3).await;
-    let jar = login(&bffs[0]).await;
-    // The lock lives 2 s unless renewed; the IdP takes 5 s.
-    idp.set_token_latency(Duration::from_secs(5));
-    for b in &bffs {
-        b.clock().advance(Duration::from_secs(301));
-    }
-    let tokens = storm(&bffs, &jar, 30).await;
-    assert_eq!(tokens.len(), 1);
-    assert_eq!(idp.stats().token_refresh, 1);
+    storm_with_a_slow_idp(&idp, &bffs, Duration::from_secs(5)).await;
 }
 
 fn status(d: Decision) -> u16 {
@@ -710,14 +716,6 @@ async fn a_failed_lock_renewal_is_tried_again() {
             )
         })
         .collect();
-    let jar = login(&bffs[0]).await;
-    // The lock lives 2 s unless renewed; the IdP takes 4 s.
-    idp.set_token_latency(Duration::from_secs(4));
-    for b in &bffs {
-        b.clock().advance(Duration::from_secs(301));
-    }
-    let tokens = storm(&bffs, &jar, 30).await;
-    assert_eq!(tokens.len(), 1);
-    assert_eq!(idp.stats().token_refresh, 1);
+    storm_with_a_slow_idp(&idp, &bffs, Duration::from_secs(4)).await;
     assert_eq!(idp.stats().reuse_detected, 0);
 }

@@ -121,6 +121,10 @@ impl headers::HeaderEdit for RequestHeader {
     fn remove(&mut self, name: &http::HeaderName) {
         self.remove_header(name);
     }
+
+    fn names(&self) -> http::header::Keys<'_, http::HeaderValue> {
+        self.headers.keys()
+    }
 }
 
 // The proxied request and response are edited as plain `http` parts. pingora keeps a

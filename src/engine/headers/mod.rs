@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use http::header::{
-    AUTHORIZATION, CONNECTION, COOKIE, GetAll, HOST, HeaderMap, HeaderName, HeaderValue,
+    AUTHORIZATION, CONNECTION, COOKIE, GetAll, HOST, HeaderMap, HeaderName, HeaderValue, Keys,
     PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
@@ -52,6 +52,8 @@ pub trait HeaderEdit {
     fn append(&mut self, name: HeaderName, value: HeaderValue);
     /// Removes a header.
     fn remove(&mut self, name: &HeaderName);
+    /// Every header's name, once.
+    fn names(&self) -> Keys<'_, HeaderValue>;
 }
 
 impl HeaderEdit for HeaderMap {
@@ -74,6 +76,113 @@ impl HeaderEdit for HeaderMap {
     fn remove(&mut self, name: &HeaderName) {
         HeaderMap::remove(self, name);
     }
+
+    fn names(&self) -> Keys<'_, HeaderValue> {
+        self.keys()
+    }
+}
+
+/// The names the rules act on, each a bit of [`Present`]. The first nine are
+/// [`HOP_BY_HOP`]'s, in its order; the next eight [`CLIENT_MAY_NOT_SET`]'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watched {
+    Connection,
+    KeepAlive,
+    ProxyConnection,
+    ProxyAuthenticate,
+    ProxyAuthorization,
+    Te,
+    Trailer,
+    TransferEncoding,
+    Upgrade,
+    Forwarded,
+    XRealIp,
+    XClientIp,
+    XForwardedPort,
+    XForwardedPrefix,
+    XForwardedServer,
+    XOriginalUrl,
+    XRewriteUrl,
+    Cookie,
+    Authorization,
+    Dpop,
+    Host,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+    /// One of the route's identity headers (`Forward::strip_identity`).
+    Identity,
+}
+
+impl Watched {
+    /// The watched name `name` is, if any (names are lower case in `http`).
+    fn of(name: &HeaderName) -> Option<Self> {
+        Some(match name.as_str() {
+            "connection" => Self::Connection,
+            "keep-alive" => Self::KeepAlive,
+            "proxy-connection" => Self::ProxyConnection,
+            "proxy-authenticate" => Self::ProxyAuthenticate,
+            "proxy-authorization" => Self::ProxyAuthorization,
+            "te" => Self::Te,
+            "trailer" => Self::Trailer,
+            "transfer-encoding" => Self::TransferEncoding,
+            "upgrade" => Self::Upgrade,
+            "forwarded" => Self::Forwarded,
+            "x-real-ip" => Self::XRealIp,
+            "x-client-ip" => Self::XClientIp,
+            "x-forwarded-port" => Self::XForwardedPort,
+            "x-forwarded-prefix" => Self::XForwardedPrefix,
+            "x-forwarded-server" => Self::XForwardedServer,
+            "x-original-url" => Self::XOriginalUrl,
+            "x-rewrite-url" => Self::XRewriteUrl,
+            "cookie" => Self::Cookie,
+            "authorization" => Self::Authorization,
+            "dpop" => Self::Dpop,
+            "host" => Self::Host,
+            "x-forwarded-for" => Self::XForwardedFor,
+            "x-forwarded-proto" => Self::XForwardedProto,
+            "x-forwarded-host" => Self::XForwardedHost,
+            _ => return None,
+        })
+    }
+
+    const fn bit(self) -> u32 {
+        1 << self as u32
+    }
+}
+
+/// Bits of [`Present`] for the [`HOP_BY_HOP`] names.
+const HOP_BY_HOP_BITS: u32 = (1 << HOP_BY_HOP.len()) - 1;
+/// Bits of [`Present`] for the [`CLIENT_MAY_NOT_SET`] names.
+const CLIENT_MAY_NOT_SET_BITS: u32 = ((1 << CLIENT_MAY_NOT_SET.len()) - 1) << HOP_BY_HOP.len();
+
+/// Which watched names a header collection holds, found in one pass over its names:
+/// each rule then asks the map only about a header that is there (callgrind: the
+/// ~35 lookups by name it made on every proxied request and response cost ~4,000
+/// instructions). Taken before any edit; an edit only removes watched headers
+/// before they are read, so a clear bit stays true.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Present(u32);
+
+impl Present {
+    /// The watched names in `headers`; [`Watched::Identity`] when one of
+    /// `identity` is there.
+    fn of<H: HeaderEdit + ?Sized>(headers: &H, identity: &[HeaderName]) -> Self {
+        let mut bits = 0;
+        for name in headers.names() {
+            if let Some(w) = Watched::of(name) {
+                bits |= w.bit();
+            }
+            if !identity.is_empty() && identity.contains(name) {
+                bits |= Watched::Identity.bit();
+            }
+        }
+        Self(bits)
+    }
+
+    fn has(self, w: Watched) -> bool {
+        self.0 & w.bit() != 0
+    }
 }
 
 /// Whether a request asks to switch to WebSocket, the one protocol switch that is
@@ -81,6 +190,13 @@ impl HeaderEdit for HeaderMap {
 /// proxy's checks) lose their `Upgrade` header and go on as plain requests.
 #[must_use]
 pub fn is_upgrade<H: HeaderEdit + ?Sized>(headers: &H) -> bool {
+    is_upgrade_with(headers, Present::of(headers, &[]))
+}
+
+fn is_upgrade_with<H: HeaderEdit + ?Sized>(headers: &H, present: Present) -> bool {
+    if !present.has(Watched::Upgrade) || !present.has(Watched::Connection) {
+        return false;
+    }
     headers
         .get(&UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
@@ -109,39 +225,46 @@ fn connection_has<H: HeaderEdit + ?Sized>(headers: &H, token: &[u8]) -> bool {
 /// Removes hop-by-hop headers (RFC 9110 7.6.1), including those a `Connection`
 /// header names. With `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay, for a
 /// protocol switch that must reach the other side.
-pub fn remove_hop_by_hop<H: HeaderEdit + ?Sized>(headers: &mut H, keep_upgrade: bool) {
-    let upgrade = if keep_upgrade {
+fn remove_hop_by_hop<H: HeaderEdit + ?Sized>(
+    headers: &mut H,
+    keep_upgrade: bool,
+    present: Present,
+) {
+    if present.0 & HOP_BY_HOP_BITS == 0 {
+        return;
+    }
+    let upgrade = if keep_upgrade && present.has(Watched::Upgrade) {
         headers.get(&UPGRADE).cloned()
     } else {
         None
     };
-    let mut named = Vec::new();
-    connection_tokens(headers, |token| {
-        // The fixed hop-by-hop headers go below anyway (`keep-alive`, `upgrade`:
-        // the usual tokens); a token that is no header name names no header.
-        if HOP_BY_HOP
-            .iter()
-            .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(token))
-        {
-            return;
-        }
-        if let Ok(name) = HeaderName::from_bytes(token) {
-            named.push(name);
-        }
-    });
-    for name in &named {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
-        if headers.get(name).is_some() {
+    if present.has(Watched::Connection) {
+        let mut named = Vec::new();
+        connection_tokens(headers, |token| {
+            // The fixed hop-by-hop headers go below anyway (`keep-alive`, `upgrade`:
+            // the usual tokens); a token that is no header name names no header.
+            if HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(token))
+            {
+                return;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token) {
+                named.push(name);
+            }
+        });
+        for name in &named {
             headers.remove(name);
         }
     }
-    if keep_upgrade {
-        if let Some(up) = upgrade {
-            headers.set(CONNECTION, HeaderValue::from_static("upgrade"));
-            headers.set(UPGRADE, up);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present.0 & (1 << i) != 0 {
+            headers.remove(name);
         }
+    }
+    if let Some(up) = upgrade {
+        headers.set(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.set(UPGRADE, up);
     }
 }
 
@@ -193,15 +316,27 @@ pub fn apply_to_request<H: HeaderEdit + ?Sized>(
     hop: Hop<'_>,
     request_id: &HeaderValue,
 ) {
-    let upgrade = is_upgrade(headers);
-    let original_host = headers.get(&HOST).cloned();
-    remove_hop_by_hop(headers, upgrade);
-    for name in CLIENT_MAY_NOT_SET
-        .iter()
-        .chain(forward.strip_identity.iter().flat_map(|n| n.iter()))
-    {
-        if headers.get(name).is_some() {
-            headers.remove(name);
+    let identity = forward.strip_identity.as_deref().unwrap_or_default();
+    let present = Present::of(headers, identity);
+    let upgrade = is_upgrade_with(headers, present);
+    let original_host = if present.has(Watched::Host) {
+        headers.get(&HOST).cloned()
+    } else {
+        None
+    };
+    remove_hop_by_hop(headers, upgrade, present);
+    if present.0 & CLIENT_MAY_NOT_SET_BITS != 0 {
+        for (i, name) in CLIENT_MAY_NOT_SET.iter().enumerate() {
+            if present.0 & (1 << (HOP_BY_HOP.len() + i)) != 0 {
+                headers.remove(name);
+            }
+        }
+    }
+    if present.has(Watched::Identity) {
+        for name in identity {
+            if headers.get(name).is_some() {
+                headers.remove(name);
+            }
         }
     }
     if let Hop::Proxy {
@@ -210,30 +345,30 @@ pub fn apply_to_request<H: HeaderEdit + ?Sized>(
         trusted,
     } = hop
     {
-        apply_forwarding(headers, peer, https, trusted, original_host);
+        apply_forwarding(headers, peer, https, trusted, original_host, present);
     }
     headers.set(X_REQUEST_ID.clone(), request_id.clone());
-    apply_session(headers, forward);
+    apply_session(headers, forward, present);
 }
 
 /// The session part: the `Cookie` header without our cookies, a client
 /// `Authorization` dropped on authenticated routes, the Bearer token set.
-fn apply_session<H: HeaderEdit + ?Sized>(headers: &mut H, forward: &Forward) {
+fn apply_session<H: HeaderEdit + ?Sized>(headers: &mut H, forward: &Forward, present: Present) {
     match &forward.cookie {
         Some(c) => headers.set(COOKIE, c.clone()),
         None => {
-            if headers.get(&COOKIE).is_some() {
+            if present.has(Watched::Cookie) {
                 headers.remove(&COOKIE);
             }
         }
     }
     if let Some(bearer) = &forward.authorization {
         headers.set(AUTHORIZATION, bearer.clone());
-    } else if forward.strip_authorization && headers.get(&AUTHORIZATION).is_some() {
+    } else if forward.strip_authorization && present.has(Watched::Authorization) {
         headers.remove(&AUTHORIZATION);
     }
     // A client's DPoP proof goes where its Authorization goes: never beside ours.
-    if forward.strip_authorization && headers.get(&DPOP).is_some() {
+    if forward.strip_authorization && present.has(Watched::Dpop) {
         headers.remove(&DPOP);
     }
     if let Some(proof) = &forward.dpop {
@@ -253,9 +388,10 @@ fn apply_forwarding<H: HeaderEdit + ?Sized>(
     https: bool,
     trusted: &[IpNet],
     original_host: Option<HeaderValue>,
+    present: Present,
 ) {
     let trusted_peer = trusted.iter().any(|net| net.contains(peer));
-    let prior = if trusted_peer {
+    let prior = if trusted_peer && present.has(Watched::XForwardedFor) {
         headers
             .get_all(&X_FORWARDED_FOR)
             .into_iter()
@@ -276,28 +412,33 @@ fn apply_forwarding<H: HeaderEdit + ?Sized>(
         Ok(v) => headers.set(X_FORWARDED_FOR.clone(), v),
         Err(_) => headers.remove(&X_FORWARDED_FOR),
     }
-    let client_proto = headers
-        .get(&X_FORWARDED_PROTO)
-        .filter(|v| trusted_peer && matches!(v.as_bytes(), b"http" | b"https"))
-        .cloned();
+    let client_proto = if trusted_peer && present.has(Watched::XForwardedProto) {
+        headers
+            .get(&X_FORWARDED_PROTO)
+            .filter(|v| matches!(v.as_bytes(), b"http" | b"https"))
+            .cloned()
+    } else {
+        None
+    };
     headers.set(
         X_FORWARDED_PROTO.clone(),
         client_proto
             .unwrap_or_else(|| HeaderValue::from_static(if https { "https" } else { "http" })),
     );
-    let client_host = headers
-        .get(&X_FORWARDED_HOST)
-        .filter(|_| trusted_peer)
-        .cloned();
+    let client_host = if trusted_peer && present.has(Watched::XForwardedHost) {
+        headers.get(&X_FORWARDED_HOST).cloned()
+    } else {
+        None
+    };
     match client_host.or(original_host) {
         Some(host) => headers.set(X_FORWARDED_HOST.clone(), host),
         None => {
-            if headers.get(&X_FORWARDED_HOST).is_some() {
+            if present.has(Watched::XForwardedHost) {
                 headers.remove(&X_FORWARDED_HOST);
             }
         }
     }
-    if headers.get(&HOST).is_some() {
+    if present.has(Watched::Host) {
         headers.remove(&HOST);
     }
 }
@@ -355,7 +496,8 @@ pub fn host_from_authority<H: HeaderEdit + ?Sized>(
 /// Cleans an upstream's response headers: hop-by-hop headers removed (kept on a
 /// 101 switch).
 pub fn clean_response<H: HeaderEdit + ?Sized>(headers: &mut H, switching: bool) {
-    remove_hop_by_hop(headers, switching);
+    let present = Present::of(headers, &[]);
+    remove_hop_by_hop(headers, switching, present);
 }
 
 /// Adds the session's `Set-Cookie` values to a response.
@@ -373,7 +515,7 @@ mod example {
     /// What the module does, in a few lines.
     #[test]
     fn module_example() {
-        use crate::engine::headers::remove_hop_by_hop;
+        use crate::engine::headers::clean_response;
         use http::{HeaderMap, HeaderValue};
 
         let mut h = HeaderMap::new();
@@ -383,7 +525,7 @@ mod example {
         );
         h.insert("x-private", HeaderValue::from_static("1"));
         h.insert("accept", HeaderValue::from_static("*/*"));
-        remove_hop_by_hop(&mut h, false);
+        clean_response(&mut h, false);
         assert_eq!(h.len(), 1);
     }
 }

@@ -305,3 +305,335 @@ fn connection_names_the_headers_that_go() {
     let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
     assert_eq!(left, ["x-stays"]);
 }
+
+/// The header rules as they were before [`Present`] (every rule asking the map by
+/// name): the oracle the one-pass rules are checked against.
+#[allow(clippy::pedantic)]
+mod reference {
+    use super::super::{
+        CLIENT_MAY_NOT_SET, DPOP, HOP_BY_HOP, HeaderEdit, Hop, X_FORWARDED_FOR, X_FORWARDED_HOST,
+        X_FORWARDED_PROTO, X_REQUEST_ID, ip_value,
+    };
+    use crate::bff::Forward;
+    use crate::net::IpNet;
+    use http::header::{AUTHORIZATION, CONNECTION, COOKIE, HOST, HeaderName, HeaderValue, UPGRADE};
+    use std::net::IpAddr;
+
+    pub(super) fn is_upgrade<H: HeaderEdit + ?Sized>(headers: &H) -> bool {
+        headers
+            .get(&UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+            && connection_has(headers, b"upgrade")
+    }
+
+    fn connection_tokens<H: HeaderEdit + ?Sized>(headers: &H, mut each: impl FnMut(&[u8])) {
+        for value in headers.get_all(&CONNECTION) {
+            for token in value.as_bytes().split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if !token.is_empty() {
+                    each(token);
+                }
+            }
+        }
+    }
+
+    fn connection_has<H: HeaderEdit + ?Sized>(headers: &H, token: &[u8]) -> bool {
+        let mut found = false;
+        connection_tokens(headers, |t| found |= t.eq_ignore_ascii_case(token));
+        found
+    }
+
+    pub(super) fn remove_hop_by_hop<H: HeaderEdit + ?Sized>(headers: &mut H, keep_upgrade: bool) {
+        let upgrade = if keep_upgrade {
+            headers.get(&UPGRADE).cloned()
+        } else {
+            None
+        };
+        let mut named = Vec::new();
+        connection_tokens(headers, |token| {
+            // The fixed hop-by-hop headers go below anyway (`keep-alive`, `upgrade`:
+            // the usual tokens); a token that is no header name names no header.
+            if HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(token))
+            {
+                return;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token) {
+                named.push(name);
+            }
+        });
+        for name in &named {
+            headers.remove(name);
+        }
+        for name in &HOP_BY_HOP {
+            if headers.get(name).is_some() {
+                headers.remove(name);
+            }
+        }
+        if keep_upgrade {
+            if let Some(up) = upgrade {
+                headers.set(CONNECTION, HeaderValue::from_static("upgrade"));
+                headers.set(UPGRADE, up);
+            }
+        }
+    }
+
+    pub(super) fn apply_to_request<H: HeaderEdit + ?Sized>(
+        headers: &mut H,
+        forward: &Forward,
+        hop: Hop<'_>,
+        request_id: &HeaderValue,
+    ) {
+        let upgrade = is_upgrade(headers);
+        let original_host = headers.get(&HOST).cloned();
+        remove_hop_by_hop(headers, upgrade);
+        for name in CLIENT_MAY_NOT_SET
+            .iter()
+            .chain(forward.strip_identity.iter().flat_map(|n| n.iter()))
+        {
+            if headers.get(name).is_some() {
+                headers.remove(name);
+            }
+        }
+        if let Hop::Proxy {
+            peer,
+            https,
+            trusted,
+        } = hop
+        {
+            apply_forwarding(headers, peer, https, trusted, original_host);
+        }
+        headers.set(X_REQUEST_ID.clone(), request_id.clone());
+        apply_session(headers, forward);
+    }
+
+    fn apply_session<H: HeaderEdit + ?Sized>(headers: &mut H, forward: &Forward) {
+        match &forward.cookie {
+            Some(c) => headers.set(COOKIE, c.clone()),
+            None => {
+                if headers.get(&COOKIE).is_some() {
+                    headers.remove(&COOKIE);
+                }
+            }
+        }
+        if let Some(bearer) = &forward.authorization {
+            headers.set(AUTHORIZATION, bearer.clone());
+        } else if forward.strip_authorization && headers.get(&AUTHORIZATION).is_some() {
+            headers.remove(&AUTHORIZATION);
+        }
+        // A client's DPoP proof goes where its Authorization goes: never beside ours.
+        if forward.strip_authorization && headers.get(&DPOP).is_some() {
+            headers.remove(&DPOP);
+        }
+        if let Some(proof) = &forward.dpop {
+            headers.set(DPOP.clone(), proof.clone());
+        }
+        for (name, value) in &forward.identity {
+            headers.set(name.clone(), value.clone());
+        }
+    }
+
+    fn apply_forwarding<H: HeaderEdit + ?Sized>(
+        headers: &mut H,
+        peer: IpAddr,
+        https: bool,
+        trusted: &[IpNet],
+        original_host: Option<HeaderValue>,
+    ) {
+        let trusted_peer = trusted.iter().any(|net| net.contains(peer));
+        let prior = if trusted_peer {
+            headers
+                .get_all(&X_FORWARDED_FOR)
+                .into_iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            String::new()
+        };
+        let xff = if prior.is_empty() {
+            ip_value(peer)
+        } else {
+            HeaderValue::from_str(&format!("{prior}, {}", peer.to_canonical()))
+        };
+        match xff {
+            Ok(v) => headers.set(X_FORWARDED_FOR.clone(), v),
+            Err(_) => headers.remove(&X_FORWARDED_FOR),
+        }
+        let client_proto = headers
+            .get(&X_FORWARDED_PROTO)
+            .filter(|v| trusted_peer && matches!(v.as_bytes(), b"http" | b"https"))
+            .cloned();
+        headers.set(
+            X_FORWARDED_PROTO.clone(),
+            client_proto
+                .unwrap_or_else(|| HeaderValue::from_static(if https { "https" } else { "http" })),
+        );
+        let client_host = headers
+            .get(&X_FORWARDED_HOST)
+            .filter(|_| trusted_peer)
+            .cloned();
+        match client_host.or(original_host) {
+            Some(host) => headers.set(X_FORWARDED_HOST.clone(), host),
+            None => {
+                if headers.get(&X_FORWARDED_HOST).is_some() {
+                    headers.remove(&X_FORWARDED_HOST);
+                }
+            }
+        }
+        if headers.get(&HOST).is_some() {
+            headers.remove(&HOST);
+        }
+    }
+}
+
+/// Header names the oracle test draws from: every name a rule acts on, in both
+/// cases, one the route's identity list holds, and others.
+const NAMES: [&str; 30] = [
+    "connection",
+    "Connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-original-url",
+    "X-Rewrite-Url",
+    "cookie",
+    "authorization",
+    "dpop",
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "x-user",
+    "x-foo",
+    "accept",
+    "content-length",
+];
+
+/// Values: `Connection` tokens naming other headers, `Upgrade`'s, forwarding
+/// values, a byte outside ASCII.
+const VALUES: [&[u8]; 12] = [
+    b"1",
+    b"websocket",
+    b"upgrade",
+    b"Upgrade, x-foo",
+    b"keep-alive, X-User ,cookie",
+    b"authorization, dpop, x-forwarded-for",
+    b"close,,te",
+    b"https",
+    b"http",
+    b"10.9.8.7",
+    b"app.example",
+    b"caf\xe9, host",
+];
+
+/// A header map's content, order aside (`http` keeps each name's values in order).
+fn content(h: &HeaderMap) -> Vec<(String, Vec<Vec<u8>>)> {
+    let mut all: Vec<_> = h
+        .keys()
+        .map(|k| {
+            let values = h.get_all(k).iter().map(|v| v.as_bytes().to_vec()).collect();
+            (k.as_str().to_owned(), values)
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+    /// The one-pass rules leave every request and response exactly as the rules
+    /// that asked the map about each name did.
+    #[test]
+    fn one_pass_rules_match_the_lookup_rules(
+        pairs in proptest::collection::vec((0..NAMES.len(), 0..VALUES.len()), 0..12),
+        bearer in proptest::bool::ANY,
+        strip in proptest::bool::ANY,
+        cookie in proptest::bool::ANY,
+        dpop in proptest::bool::ANY,
+        identity in proptest::bool::ANY,
+        hop in 0..3u8,
+        switching in proptest::bool::ANY,
+    ) {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(NAMES[n].as_bytes()).unwrap(),
+                HeaderValue::from_bytes(VALUES[v]).unwrap(),
+            );
+        }
+        let mut f = forward(bearer.then_some("Bearer real"), strip);
+        if !cookie {
+            f.cookie = None;
+        }
+        if dpop {
+            f.dpop = Some(HeaderValue::from_static("proof"));
+        }
+        if identity {
+            let names = [HeaderName::from_static("x-user"), X_FORWARDED_HOST.clone()];
+            f.strip_identity = Some(std::sync::Arc::from(names));
+            f.identity = vec![(HeaderName::from_static("x-user"), HeaderValue::from_static("alice"))];
+        }
+        let trusted = [crate::net::IpNet::parse("10.0.0.0/8").unwrap()];
+        let hop = match hop {
+            0 => Hop::Layer,
+            1 => proxy("192.0.2.1", true),
+            _ => Hop::Proxy { peer: "10.0.0.7".parse().unwrap(), https: false, trusted: &trusted },
+        };
+        let (mut new, mut old) = (h.clone(), h.clone());
+        apply_to_request(&mut new, &f, hop, &request_id());
+        reference::apply_to_request(&mut old, &f, hop, &request_id());
+        proptest::prop_assert_eq!(content(&new), content(&old));
+        proptest::prop_assert_eq!(is_upgrade(&h), reference::is_upgrade(&h));
+
+        let (mut new, mut old) = (h.clone(), h);
+        clean_response(&mut new, switching);
+        reference::remove_hop_by_hop(&mut old, switching);
+        proptest::prop_assert_eq!(content(&new), content(&old));
+    }
+}
+
+/// Each watched name's bit: the hop-by-hop names' and the forbidden names' bits
+/// follow their lists' order (the rules index the lists by bit).
+#[test]
+fn watched_bits_follow_the_lists() {
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        assert_eq!(Watched::of(name).map(Watched::bit), Some(1 << i), "{name}");
+    }
+    for (i, name) in CLIENT_MAY_NOT_SET.iter().enumerate() {
+        let bit = 1 << (HOP_BY_HOP.len() + i);
+        assert_eq!(Watched::of(name).map(Watched::bit), Some(bit), "{name}");
+    }
+    for name in [
+        &COOKIE,
+        &AUTHORIZATION,
+        &DPOP,
+        &HOST,
+        &X_FORWARDED_FOR,
+        &X_FORWARDED_PROTO,
+        &X_FORWARDED_HOST,
+    ] {
+        let w = Watched::of(name).unwrap();
+        assert!(
+            w.bit() & (HOP_BY_HOP_BITS | CLIENT_MAY_NOT_SET_BITS) == 0,
+            "{name}"
+        );
+    }
+    assert_eq!(Watched::of(&HeaderName::from_static("x-user")), None);
+}

@@ -106,7 +106,7 @@ impl Nginx {
             .into_iter()
             .find(|p| std::process::Command::new(p).arg("-v").output().is_ok())
             .expect("nginx is needed (scripts/setup installs it)");
-        let child = tokio::process::Command::new(nginx)
+        let mut child = tokio::process::Command::new(nginx)
             .arg("-c")
             .arg(&path)
             .arg("-p")
@@ -123,6 +123,12 @@ impl Nginx {
             .await
             .is_err()
         {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "nginx ended ({status}) before it listened on {port}: {}",
+                    std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+                );
+            }
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "nginx did not start"

@@ -217,23 +217,67 @@ pub fn assert_no_secret_in(log: &str, secrets: &[String]) {
 }
 
 /// A free loopback port for a child process (which cannot hand back a port 0 it
-/// bound): taken from the kernel, released, then given to the child.
+/// bound). It is taken from below the kernel's ephemeral range: a port the kernel
+/// hands out (to a `bind(0)` of a test running beside this one, or as the local
+/// port of an outgoing connection) can be taken again between this check and the
+/// child's bind, and the child fails with "Address already in use" (an nginx in
+/// CI did). Below that range only another call of this function picks ports, and
+/// a counter shared by the whole test binary keeps those apart.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports::<1>()[0]
 }
 
-/// `N` free ports, all different: each is held until all are picked (one
-/// `free_port()` after another can get the same port back, and a proxy told to
-/// listen and serve admin on one port refuses to start).
+/// `N` free ports, all different, from below the ephemeral range (see
+/// [`free_port`]); each is held until all are picked.
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Ports [FLOOR, ceiling): ceiling is the first ephemeral port.
+    const FLOOR: u32 = 10_000;
+    let ceiling = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|c| *c > FLOOR + 1_000 && *c <= 65_536)
+        .unwrap_or(32_768);
+    let span = ceiling - FLOOR;
+    // Each test binary starts somewhere else in the span (two runs on one machine).
+    let _ = NEXT.compare_exchange(
+        0,
+        std::process::id().wrapping_mul(7_919) % span + 1,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    let mut held = Vec::with_capacity(N);
+    for _ in 0..span {
+        if held.len() == N {
+            break;
+        }
+        let port = FLOOR + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            held.push(l);
+        }
+    }
+    assert_eq!(held.len(), N, "no {N} free ports below {ceiling}");
     std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+}
+
+/// Why: a port the kernel hands out to `bind(0)` or to an outgoing connection
+/// can be taken between the check and the child's bind (CI saw nginx fail with
+/// "Address already in use" on 35893); ports for children come from below.
+#[test]
+fn ports_for_children_are_below_the_ephemeral_range() {
+    let first_ephemeral: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let ports = free_ports::<4>();
+    for p in ports.into_iter().chain([free_port()]) {
+        assert!(p < first_ephemeral, "{p} is in the ephemeral range");
+    }
+    let mut sorted = ports.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 4, "all different: {ports:?}");
 }
 
 pub fn rss_bytes() -> u64 {

@@ -11,11 +11,12 @@
 # `rep movsb` / `rep stosb` as an instruction, where the CPU's own counter counts
 # the instruction once. glibc's memcpy and memset switch to those above a few KB
 # (under valgrind: a 13,500-byte memcpy counted 13,515 instructions, an 8,000-byte
-# one 784). pingora moves a ~13.5 KB future per request twice, so its count was
-# ~27,000 higher than the work done. The measured processes therefore run with
-# GLIBC_TUNABLES raising both thresholds out of reach: large copies take glibc's
-# vector loop, whose instructions are real ones. REP_STRINGS=1 keeps glibc's
-# defaults (the figures of earlier sessions were taken that way).
+# one 784). pingora moves a ~13.5 KB future once per request, so its count was
+# ~12,500 higher than the work done (2026-12-04: 118,984 against 106,442). The
+# measured processes therefore run with GLIBC_TUNABLES raising both thresholds out
+# of reach: large copies take glibc's vector loop, whose instructions are real
+# ones. REP_STRINGS=1 keeps glibc's defaults (the figures of earlier sessions were
+# taken that way).
 #
 # Rows: nginx as a plain reverse proxy (keep-alive to the upstream) and bff-proxy
 # with each engine doing the full session work on every request (open the sealed
@@ -104,9 +105,15 @@ stop() { # pid: stops a process and waits (at most 20 s) until its ports are fre
   for _ in $(seq 1 200); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
   echo "process $1 did not stop" >&2; exit 1
 }
-# glibc's copy and fill loops instead of `rep movsb` / `rep stosb` (header above).
-TUNABLES="glibc.cpu.x86_rep_movsb_threshold=1073741824:glibc.cpu.x86_rep_stosb_threshold=1073741824"
-[ "${REP_STRINGS:-0}" = 1 ] && TUNABLES=""
+# glibc's copy and fill loops instead of `rep movsb` / `rep stosb` (header above),
+# for the measured processes only, added to whatever GLIBC_TUNABLES the caller set.
+TUNABLES=${GLIBC_TUNABLES:-}
+if [ "${REP_STRINGS:-0}" = 1 ]; then
+  REP_NOTE="on (glibc's defaults, counted per byte)"
+else
+  REP_NOTE="off (glibc's vector loops)"
+  TUNABLES="${TUNABLES:+$TUNABLES:}glibc.cpu.x86_rep_movsb_threshold=1073741824:glibc.cpu.x86_rep_stosb_threshold=1073741824"
+fi
 under_callgrind() { # name command...: starts it under callgrind, prints its pid
   local name=$1; shift
   GLIBC_TUNABLES="$TUNABLES" valgrind --tool=callgrind \
@@ -159,7 +166,7 @@ for engine in pingora hyper; do
   stop "$pid"
 done
 
-echo "machine: $(nproc) cores, $(uname -m); valgrind $(valgrind --version | sed 's/^valgrind-//'), callgrind; each proxy alone with 1 worker; wrk -t1 -c$CONNS -d$DUR after a 2 s warm-up; user-space instructions only; rep movsb/stosb $([ -n "$TUNABLES" ] && echo "off (glibc's vector loops)" || echo "on (glibc's defaults, counted per byte)")"
+echo "machine: $(nproc) cores, $(uname -m); valgrind $(valgrind --version | sed 's/^valgrind-//'), callgrind; each proxy alone with 1 worker; wrk -t1 -c$CONNS -d$DUR after a 2 s warm-up; user-space instructions only; rep movsb/stosb $REP_NOTE"
 echo
 printf '| %-12s | %9s | %16s | %12s | %8s | %s\n' "target" "requests" "instructions" "instr/req" "× nginx" "non-2xx"
 printf '|%s|\n' "--------------|-----------|------------------|--------------|----------|--------"

@@ -262,8 +262,12 @@ impl CookieNames {
         let mut pairs = 0usize;
         for value in headers.get_all(COOKIE) {
             total += value.len();
-            pairs += 1 + count_semicolons(value.as_bytes());
-            if total > MAX_COOKIE_HEADER_BYTES || pairs > MAX_COOKIE_PAIRS {
+            if total > MAX_COOKIE_HEADER_BYTES {
+                return Err(Error::new(ErrorKind::CookieHeaderTooLarge));
+            }
+            // At most MAX_COOKIE_PAIRS counted: that many `;` make one pair too many.
+            pairs += 1 + count_semicolons(value.as_bytes(), MAX_COOKIE_PAIRS);
+            if pairs > MAX_COOKIE_PAIRS {
                 return Err(Error::new(ErrorKind::CookieHeaderTooLarge));
             }
         }

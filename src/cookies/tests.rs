@@ -177,13 +177,52 @@ fn too_large_a_value_is_an_error_not_a_broken_cookie() {
 }
 
 #[test]
-fn semicolons_are_counted_across_blocks() {
+fn semicolons_are_counted_up_to_the_limit() {
     let text: Vec<u8> = (0..2000)
         .map(|i| if i % 3 == 0 { b';' } else { b'a' })
         .collect();
-    assert_eq!(count_semicolons(&text), 667);
-    assert_eq!(count_semicolons(&[b';'; 255]), 255);
-    assert_eq!(count_semicolons(b""), 0);
+    assert_eq!(count_semicolons(&text, 1000), 667);
+    assert_eq!(count_semicolons(&text, MAX_COOKIE_PAIRS), MAX_COOKIE_PAIRS);
+    assert_eq!(count_semicolons(&[b';'; 255], 255), 255);
+    assert_eq!(count_semicolons(b"", MAX_COOKIE_PAIRS), 0);
+    assert_eq!(count_semicolons(b"a=1", MAX_COOKIE_PAIRS), 0);
+}
+
+#[test]
+fn the_cookie_count_limit_is_exact_across_headers() {
+    let names = CookieNames::new(settings().name());
+    let header = |from: usize, n: usize| {
+        let pairs: Vec<String> = (from..from + n).map(|i| format!("c{i}=1")).collect();
+        HeaderValue::from_str(&pairs.join("; ")).unwrap()
+    };
+    let mut h = HeaderMap::new();
+    h.insert(COOKIE, header(0, MAX_COOKIE_PAIRS));
+    assert_eq!(names.parse(&h).unwrap().pairs().count(), MAX_COOKIE_PAIRS);
+    h.insert(COOKIE, header(0, MAX_COOKIE_PAIRS + 1));
+    assert_eq!(
+        names.parse(&h).unwrap_err().kind(),
+        &ErrorKind::CookieHeaderTooLarge
+    );
+
+    // 100 + 80 in two headers is the limit; 100 + 81 is over it.
+    let mut h = HeaderMap::new();
+    h.append(COOKIE, header(0, 100));
+    h.append(COOKIE, header(100, 80));
+    assert_eq!(names.parse(&h).unwrap().pairs().count(), MAX_COOKIE_PAIRS);
+    let mut h = HeaderMap::new();
+    h.append(COOKIE, header(0, 100));
+    h.append(COOKIE, header(100, 81));
+    assert_eq!(
+        names.parse(&h).unwrap_err().kind(),
+        &ErrorKind::CookieHeaderTooLarge
+    );
+    // A header of nothing but `;` is refused, however long.
+    let mut h = HeaderMap::new();
+    h.insert(COOKIE, HeaderValue::from_str(&";".repeat(20_000)).unwrap());
+    assert_eq!(
+        names.parse(&h).unwrap_err().kind(),
+        &ErrorKind::CookieHeaderTooLarge
+    );
 }
 
 #[test]

@@ -151,8 +151,11 @@ pub struct Session {
 mod token_text {
     use std::fmt;
 
-    use serde::Deserializer;
     use serde::de::{self, Unexpected, Visitor};
+    use serde::{Deserialize, Deserializer};
+
+    /// One token, read as bytes and checked here.
+    struct Token(String);
 
     struct Text;
 
@@ -174,30 +177,18 @@ mod token_text {
         }
     }
 
-    struct SomeText;
-
-    impl<'de> Visitor<'de> for SomeText {
-        type Value = Option<String>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an optional UTF-8 string")
-        }
-
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            read(d).map(Some)
+    impl<'de> Deserialize<'de> for Token {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_bytes(Text).map(Token)
         }
     }
 
     pub(super) fn read<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-        d.deserialize_bytes(Text)
+        Token::deserialize(d).map(|t| t.0)
     }
 
     pub(super) fn read_some<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        d.deserialize_option(SomeText)
+        Ok(Option::<Token>::deserialize(d)?.map(|t| t.0))
     }
 }
 

@@ -34,6 +34,15 @@ use crate::bff::Upstream;
 /// An upstream origin: whether over TLS, and the authority.
 type Origin = (bool, Authority);
 
+/// Whether two origins are the same, their authorities compared byte for byte.
+/// `Authority`'s own `==` ignores ASCII case one byte at a time (~280 instructions
+/// per comparison, two per request); an upstream's authority is written once, at
+/// config load, so an exact comparison finds it. Two routes spelling one host in
+/// different cases get a list each, which costs nothing but a connection.
+fn same_origin(a: &Origin, b: &Origin) -> bool {
+    a.0 == b.0 && a.1.as_str() == b.1.as_str()
+}
+
 /// Idle connections per upstream origin, the most recently used last. A list, not
 /// a hash map: a proxy has a few upstreams, and hashing an authority (SipHash) cost
 /// more than comparing it with each.
@@ -138,7 +147,7 @@ impl Pool {
         loop {
             let idle = {
                 let mut lists = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                let (_, list) = lists.iter_mut().find(|(o, _)| o == origin)?;
+                let (_, list) = lists.iter_mut().find(|(o, _)| same_origin(o, origin))?;
                 list.pop()?
             };
             let Idle { mut sender, since } = idle;
@@ -191,7 +200,7 @@ impl Pool {
         let now = Instant::now();
         {
             let mut lists = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            let at = match lists.iter().position(|(o, _)| *o == origin) {
+            let at = match lists.iter().position(|(o, _)| same_origin(o, &origin)) {
                 Some(at) => at,
                 None => {
                     lists.push((origin, Vec::new()));
@@ -293,5 +302,24 @@ mod tests {
             let u = Upstream::new(&url::Url::parse(url).unwrap()).unwrap();
             assert_eq!(u.host_header(), host, "{url}");
         }
+    }
+
+    /// Kept connections are found by scheme and authority, exactly as the config
+    /// wrote them: a plain and a TLS connection to one authority never mix.
+    #[test]
+    fn origins_match_on_tls_and_the_exact_authority() {
+        let origin = |tls: bool, authority: &str| -> Origin {
+            (tls, Authority::try_from(authority).unwrap())
+        };
+        let a = origin(false, "127.0.0.1:8080");
+        assert!(same_origin(&a, &origin(false, "127.0.0.1:8080")));
+        assert!(!same_origin(&a, &origin(true, "127.0.0.1:8080")));
+        assert!(!same_origin(&a, &origin(false, "127.0.0.1:8081")));
+        assert!(!same_origin(&a, &origin(false, "127.0.0.1")));
+        let named = origin(true, "api.example.com");
+        assert!(same_origin(&named, &origin(true, "api.example.com")));
+        assert!(!same_origin(&named, &origin(true, "api.example.org")));
+        // Another spelling is another list (a connection more, never a wrong one).
+        assert!(!same_origin(&named, &origin(true, "API.example.com")));
     }
 }

@@ -24,7 +24,10 @@
 # alone under callgrind with one worker (nginx `master_process off`, bff-proxy
 # `server.threads = 1`); after a warm-up its counters are zeroed, wrk sends
 # requests for DUR over CONNS connections, and the counters are dumped: the count
-# over the requests wrk completed is the figure.
+# over the requests wrk completed is the figure. Each engine then gets a second
+# row, `-public`: the same process on a route with `auth = "none"` and no Cookie,
+# so no session work at all, which is the engine's own floor (its two HTTP/1 hops,
+# the header rules, the request id).
 #
 #   bash benches/load/instructions.sh           # DUR=10s CONNS=8
 #   BFF_BIN=/path/to/older/bff-proxy bash benches/load/instructions.sh
@@ -69,6 +72,15 @@ start_upstream "$UP" "$WORK"
 KEY=$("$BIN" keygen)
 config() { # listen admin engine dev_idp
   bench_config "$1" "$2" "$3" "$4" 1
+  # The engine's floor: a route without session work (no cookie to open, no CSRF,
+  # no token), on the same upstream; the header rules, the request id, the path
+  # check and both HTTP/1 hops are still done.
+  cat <<EOF
+[[routes]]
+path = "/pub/"
+upstream = "http://127.0.0.1:$UP"
+auth = "none"
+EOF
 }
 # The dev IdP in a process of its own, not measured.
 config "$IDP_PROXY" "$IDP_ADMIN" hyper true > "$WORK/idp.toml"
@@ -76,6 +88,8 @@ RUST_LOG=warn "$BIN" --config "$WORK/idp.toml" 2>"$WORK/idp.log" & PIDS+=($!)
 wait_http "http://127.0.0.1:$IDP/.well-known/openid-configuration" || { cat "$WORK/idp.log" >&2; exit 1; }
 
 count() { # name pid url [headers...] → a results line: name requests instructions
+  # (CG: the process's callgrind file name when it is not `name`; DUMP: which of its
+  # dumps this count is, 1 for its first)
   local name=$1 pid=$2 url=$3; shift 3
   local args=() h
   for h in "$@"; do args+=(-H "$h"); done
@@ -91,7 +105,7 @@ count() { # name pid url [headers...] → a results line: name requests instruct
   # thread with --separate-threads=no there is one; take the newest).
   # The dump of the measured run (callgrind numbers it .1); a process that exited
   # meanwhile left only its final file: say so rather than print a wrong count.
-  local f="$WORK/$name.cg.out.1"
+  local f="$WORK/${CG:-$name}.cg.out.${DUMP:-1}"
   if [ ! -s "$f" ] || ! kill -0 "$pid" 2>/dev/null; then
     echo "$name stopped during its run; its valgrind log ends:" >&2
     grep -v "^==" "$WORK/$name.valgrind.log" | tail -5 >&2
@@ -163,16 +177,19 @@ for engine in pingora hyper; do
   got=$(curl -s -H "Cookie: $cookie" -H "X-CSRF: 1" "http://127.0.0.1:$PX/api/bench")
   [ "$got" = "ok" ] || { echo "the session does not work on $engine: $got" >&2; exit 1; }
   count "bff-$engine" "$pid" "http://127.0.0.1:$PX/api/bench" "Cookie: $cookie" "X-CSRF: 1"
+  got=$(curl -s "http://127.0.0.1:$PX/pub/bench")
+  [ "$got" = "ok" ] || { echo "the public route does not work on $engine: $got" >&2; exit 1; }
+  CG="bff-$engine" DUMP=2 count "bff-$engine-public" "$pid" "http://127.0.0.1:$PX/pub/bench"
   stop "$pid"
 done
 
 echo "machine: $(nproc) cores, $(uname -m); valgrind $(valgrind --version | sed 's/^valgrind-//'), callgrind; each proxy alone with 1 worker; wrk -t1 -c$CONNS -d$DUR after a 2 s warm-up; user-space instructions only; rep movsb/stosb $REP_NOTE"
 echo
-printf '| %-12s | %9s | %16s | %12s | %8s | %s\n' "target" "requests" "instructions" "instr/req" "× nginx" "non-2xx"
-printf '|%s|\n' "--------------|-----------|------------------|--------------|----------|--------"
+printf '| %-19s | %9s | %16s | %12s | %8s | %s\n' "target" "requests" "instructions" "instr/req" "× nginx" "non-2xx"
+printf '|%s|\n' "---------------------|-----------|------------------|--------------|----------|--------"
 nginx_per=$(awk '$1 == "nginx" && $2 > 0 {printf "%.0f", $3 / $2}' "$WORK/results")
 while read -r name requests instr non2xx; do
   per=$(awk -v i="$instr" -v n="$requests" 'BEGIN { if (n > 0) printf "%.0f", i / n; else print "-" }')
   ratio=$(awk -v a="$per" -v b="$nginx_per" 'BEGIN { if (a == "-" || b == "") print "-"; else printf "%.2f", a / b }')
-  printf '| %-12s | %9s | %16s | %12s | %8s | %s\n' "$name" "$requests" "$instr" "$per" "$ratio" "$non2xx"
+  printf '| %-19s | %9s | %16s | %12s | %8s | %s\n' "$name" "$requests" "$instr" "$per" "$ratio" "$non2xx"
 done < "$WORK/results"

@@ -108,7 +108,7 @@ count() { # name pid url [headers...] → a results line: name requests instruct
   local f="$WORK/${CG:-$name}.cg.out.${DUMP:-1}"
   if [ ! -s "$f" ] || ! kill -0 "$pid" 2>/dev/null; then
     echo "$name stopped during its run; its valgrind log ends:" >&2
-    grep -v "^==" "$WORK/$name.valgrind.log" | tail -5 >&2
+    grep -v "^==" "$WORK/${CG:-$name}.valgrind.log" | tail -5 >&2
     exit 1
   fi
   instr=$(awk '/^summary:/ {print $2} /^totals:/ {print $2}' "$f" | tail -1)

@@ -3,6 +3,8 @@
 #   direct, through nginx as a plain reverse proxy (keep-alive to the upstream; its
 #   own nginx instance, so its CPU is the proxy's alone),
 #   through bff-proxy with the pingora engine and with the hyper engine,
+#   the same two processes on an auth = "none" route without a cookie (the -public
+#   rows: each engine's floor, with no session work),
 #   through three pingora replicas sharing Redis (a third of the connections each),
 # the bff-proxy rows with a valid session cookie and the CSRF header on every
 # request, so each request does the full open-session + Bearer work. Same total
@@ -113,6 +115,12 @@ ${8:-}
 [[routes]]
 path = "/api/"
 upstream = "http://127.0.0.1:$UP"
+# The engine's floor (the -public rows): no cookie to open, no CSRF, no token; the
+# path check, the header rules, the request id and both HTTP/1 hops remain.
+[[routes]]
+path = "/pub/"
+upstream = "http://127.0.0.1:$UP"
+auth = "none"
 EOF
 }
 config "$PG" "$ADM_PG" pingora true "$IDP" 1h 30s > "$WORK/pingora.toml"
@@ -136,6 +144,8 @@ COOKIE=$(login "$PG")
 for port in "$PG" "$HY"; do
   got=$(curl -s -H "Cookie: $COOKIE" -H "X-CSRF: 1" "http://127.0.0.1:$port/api/bench")
   [ "$got" = "ok" ] || { echo "the session does not work on port $port: $got" >&2; exit 1; }
+  got=$(curl -s "http://127.0.0.1:$port/pub/bench")
+  [ "$got" = "ok" ] || { echo "the public route does not work on port $port: $got" >&2; exit 1; }
 done
 
 HZ=$(getconf CLK_TCK)
@@ -209,6 +219,9 @@ run direct "http://127.0.0.1:$UP/api/bench" NO_PIDS
 run nginx "http://127.0.0.1:$NGX/api/bench" NGINX_PIDS
 run bff-pingora "http://127.0.0.1:$PG/api/bench" PG_PID "Cookie: $COOKIE" "X-CSRF: 1"
 run bff-hyper "http://127.0.0.1:$HY/api/bench" HY_PID "Cookie: $COOKIE" "X-CSRF: 1"
+# Each engine's floor: the same processes on the auth = "none" route, no Cookie.
+run bff-pingora-public "http://127.0.0.1:$PG/pub/bench" PG_PID
+run bff-hyper-public "http://127.0.0.1:$HY/pub/bench" HY_PID
 
 # The Node BFF (benches/load/node/bff.js: express-openid-connect + http-proxy-middleware,
 # a cluster of PROXY_THREADS workers), logged in through its own dev IdP (a bff-proxy
@@ -257,6 +270,8 @@ fixed direct "http://127.0.0.1:$UP/api/bench"
 fixed nginx "http://127.0.0.1:$NGX/api/bench"
 fixed bff-pingora "http://127.0.0.1:$PG/api/bench" "Cookie: $COOKIE" "X-CSRF: 1"
 fixed bff-hyper "http://127.0.0.1:$HY/api/bench" "Cookie: $COOKIE" "X-CSRF: 1"
+fixed bff-pingora-public "http://127.0.0.1:$PG/pub/bench"
+fixed bff-hyper-public "http://127.0.0.1:$HY/pub/bench"
 
 # Three pingora replicas sharing Redis, each with a third of the connections; the
 # session cookie from the first instance works on all of them (same keys).
@@ -302,9 +317,9 @@ storm_refresh=$(echo "$storm_metrics" | awk '/^bff_refresh_total\{result="ok"\}/
 echo
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m); wrk -t$WRK_THREADS -c$CONNS -d$DUR; every proxy with $PROXY_THREADS worker(s) (nginx worker_processes, bff-proxy server.threads); upstream: nginx, 1 worker"
 echo
-printf '| %-12s | %10s | %7s | %7s | %9s | %10s | %8s | %10s | %9s | %13s | %s\n' \
+printf '| %-18s | %10s | %7s | %7s | %9s | %10s | %8s | %10s | %9s | %13s | %s\n' \
   "target" "requests/s" "p50 ms" "p99 ms" "proxy CPU" "req/s/core" "× nginx" "CPU µs/req" "instr/req" "p99 over dir." "errors"
-printf '|%s|\n' "--------------|------------|---------|---------|-----------|------------|----------|------------|-----------|---------------|-------"
+printf '|%s|\n' "--------------------|------------|---------|---------|-----------|------------|----------|------------|-----------|---------------|-------"
 per_core() { awk -v r="$1" -v c="$2" 'BEGIN { if (c == "-" || c == 0) print "-"; else printf "%.0f", r * 100 / c }'; }
 nginx_per_core=$(awk '$1 == "nginx" {print $2, $5}' "$WORK/results" | { read -r r c; per_core "$r" "$c"; })
 direct_p99=$(to_ms "$(awk '$1 == "direct" {print $4}' "$WORK/results")")
@@ -315,7 +330,7 @@ while read -r name rps p50 p99 cpu total instr errors; do
   us=$(awk -v c="$cpu" -v r="$rps" 'BEGIN { if (c == "-") print "-"; else printf "%.1f", c / 100 * 1e6 / r }')
   over=$(awk -v a="$p99ms" -v b="$direct_p99" 'BEGIN {printf "%+.3f ms", a - b}')
   [ "$cpu" = "-" ] || cpu="$cpu %"
-  printf '| %-12s | %10s | %7s | %7s | %9s | %10s | %8s | %10s | %9s | %13s | %s\n' \
+  printf '| %-18s | %10s | %7s | %7s | %9s | %10s | %8s | %10s | %9s | %13s | %s\n' \
     "$name" "$rps" "$p50ms" "$p99ms" "$cpu" "$pc" "$ratio" "$us" "$instr" "$over" "$errors"
 done < "$WORK/results"
 echo
@@ -326,15 +341,15 @@ rate_why="half of nginx's requests/s above"
 [ -n "${FIXED_RATE:-}" ] && rate_why="set by FIXED_RATE"
 echo "fixed rate: $RATE requests/s ($rate_why) for ${FIXED_SECS}s over $CONNS connections, open loop (benches/load/openload.rs)"
 echo
-printf '| %-12s | %8s | %8s | %9s | %8s | %14s | %s\n' "target" "p50 ms" "p99 ms" "p99.9 ms" "max ms" "p99 over nginx" "errors"
-printf '|%s|\n' "--------------|----------|----------|-----------|----------|----------------|-------"
+printf '| %-18s | %8s | %8s | %9s | %8s | %14s | %s\n' "target" "p50 ms" "p99 ms" "p99.9 ms" "max ms" "p99 over nginx" "errors"
+printf '|%s|\n' "--------------------|----------|----------|-----------|----------|----------------|-------"
 field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<< "$2"; }
 nginx_fixed_p99=$(field p99_ms "$(awk '$1 == "nginx"' "$WORK/fixed")")
 while read -r line; do
   name=${line%% *}
   p99=$(field p99_ms "$line")
   over=$(awk -v a="$p99" -v b="$nginx_fixed_p99" 'BEGIN {printf "%+.3f ms", a - b}')
-  printf '| %-12s | %8s | %8s | %9s | %8s | %14s | %s\n' "$name" "$(field p50_ms "$line")" "$p99" \
+  printf '| %-18s | %8s | %8s | %9s | %8s | %14s | %s\n' "$name" "$(field p50_ms "$line")" "$p99" \
     "$(field p999_ms "$line")" "$(field max_ms "$line")" "$over" "$(field errors "$line")"
 done < "$WORK/fixed"
 echo
